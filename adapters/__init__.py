@@ -1,0 +1,1 @@
+"""Generic Dataloop <-> Hugging Face plumbing shared by every model module in `models/`."""

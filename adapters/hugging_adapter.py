@@ -1,0 +1,245 @@
+"""The generic HuggingAdapter: prompt items in, `dl.FreeText` annotations out.
+
+The base owns everything that is not model-specific: configuration, weight loading, device, parsing both
+prompt-item formats, reporting what is skipped, truncation, length-sorted micro-batching with dynamic padding,
+turn-by-turn batching of conversations, and building annotations. A model module only says how one question
+becomes model rows (`preprocess`), how a padded batch runs (`forward`) and how row outputs become answers
+(`postprocess`), in the shape of a `transformers` pipeline.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import dtlpy as dl
+import torch
+
+from .batching import plan_micro_batches
+from .errors import MalformedItemError
+from .loading import context_window, load_pretrained, resolve_device
+from .manifest import model_entries
+from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
+from .settings import Setting, resolve_configuration
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, list[int]]
+
+
+@dataclass
+class Answer:
+    """One answer to one question; `details` land in the annotation's `metadata.user.model_output`."""
+
+    text: str
+    confidence: float
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Turn:
+    """A question already answered in this conversation, for models that read history."""
+
+    question: Question
+    answers: list[Answer]
+
+
+@dataclass
+class LoadedItem:
+    """A prompt item as read by `prepare_item_func`; `error` says why it could not be read."""
+
+    name: str
+    data: Any = None
+    error: str | None = None
+
+
+@dataclass
+class PredictionReport:
+    """What one `predict` call did not answer: unreadable items and skipped or failed questions."""
+
+    failed_items: list[Skipped] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def add(self, skipped: Skipped, failed_item: bool = False) -> None:
+        (self.failed_items if failed_item else self.skipped).append(skipped)
+        logger.warning("not answered: %s", skipped.describe())
+
+
+class HuggingAdapter:
+    """Base of every model module; subclasses set `model_class` and implement preprocess/forward/postprocess."""
+
+    model_class: ClassVar[Any]
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    padding_side: ClassVar[str] = "right"
+
+    def __init__(self, configuration: dict | None = None, model_name: str | None = None):
+        module_name = type(self).__module__
+        self.configuration = resolve_configuration(module_name, self.settings, configuration)
+        self.check_configuration(self.configuration)
+        self.model_name = model_name or _manifest_name(module_name)
+        self.device = resolve_device(self.configuration["device"])
+        self.model, self.tokenizer = load_pretrained(self.model_class, self.configuration["model_path"], self.device)
+        self.tokenizer.padding_side = self.padding_side
+        self.max_input_tokens = context_window(self.model, self.tokenizer)
+        self.last_report = PredictionReport()
+        self.setup()
+
+    # ----- hooks for model modules -----
+    def check_configuration(self, configuration: dict) -> None:
+        """Cross-key checks that must refuse a configuration before any weights are loaded."""
+
+    def setup(self) -> None:
+        """Model-specific preparation after the weights are loaded (e.g. read labels from the model config)."""
+
+    def conversations(self, parsed: ParsedItem) -> list[list[Question]]:
+        """Questions that depend on each other's answers, in turn order; by default every question stands alone."""
+        return [[question] for question in parsed.questions]
+
+    def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
+        """The model rows (token ids) that answer `question`."""
+        raise NotImplementedError
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> list[Any]:
+        """Run one padded micro-batch; return one output per row."""
+        raise NotImplementedError
+
+    def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
+        """Turn the outputs of `question`'s rows into its answers."""
+        raise NotImplementedError
+
+    def batch_cost(self, rows: int, longest: int) -> int:
+        """Memory cost of a micro-batch in padded tokens; generative modules add their answer budget."""
+        return rows * longest
+
+    # ----- shared helpers -----
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, where: str = "",
+               max_length: int | None = None) -> list[Row]:
+        """Tokenize texts (and optional second segments), truncating only the first segment past the model's limit."""
+        max_length = max_length or self.max_input_tokens
+        features = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=False,
+                                  verbose=False)
+        longest = max(len(ids) for ids in features["input_ids"])
+        if longest > max_length:
+            logger.warning("%s: input of %d tokens truncated to the model's limit of %d", where, longest, max_length)
+            features = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, max_length=max_length,
+                                      truncation="only_first" if pairs is not None else True)
+        names = [n for n in self.tokenizer.model_input_names if n in features]
+        return [{n: features[n][i] for n in names} for i in range(len(texts))]
+
+    # ----- the Dataloop side -----
+    def prepare_item_func(self, item: Any) -> LoadedItem:
+        """Read a `dl.Item` / `dl.PromptItem` into JSON; never raises, since dtlpy maps it over the whole batch."""
+        name = str(getattr(item, "name", None) or getattr(item, "id", None) or "item")
+        try:
+            if isinstance(item, dl.PromptItem):
+                return LoadedItem(name, item.to_json())
+            if isinstance(item, dl.Item):
+                buffer = item.download(save_locally=False)
+                return LoadedItem(name, json.loads(buffer.read()))
+            if isinstance(item, dict):
+                return LoadedItem(str(item.get("name") or name), item)
+            return LoadedItem(name, error=f"cannot read a {type(item).__name__} as a prompt item")
+        except Exception as error:  # noqa: BLE001 - reported per item, the batch goes on
+            return LoadedItem(name, error=f"could not read the item: {error}")
+
+    def predict(self, batch: Sequence[Any], **kwargs: Any) -> list[dl.AnnotationCollection]:
+        """Answer every text question of every item; one collection per item, in batch order."""
+        report = PredictionReport()
+        parsed_items = [self._parse(index, entry, report) for index, entry in enumerate(batch)]
+        conversations = [c for parsed in parsed_items if parsed for c in self.conversations(parsed)]
+        answers = self._answer(conversations, report)
+        self.last_report = report
+        return [self._collection(parsed, answers) for parsed in parsed_items]
+
+    def _parse(self, index: int, entry: Any, report: PredictionReport) -> ParsedItem | None:
+        loaded = entry if isinstance(entry, LoadedItem) else self.prepare_item_func(entry)
+        if isinstance(entry, dict) and loaded.name == "item":
+            loaded.name = f"batch[{index}]"
+        try:
+            if loaded.error:
+                raise MalformedItemError(loaded.error)
+            parsed = parse_prompt_item(loaded.data, index, loaded.name)
+        except MalformedItemError as error:
+            report.add(Skipped(loaded.name, None, None, str(error)), failed_item=True)
+            return None
+        for skipped in parsed.skipped:
+            report.add(skipped)
+        return parsed
+
+    def _answer(self, conversations: list[list[Question]], report: PredictionReport) -> dict[int, list[Answer]]:
+        """Answer conversations turn by turn; each turn batches every conversation that has one."""
+        answers: dict[int, list[Answer]] = {}
+        histories: list[list[Turn]] = [[] for _ in conversations]
+        broken: set[int] = set()
+        for turn in range(max((len(c) for c in conversations), default=0)):
+            pending: list[tuple[int, Question, int, int]] = []
+            rows: list[Row] = []
+            for index, conversation in enumerate(conversations):
+                if turn >= len(conversation):
+                    continue
+                question = conversation[turn]
+                if index in broken:
+                    self._fail(question, report, "an earlier turn of this conversation was not answered")
+                    continue
+                try:
+                    question_rows = self.preprocess(question, histories[index])
+                except Exception as error:  # noqa: BLE001 - one bad question must not sink the batch
+                    self._fail(question, report, f"could not prepare the question: {error}")
+                    broken.add(index)
+                    continue
+                pending.append((index, question, len(rows), len(rows) + len(question_rows)))
+                rows.extend(question_rows)
+            outputs = self._forward_rows(rows)
+            for index, question, start, end in pending:
+                try:
+                    if any(out is None for out in outputs[start:end]):
+                        raise RuntimeError("the model failed on its batch (see the error logged above)")
+                    question_answers = self.postprocess(question, outputs[start:end])
+                except Exception as error:  # noqa: BLE001
+                    self._fail(question, report, str(error))
+                    broken.add(index)
+                    continue
+                answers[id(question)] = question_answers
+                histories[index].append(Turn(question, question_answers))
+        return answers
+
+    def _forward_rows(self, rows: list[Row]) -> list[Any]:
+        """Run rows in length-sorted micro-batches and put the outputs back in row order (None where a batch failed)."""
+        outputs: list[Any] = [None] * len(rows)
+        plan = plan_micro_batches([len(r["input_ids"]) for r in rows], self.configuration["batch_size"],
+                                  self.configuration["max_batch_tokens"], self.batch_cost)
+        for indices in plan:
+            try:
+                inputs = self.tokenizer.pad([rows[i] for i in indices], padding=True, return_tensors="pt")
+                inputs = {k: v.to(self.device) for k, v in inputs.items()}
+                with torch.inference_mode():
+                    results = self.forward(inputs)
+            except Exception:  # noqa: BLE001 - the questions of this batch are reported, the rest go on
+                logger.exception("model forward failed on a micro-batch of %d rows", len(indices))
+                continue
+            for i, result in zip(indices, results):
+                outputs[i] = result
+        return outputs
+
+    @staticmethod
+    def _fail(question: Question, report: PredictionReport, reason: str) -> None:
+        report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason))
+
+    def _collection(self, parsed: ParsedItem | None, answers: dict[int, list[Answer]]) -> dl.AnnotationCollection:
+        collection = dl.AnnotationCollection()
+        for question in parsed.questions if parsed else []:
+            for answer in answers.get(id(question), []):
+                confidence = answer.confidence if math.isfinite(answer.confidence) else 0.0
+                collection.add(annotation_definition=dl.FreeText(text=answer.text), prompt_id=question.prompt_key,
+                               model_info={"name": self.model_name, "confidence": min(max(confidence, 0.0), 1.0)},
+                               metadata={"user": {"model_output": answer.details}})
+        return collection
+
+
+def _manifest_name(module_name: str) -> str:
+    for entry in model_entries():
+        if entry.get("configuration", {}).get("module_name") == module_name:
+            return entry["name"]
+    return module_name.rsplit(".", 1)[-1]

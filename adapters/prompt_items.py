@@ -1,0 +1,143 @@
+"""Read Dataloop prompt items, legacy and current format, into questions, and report whatever is skipped.
+
+Legacy (seed 001):  {"prompts": {"<prompt>": {"<question>": {"mimetype": ..., "value": ...}, ...}}}
+Current (dtlpy):    {"prompts": {"<prompt>": [{"mimetype": ..., "value": ...}, ...,
+                                             {"mimetype": "metadata", "value": {"role": "user", ...}}]}}
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import MalformedItemError
+
+logger = logging.getLogger(__name__)
+
+METADATA_MIMETYPE = "metadata"
+TEXT_MIMETYPES = frozenset({"application/text", "text"})
+
+
+@dataclass(frozen=True)
+class Question:
+    """One text element of one prompt: the unit that gets an answer."""
+
+    item_index: int
+    item_name: str
+    prompt_key: str
+    element_key: str
+    text: str
+    prompt_metadata: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def where(self) -> str:
+        """Where the question is, for logs: never its text, which is user data."""
+        return f"item {self.item_name!r}, prompt {self.prompt_key!r}, element {self.element_key!r}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something that was not answered, and why; every one is logged and returned to the caller."""
+
+    item: str
+    prompt_key: str | None
+    element_key: str | None
+    reason: str
+
+    def describe(self) -> str:
+        where = f"item {self.item!r}"
+        if self.prompt_key is not None:
+            where += f", prompt {self.prompt_key!r}"
+        if self.element_key is not None:
+            where += f", element {self.element_key!r}"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ParsedItem:
+    """The questions of one prompt item in document order, and what was skipped in it."""
+
+    name: str
+    format: str
+    questions: list[Question]
+    skipped: list[Skipped]
+
+
+def natural_key(key: str) -> list[Any]:
+    """Sort "2" before "10": prompt keys are usually numbers written as strings."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def is_text_mimetype(mimetype: str) -> bool:
+    return mimetype in TEXT_MIMETYPES or mimetype.startswith("text/")
+
+
+def parse_prompt_item(data: Any, item_index: int, name: str) -> ParsedItem:
+    """Parse one prompt item; raise MalformedItemError when the item as a whole is unreadable."""
+    if not isinstance(data, dict):
+        raise MalformedItemError(f"a prompt item must be a JSON object, got {type(data).__name__}")
+    prompts = data.get("prompts")
+    if not isinstance(prompts, dict):
+        raise MalformedItemError("a prompt item needs a 'prompts' object mapping prompt keys to their questions")
+    is_current = any(isinstance(p, list) for p in prompts.values())
+    parsed = ParsedItem(name=name, format="current" if is_current else "legacy", questions=[], skipped=[])
+    for prompt_key, content in prompts.items():
+        prompt_key = str(prompt_key)
+        if isinstance(content, list):
+            _parse_current_prompt(parsed, item_index, prompt_key, content)
+        elif isinstance(content, dict):
+            _parse_legacy_prompt(parsed, item_index, prompt_key, content)
+        else:
+            parsed.skipped.append(Skipped(name, prompt_key, None,
+                                          f"a prompt must be a list or an object of elements, got {type(content).__name__}"))
+    return parsed
+
+
+def _parse_current_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, elements: list) -> None:
+    metadata: dict = {}
+    for element in elements:
+        if isinstance(element, dict) and element.get("mimetype") == METADATA_MIMETYPE:
+            if isinstance(element.get("value"), dict):
+                metadata.update(element["value"])
+            else:
+                parsed.skipped.append(Skipped(parsed.name, prompt_key, None, "a metadata element's value must be an object"))
+    role = metadata.get("role", "user")
+    if role != "user":
+        parsed.skipped.append(Skipped(parsed.name, prompt_key, None, f"prompt role {role!r} is not a user prompt"))
+        return
+    for index, element in enumerate(elements):
+        if isinstance(element, dict) and element.get("mimetype") == METADATA_MIMETYPE:
+            continue
+        _add_element(parsed, item_index, prompt_key, str(index), element, metadata)
+
+
+def _parse_legacy_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, questions: dict) -> None:
+    for question_key, element in questions.items():
+        _add_element(parsed, item_index, prompt_key, str(question_key), element, {})
+
+
+def _add_element(parsed: ParsedItem, item_index: int, prompt_key: str, element_key: str, element: Any,
+                 metadata: dict) -> None:
+    reason = _element_problem(element)
+    if reason is None:
+        parsed.questions.append(Question(item_index, parsed.name, prompt_key, element_key, element["value"], metadata))
+    else:
+        parsed.skipped.append(Skipped(parsed.name, prompt_key, element_key, reason))
+
+
+def _element_problem(element: Any) -> str | None:
+    """Why an element cannot be answered as text, or None when it can."""
+    if not isinstance(element, dict):
+        return f"unknown element shape: expected an object with 'mimetype' and 'value', got {type(element).__name__}"
+    mimetype = element.get("mimetype")
+    if not isinstance(mimetype, str):
+        return "unknown element shape: no 'mimetype' string"
+    if not is_text_mimetype(mimetype):
+        return f"non-text element ({mimetype}) skipped: this model reads text only"
+    value = element.get("value")
+    if not isinstance(value, str):
+        return f"text element value must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return "empty text: nothing to answer"
+    return None

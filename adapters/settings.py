@@ -1,0 +1,120 @@
+"""Declared, validated configuration: each module lists the keys it reads, the manifest gives defaults.
+
+Configuration is data, not code: every value is type- and range-checked before a model is loaded, so a
+hostile or mistyped configuration is refused up front with a message that says what to fix.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .errors import ConfigurationError
+from .manifest import defaults_for_module
+
+logger = logging.getLogger(__name__)
+
+# Keys that dtlpy itself writes into a model's configuration; they are not ours to validate.
+DTLPY_KEYS = frozenset({
+    "include_background", "upload_annotations", "clean_annotations", "overwrite_annotations", "upload_features",
+    "root_path", "data_path", "output_path", "weights_filename", "id_to_label_map", "label_to_id_map",
+    "include_model_annotations", "column",
+})
+
+# Hard caps on what one request may ask for, whatever the configuration says.
+MAX_BATCH_SIZE = 1024
+MAX_BATCH_TOKENS = 1 << 20
+MAX_NEW_TOKENS = 2048
+MAX_GENERATIONS = 16
+MAX_BEAMS = 16
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its type, its allowed range, and why it exists."""
+
+    name: str
+    kinds: tuple[type, ...]
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    def validate(self, value: Any) -> Any:
+        """Return `value` (ints widened to float where a float is asked) or raise ConfigurationError."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise ConfigurationError(f"configuration {self.name!r} must be set ({self.doc})")
+        if isinstance(value, bool) and bool not in self.kinds:
+            raise ConfigurationError(f"configuration {self.name!r} must be {self._kind_names()}, not a boolean")
+        if float in self.kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kinds):
+            raise ConfigurationError(
+                f"configuration {self.name!r} must be {self._kind_names()}, got {type(value).__name__}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigurationError(f"configuration {self.name!r} must be one of {list(self.choices)}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigurationError(f"configuration {self.name!r} must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigurationError(f"configuration {self.name!r} must be <= {self.maximum}, got {value!r}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise ConfigurationError(f"configuration {self.name!r}: {problem}")
+        return value
+
+    def _kind_names(self) -> str:
+        return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
+                            "list": "a list"}.get(k.__name__, k.__name__) for k in self.kinds)
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _device_name(value: str) -> str | None:
+    return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) else "use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"
+
+
+BASE_SETTINGS: tuple[Setting, ...] = (
+    Setting("module_name", (str,), "the per-model module in models/ that runs this model"),
+    Setting("model_path", (str,), "a Hugging Face hub id or a local folder of save_pretrained files", check=_non_empty),
+    Setting("device", (str,), "'auto' picks CUDA when present", check=_device_name),
+    Setting("batch_size", (int,), "questions per forward pass (and items per predict call in dtlpy)",
+            minimum=1, maximum=MAX_BATCH_SIZE),
+    Setting("max_batch_tokens", (int,), "padded tokens per forward pass, bounds memory", minimum=16,
+            maximum=MAX_BATCH_TOKENS),
+)
+
+
+def resolve_configuration(module_name: str, settings: Iterable[Setting], configuration: dict | None) -> dict[str, Any]:
+    """Merge `configuration` over the manifest defaults of `module_name` and validate every key.
+
+    Unknown keys are logged (they are usually typos) and dropped; `trust_remote_code` is refused outright.
+    """
+    configuration = dict(configuration or {})
+    if configuration.get("trust_remote_code") not in (None, False):
+        raise ConfigurationError("configuration 'trust_remote_code' is refused: this package never runs code "
+                                 "shipped with model weights")
+    settings = {s.name: s for s in (*BASE_SETTINGS, *settings)}
+    merged = defaults_for_module(module_name)
+    merged["module_name"] = module_name
+    unknown = sorted(k for k in configuration if k not in settings and k not in DTLPY_KEYS and k != "trust_remote_code")
+    if unknown:
+        logger.warning("ignoring configuration keys that %s does not read: %s (valid keys: %s)",
+                       module_name, unknown, sorted(settings))
+    merged.update({k: v for k, v in configuration.items() if k in settings and k != "module_name"})
+    resolved = {}
+    for name, setting in settings.items():
+        resolved[name] = setting.validate(merged.get(name))
+    return resolved
+
+
+def setting_names(settings: Iterable[Setting]) -> set[str]:
+    """Every key a module reads: the base keys plus its own."""
+    return {s.name for s in (*BASE_SETTINGS, *settings)}

@@ -1,0 +1,61 @@
+"""Multi-turn chat with a causal language model (default: Microsoft DialoGPT-large).
+
+Legacy items: the questions of one prompt are one conversation. Current items: the prompts of an item, in
+key order, are the user turns of one conversation. Each turn sees the earlier turns and the model's answers
+to them, as DialoGPT was trained (every utterance ends with the end-of-text token), trimmed to fit the
+context window minus the answer budget by dropping the oldest whole turns.
+"""
+from __future__ import annotations
+
+import logging
+
+from transformers import AutoModelForCausalLM
+
+from adapters.errors import ConfigurationError
+from adapters.generation import SAMPLING_SETTINGS, token_budget_setting
+from adapters.generative_adapter import GenerativeAdapter
+from adapters.hugging_adapter import Row, Turn
+from adapters.prompt_items import ParsedItem, Question, natural_key
+
+logger = logging.getLogger(__name__)
+
+
+class HuggingAdapter(GenerativeAdapter):
+    model_class = AutoModelForCausalLM
+    padding_side = "left"
+    settings = (token_budget_setting("max_new_tokens", "longest answer, in tokens"), *SAMPLING_SETTINGS)
+
+    def setup(self) -> None:
+        if self.answer_budget >= self.max_input_tokens:
+            raise ConfigurationError(f"max_new_tokens {self.answer_budget} leaves no room for the question in "
+                                     f"the model's context window of {self.max_input_tokens} tokens")
+        super().setup()
+
+    def conversations(self, parsed: ParsedItem) -> list[list[Question]]:
+        if parsed.format == "current":
+            return [sorted(parsed.questions, key=lambda q: natural_key(q.prompt_key))] if parsed.questions else []
+        by_prompt: dict[str, list[Question]] = {}
+        for question in parsed.questions:
+            by_prompt.setdefault(question.prompt_key, []).append(question)
+        return list(by_prompt.values())
+
+    def utterance(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text) + [self.tokenizer.eos_token_id]
+
+    def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
+        budget = self.max_input_tokens - self.answer_budget
+        ids = self.utterance(question.text)
+        if len(ids) > budget:
+            logger.warning("%s: question of %d tokens cut to its last %d to fit the context window",
+                           question.where, len(ids), budget)
+            ids = ids[-budget:]
+        kept = 0
+        for turn in reversed(history):
+            earlier = self.utterance(turn.question.text) + self.utterance(turn.answers[0].text)
+            if len(earlier) + len(ids) > budget:
+                break
+            ids = earlier + ids
+            kept += 1
+        if kept < len(history):
+            logger.info("%s: dropped the %d oldest turns to fit the context window", question.where, len(history) - kept)
+        return [{"input_ids": ids, "attention_mask": [1] * len(ids)}]

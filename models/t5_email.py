@@ -1,0 +1,40 @@
+"""Write an email from its key points with a text-to-text model (default: T5, seed 004's base model).
+
+The question, behind the task `prefix`, is the encoder input; `n_gen` answers per question become separate
+annotations on the same prompt. Fine-tune it on your own emails with `train_model`.
+"""
+from __future__ import annotations
+
+from transformers import AutoModelForSeq2SeqLM
+
+from adapters.errors import ConfigurationError
+from adapters.generation import SAMPLING_SETTINGS, beams_setting, token_budget_setting
+from adapters.generative_adapter import GenerativeAdapter
+from adapters.hugging_adapter import Row, Turn
+from adapters.prompt_items import Question
+from adapters.settings import MAX_GENERATIONS, Setting
+
+
+class HuggingAdapter(GenerativeAdapter):
+    model_class = AutoModelForSeq2SeqLM
+    budget_key = "token_count"
+    settings = (
+        Setting("prefix", (str,), "task prefix put before each question"),
+        token_budget_setting("token_count", "longest email, in tokens"),
+        Setting("n_gen", (int,), "emails written per question", minimum=1, maximum=MAX_GENERATIONS),
+        beams_setting(),
+        *SAMPLING_SETTINGS,
+    )
+
+    @property
+    def generations_per_question(self) -> int:
+        return self.configuration["n_gen"]
+
+    def check_configuration(self, configuration: dict) -> None:
+        sampling = configuration["do_sample"] and configuration["temperature"] > 0
+        if not sampling and configuration["n_gen"] > configuration["num_beams"]:
+            raise ConfigurationError("n_gen > 1 without sampling needs num_beams >= n_gen (or set do_sample true "
+                                     "and temperature > 0)")
+
+    def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
+        return self.encode([self.configuration["prefix"] + question.text], where=question.where)

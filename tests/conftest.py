@@ -1,0 +1,52 @@
+"""Offline test setup: no hub calls, dtlpy state in a temp folder, tiny models built once per session."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+_STATE = tempfile.mkdtemp(prefix="hf-adapters-tests-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = os.path.join(_STATE, "hf")
+os.environ["DATALOOP_PATH"] = os.path.join(_STATE, "dataloop")
+os.environ["HOME"] = os.path.join(_STATE, "home")
+for folder in ("hf", "dataloop", "home"):
+    os.makedirs(os.path.join(_STATE, folder), exist_ok=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import importlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.model_factory import build_all  # noqa: E402
+
+MODULE_MODELS = {
+    "models.distilbert_sst2": "distilbert",
+    "models.bart_large_mnli": "bart",
+    "models.dialogpt_large": "gpt2",
+    "models.t5_email": "t5",
+}
+# Small answer budgets keep generation fast and inside the tiny models' 128-token window.
+FAST_SETTINGS = {"models.dialogpt_large": {"max_new_tokens": 8}, "models.t5_email": {"token_count": 8}}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Random-weight DistilBERT, BART, GPT-2 and T5 with trained tokenizers, saved like real checkpoints."""
+    return build_all(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def make_adapter(tiny_models):
+    """make_adapter("models.x", **configuration) -> that module's HuggingAdapter on its tiny model."""
+    def make(module_name: str, **configuration):
+        module = importlib.import_module(module_name)
+        merged = {"model_path": str(tiny_models[MODULE_MODELS[module_name]]), **FAST_SETTINGS.get(module_name, {}),
+                  **configuration}
+        return module.HuggingAdapter(merged)
+    return make

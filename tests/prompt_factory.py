@@ -1,0 +1,29 @@
+"""Build prompt items in both formats for tests."""
+from __future__ import annotations
+
+from typing import Any
+
+TEXT = "application/text"
+
+
+def legacy_item(prompts: dict[str, list[Any]]) -> dict:
+    """Seed-001 format: each prompt maps question keys to {"mimetype", "value"}; non-str entries pass as-is."""
+    return {"shebang": "dataloop", "metadata": {"dltype": "prompt"}, "prompts": {
+        key: {f"question-{i + 1}": (q if isinstance(q, dict) else {"mimetype": TEXT, "value": q})
+              for i, q in enumerate(questions)}
+        for key, questions in prompts.items()}}
+
+
+def current_item(prompts: dict[str, list[Any]], metadata: dict[str, dict] | None = None) -> dict:
+    """dtlpy's current format: each prompt is a list of elements plus a metadata element."""
+    metadata = metadata or {}
+    return {"shebang": "dataloop", "metadata": {"dltype": "prompt"}, "prompts": {
+        key: [*(q if isinstance(q, dict) else {"mimetype": TEXT, "value": q} for q in questions),
+              {"mimetype": "metadata", "value": {"role": "user", **metadata.get(key, {})}}]
+        for key, questions in prompts.items()}}
+
+
+def answers(collection) -> list[tuple[str, str, float]]:
+    """(prompt id, text, confidence) of each annotation, in order."""
+    return [(a.metadata["system"]["promptId"], a.coordinates, a.metadata["user"]["model"]["confidence"])
+            for a in collection.annotations]

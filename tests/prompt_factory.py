@@ -7,9 +7,9 @@ TEXT = "application/text"
 
 
 def legacy_item(prompts: dict[str, list[Any]]) -> dict:
-    """Seed-001 format: each prompt maps question keys to {"mimetype", "value"}; non-str entries pass as-is."""
+    """Seed-001 format: each prompt maps question keys to {"mimetype", "value"}; non-string entries pass as they are."""
     return {"shebang": "dataloop", "metadata": {"dltype": "prompt"}, "prompts": {
-        key: {f"question-{i + 1}": (q if isinstance(q, dict) else {"mimetype": TEXT, "value": q})
+        key: {f"question-{i + 1}": ({"mimetype": TEXT, "value": q} if isinstance(q, str) else q)
               for i, q in enumerate(questions)}
         for key, questions in prompts.items()}}
 
@@ -18,7 +18,7 @@ def current_item(prompts: dict[str, list[Any]], metadata: dict[str, dict] | None
     """dtlpy's current format: each prompt is a list of elements plus a metadata element."""
     metadata = metadata or {}
     return {"shebang": "dataloop", "metadata": {"dltype": "prompt"}, "prompts": {
-        key: [*(q if isinstance(q, dict) else {"mimetype": TEXT, "value": q} for q in questions),
+        key: [*({"mimetype": TEXT, "value": q} if isinstance(q, str) else q for q in questions),
               {"mimetype": "metadata", "value": {"role": "user", **metadata.get(key, {})}}]
         for key, questions in prompts.items()}}
 

@@ -1,0 +1,118 @@
+"""The generic base: every question answered in order, bad items reported, inputs of every kind accepted."""
+import json
+
+import dtlpy as dl
+import pytest
+
+from adapters.hugging_adapter import LoadedItem
+from adapters.model_adapter import ModelAdapter
+from tests.prompt_factory import answers, current_item, legacy_item
+
+MODULES = ["models.distilbert_sst2", "models.bart_large_mnli", "models.dialogpt_large", "models.t5_email"]
+UNICODE = ["Ünïcödé ✓ — 日本語のテキスト", "emoji 😂🎉 only?", "tab\tand\nnewline", "x" * 3]
+
+
+def local_item(tmp_path, name, data, item_id="item-1"):
+    """A dl.Item whose content dtlpy reads from a local file, as it reads a linked item."""
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return dl.Item.from_json(_json={
+        "id": item_id, "name": name, "filename": f"/{name}", "type": "file",
+        "metadata": {"system": {"mimetype": "application/json",
+                                "shebang": {"dltype": "prompt", "linkInfo": {"type": "url", "ref": f"file://{path}"}}}},
+    }, client_api=dl.client_api, dataset=None, project=None)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_question_of_every_item_is_answered_in_order(make_adapter, module):
+    adapter = make_adapter(module, batch_size=2)
+    batch = [legacy_item({"p1": ["good movie", "bad movie"], "p2": ["fine"]}),
+             {"not": "a prompt item"},
+             current_item({"1": UNICODE, "2": ["last"]}),
+             legacy_item({"p": [{"mimetype": "image/png", "value": "http://x"}, "", "after the image"]})]
+    collections = adapter.predict(batch)
+    assert len(collections) == 4
+    per_answer = 1
+    assert [p for p, _, _ in answers(collections[0])] == ["p1"] * 2 * per_answer + ["p2"] * per_answer
+    assert collections[1].annotations == []
+    assert [p for p, _, _ in answers(collections[2])] == ["1"] * len(UNICODE) + ["2"]
+    assert [p for p, _, _ in answers(collections[3])] == ["p"]
+    assert all(0.0 <= c <= 1.0 for col in collections for _, _, c in answers(col))
+    assert all(a.metadata["user"]["model"]["name"] == adapter.model_name for col in collections for a in col.annotations)
+    report = adapter.last_report
+    assert [f.item for f in report.failed_items] == ["batch[1]"]
+    assert sorted((s.item, s.element_key) for s in report.skipped) == [("batch[3]", "question-1"),
+                                                                        ("batch[3]", "question-2")]
+
+
+@pytest.mark.parametrize("module", ["models.distilbert_sst2", "models.bart_large_mnli"])
+def test_batching_does_not_change_classifier_answers(make_adapter, module):
+    texts = [("word " * n).strip() for n in (1, 30, 2, 60, 5, 3, 45)]
+    one_by_one = make_adapter(module, batch_size=1).predict([legacy_item({"p": texts})])[0]
+    together = make_adapter(module, batch_size=32, max_batch_tokens=128).predict([legacy_item({"p": texts})])[0]
+    for a, b in zip(answers(one_by_one), answers(together)):
+        assert a[:2] == b[:2] and a[2] == pytest.approx(b[2], abs=1e-5)
+
+
+def test_a_failing_micro_batch_is_reported_and_the_others_answered(make_adapter):
+    adapter = make_adapter("models.distilbert_sst2", batch_size=1)
+    forward = adapter.forward
+
+    def flaky(inputs):
+        if inputs["input_ids"].shape[1] > 20:
+            raise RuntimeError("simulated device error")
+        return forward(inputs)
+    adapter.forward = flaky
+    (collection,) = adapter.predict([legacy_item({"p": ["short", "long " * 40, "tiny"]})])
+    assert len(collection.annotations) == 2
+    (skipped,) = adapter.last_report.skipped
+    assert skipped.element_key == "question-2" and "failed" in skipped.reason
+
+
+def test_accepts_prompt_items_items_and_loaded_items(make_adapter, tmp_path):
+    adapter = make_adapter("models.distilbert_sst2")
+    prompt_item = dl.PromptItem(name="from-sdk")
+    prompt = dl.Prompt(key="1")
+    prompt.add_element(value="what a great day", mimetype=dl.PromptType.TEXT)
+    prompt_item.prompts.append(prompt)
+    item = local_item(tmp_path, "linked.json", legacy_item({"p": ["linked question"]}))
+    broken = local_item(tmp_path, "broken.json", {})
+    (tmp_path / "broken.json").write_text("{not json")
+    loaded = [adapter.prepare_item_func(x) for x in (prompt_item, item, broken)]
+    assert all(isinstance(x, LoadedItem) for x in loaded) and loaded[2].error
+    collections = adapter.predict(loaded + [prompt_item, item])
+    assert [len(c.annotations) for c in collections] == [1, 1, 0, 1, 1]
+    assert adapter.last_report.failed_items[0].item == "broken.json"
+
+
+def offline_model(name, configuration):
+    model = dl.Model.from_json(_json={"id": f"{name}-id", "name": name, "configuration": configuration,
+                                      "inputType": "text", "outputType": "text", "status": "pre-trained"},
+                               client_api=dl.client_api, project=None, package=dl.Package())
+    model.update = lambda *args, **kwargs: model  # configuration writes stay local
+    return model
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_model_adapter_drives_a_module_through_dtlpy_predict_items(tiny_models, tmp_path, module):
+    from tests.conftest import FAST_SETTINGS, MODULE_MODELS
+    configuration = {"module_name": module, "model_path": str(tiny_models[MODULE_MODELS[module]]),
+                     **FAST_SETTINGS.get(module, {})}
+    adapter = ModelAdapter(model_entity=offline_model("my-model", configuration))
+    uploaded = []
+    adapter._upload_model_annotations = lambda item, predictions: (uploaded.append(item.id), predictions)[1]
+    items = [local_item(tmp_path, f"{i}.json", legacy_item({"p": [f"question {i}", "another"]}), f"id-{i}")
+             for i in range(3)]
+    _, annotations = adapter.predict_items(items)
+    assert sorted(uploaded) == ["id-0", "id-1", "id-2"]
+    assert len(annotations) == 6
+    for annotation in annotations:
+        assert annotation.type == "text" and annotation.metadata["system"]["promptId"] == "p"
+        assert annotation.metadata["system"]["model"]["name"] == "my-model"
+        assert 0.0 <= annotation.metadata["user"]["model"]["confidence"] <= 1.0
+
+
+def test_model_adapter_refuses_modules_outside_models(tmp_path):
+    from adapters.errors import ConfigurationError
+    with pytest.raises(ConfigurationError, match="valid names"):
+        ModelAdapter(model_entity=offline_model("evil", {"module_name": "os"}))

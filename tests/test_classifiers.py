@@ -1,0 +1,125 @@
+"""DistilBERT sentiment and BART zero-shot: equal to transformers' own pipelines on the same weights."""
+import logging
+
+import pytest
+import torch
+from transformers import pipeline
+
+from tests.model_factory import build_bart_nli, build_distilbert_classifier
+from tests.prompt_factory import answers, current_item, legacy_item
+
+TEXTS = ["I love this movie, it is wonderful!", "Terrible service and a boring, awful plot.", "ok",
+         "Café au lait in Zürich was naïve 😂 but fine", "The quarterly report is attached; please review it by Friday."]
+
+
+def sharpen(model_dir, seed=0):
+    """Re-draw the tiny model's matrices larger, so scores differ between texts and from uniform."""
+    from safetensors.torch import load_file, save_file
+    weights = load_file(str(model_dir / "model.safetensors"))
+    generator = torch.Generator().manual_seed(seed)
+    for name, tensor in weights.items():
+        if tensor.dim() == 2:
+            weights[name] = torch.randn(tensor.shape, generator=generator) * 0.2
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def sentiment_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classifiers")
+    return {
+        "two": sharpen(build_distilbert_classifier(root / "two")),
+        "three": sharpen(build_distilbert_classifier(root / "three", id2label={0: "neg", 1: "neu", 2: "pos"}), 1),
+    }
+
+
+@pytest.mark.parametrize("which", ["two", "three"])
+def test_sentiment_equals_text_classification_pipeline(sentiment_dirs, which):
+    from models.distilbert_sst2 import HuggingAdapter
+    adapter = HuggingAdapter({"model_path": str(sentiment_dirs[which]), "batch_size": 2})
+    reference = pipeline("text-classification", model=str(sentiment_dirs[which]), top_k=None)(TEXTS)
+    (collection,) = adapter.predict([legacy_item({"p": TEXTS})])
+    for annotation, expected in zip(collection.annotations, reference):
+        best = max(expected, key=lambda r: r["score"])
+        output = annotation.metadata["user"]["model_output"]
+        assert annotation.coordinates == best["label"] == output["label"]
+        assert annotation.metadata["user"]["model"]["confidence"] == pytest.approx(best["score"], abs=1e-5)
+        assert output["scores"] == pytest.approx({r["label"]: r["score"] for r in expected}, abs=1e-5)
+        assert adapter.model.config.id2label[output["class_index"]] == best["label"]
+    confidences = [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
+    assert len({round(c, 6) for c in confidences}) == len(TEXTS), confidences  # texts are told apart
+
+
+@pytest.fixture(scope="module")
+def nli_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nli")
+    return {
+        "mnli": sharpen(build_bart_nli(root / "mnli")),
+        # another NLI checkpoint whose entailment label sits at index 0
+        "swapped": sharpen(build_bart_nli(root / "swapped", id2label={0: "ENTAILMENT", 1: "neutral", 2: "CONTRADICTION"}), 2),
+    }
+
+
+@pytest.mark.parametrize("which", ["mnli", "swapped"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_zero_shot_equals_pipeline(nli_dirs, which, multi_label):
+    from models.bart_large_mnli import HuggingAdapter
+    labels = ["sports", "politics", "cooking", "travel"]
+    template = "The topic is {}."
+    adapter = HuggingAdapter({"model_path": str(nli_dirs[which]), "candidate_labels": labels,
+                              "hypothesis_template": template, "multi_label": multi_label, "batch_size": 3})
+    classifier = pipeline("zero-shot-classification", model=str(nli_dirs[which]))
+    (collection,) = adapter.predict([current_item({"1": TEXTS[:3], "2": TEXTS[3:]})])
+    assert len(collection.annotations) == len(TEXTS)
+    for annotation, text in zip(collection.annotations, TEXTS):
+        expected = classifier(text, candidate_labels=labels, hypothesis_template=template, multi_label=multi_label)
+        output = annotation.metadata["user"]["model_output"]
+        assert output["sequence"] == expected["sequence"] == text
+        assert output["scores"] == pytest.approx(expected["scores"], abs=1e-5)
+        assert set(output["labels"]) == set(labels)
+        assert dict(zip(output["labels"], output["scores"])) == pytest.approx(
+            dict(zip(expected["labels"], expected["scores"])), abs=1e-5)
+        assert annotation.coordinates == output["labels"][0]
+        assert output["hypothesis_template"] == template and output["multi_label"] is multi_label
+        if not multi_label:
+            assert sum(output["scores"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_single_label_is_scored_independently_like_the_pipeline(nli_dirs):
+    from models.bart_large_mnli import HuggingAdapter
+    adapter = HuggingAdapter({"model_path": str(nli_dirs["mnli"]), "candidate_labels": ["urgent"]})
+    expected = pipeline("zero-shot-classification", model=str(nli_dirs["mnli"]))(TEXTS[0], candidate_labels=["urgent"])
+    (collection,) = adapter.predict([legacy_item({"p": [TEXTS[0]]})])
+    assert collection.annotations[0].metadata["user"]["model"]["confidence"] == pytest.approx(expected["scores"][0], abs=1e-5)
+
+
+def test_prompt_metadata_overrides_labels_and_bad_overrides_are_reported(make_adapter):
+    adapter = make_adapter("models.bart_large_mnli")
+    item = current_item({"1": ["hello"], "2": ["bye"], "3": ["again"]},
+                        metadata={"2": {"candidate_labels": ["yes", "no"]}, "3": {"candidate_labels": "not a list"}})
+    (collection,) = adapter.predict([item])
+    outputs = [a.metadata["user"]["model_output"] for a in collection.annotations]
+    assert [set(o["labels"]) for o in outputs] == [{"positive", "neutral", "negative"}, {"yes", "no"}]
+    (skipped,) = adapter.last_report.skipped
+    assert skipped.prompt_key == "3" and "candidate_labels" in skipped.reason
+
+
+def test_all_label_pairs_of_a_batch_run_together(make_adapter):
+    adapter = make_adapter("models.bart_large_mnli", batch_size=64)
+    calls = []
+    forward = adapter.forward
+    adapter.forward = lambda inputs: (calls.append(inputs["input_ids"].shape[0]), forward(inputs))[1]
+    adapter.predict([legacy_item({"p": TEXTS}), legacy_item({"q": TEXTS[:2]})])
+    assert calls == [7 * 3]
+
+
+def test_long_text_is_truncated_with_a_warning_not_an_error(make_adapter, caplog):
+    long_text = " ".join(["wonderful terrible"] * 400)
+    for module in ("models.distilbert_sst2", "models.bart_large_mnli"):
+        adapter = make_adapter(module)
+        with caplog.at_level(logging.WARNING):
+            (collection,) = adapter.predict([legacy_item({"p": [long_text, "short"]})])
+        assert len(collection.annotations) == 2
+        assert "truncated to the model's limit of 128" in caplog.text
+        assert "wonderful" not in caplog.text  # user text never reaches logs above DEBUG
+        caplog.clear()

@@ -1,0 +1,66 @@
+"""Configuration is data: module names, types, ranges and trust_remote_code are checked before loading."""
+import logging
+
+import pytest
+
+from adapters.errors import ConfigurationError
+from adapters.manifest import defaults_for_module
+from adapters.module_loader import available_modules, canonical_module_name, load_model_module
+from adapters.settings import resolve_configuration
+from models import t5_email
+
+MODULES = ["models.bart_large_mnli", "models.dialogpt_large", "models.distilbert_sst2", "models.t5_email"]
+
+
+def test_the_four_modules_are_available_and_load():
+    assert available_modules() == MODULES
+    for name in MODULES:
+        assert isinstance(load_model_module(name).HuggingAdapter, type)
+    assert canonical_module_name("models.dialogpt-large") == "models.dialogpt_large"  # seed 001's spelling
+
+
+@pytest.mark.parametrize("name", ["os", "subprocess", "models", "models.x", "models.t5_email.os", "models..t5_email",
+                                  "../models/t5_email", "/tmp/evil", "models/t5_email", "adapters.settings",
+                                  "models.__init__", "", "   ", None, 3, ["models.t5_email"]])
+def test_refused_module_names_list_the_valid_ones(name):
+    with pytest.raises(ConfigurationError) as error:
+        load_model_module(name)
+    assert "models.t5_email" in str(error.value)
+
+
+def test_defaults_come_from_the_manifest():
+    resolved = resolve_configuration("models.t5_email", t5_email.HuggingAdapter.settings, {})
+    manifest = defaults_for_module("models.t5_email")
+    assert {k: resolved[k] for k in manifest} == manifest
+    assert resolved["model_path"] == "t5-base" and resolved["token_count"] == 250 and resolved["temperature"] == 0.7
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"token_count": -1}, ">= 1"), ({"token_count": 10**6}, "<="), ({"n_gen": 10**6}, "<="),
+    ({"n_gen": "3"}, "an integer"), ({"temperature": "hot"}, "a number"), ({"do_sample": "yes"}, "true/false"),
+    ({"num_beams": True}, "not a boolean"), ({"device": "tpu"}, "'auto'"), ({"model_path": ""}, "empty"),
+    ({"batch_size": 0}, ">= 1"), ({"trust_remote_code": True}, "refused"),
+])
+def test_bad_values_are_refused_with_a_message(override, message):
+    with pytest.raises(ConfigurationError) as error:
+        resolve_configuration("models.t5_email", t5_email.HuggingAdapter.settings, override)
+    assert message in str(error.value)
+
+
+def test_unknown_keys_are_logged_and_dtlpy_keys_ignored(caplog):
+    with caplog.at_level(logging.WARNING):
+        resolved = resolve_configuration("models.t5_email", t5_email.HuggingAdapter.settings,
+                                         {"tokn_count": 3, "include_background": False})
+    assert "tokn_count" in caplog.text and "include_background" not in caplog.text
+    assert "tokn_count" not in resolved
+
+
+def test_refusals_happen_before_loading(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigurationError, match="pickle"):
+        t5_email.HuggingAdapter({"model_path": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match="n_gen > 1 without sampling"):
+        t5_email.HuggingAdapter({"model_path": "/nonexistent", "n_gen": 2, "do_sample": False})
+    with pytest.raises(ConfigurationError, match="not a folder"):
+        t5_email.HuggingAdapter({"model_path": "/nonexistent/folder"})

@@ -1,0 +1,136 @@
+"""DialoGPT chat and the T5 email writer: history, trimming, n_gen, seeds, and what confidence means."""
+import logging
+
+import pytest
+import torch
+
+from tests.prompt_factory import answers, current_item, legacy_item
+
+
+def spy_rows(adapter):
+    """Record the decoded model input of every question the adapter prepares."""
+    seen = []
+    preprocess = adapter.preprocess
+
+    def recording(question, history):
+        rows = preprocess(question, history)
+        seen.append((question.text, adapter.tokenizer.decode(rows[0]["input_ids"]), len(history)))
+        return rows
+    adapter.preprocess = recording
+    return seen
+
+
+def test_chat_history_is_kept_per_conversation(make_adapter):
+    adapter = make_adapter("models.dialogpt_large", do_sample=False)
+    seen = spy_rows(adapter)
+    legacy = legacy_item({"a": ["hello there", "how are you?", "bye now"], "b": ["thanks for the email"]})
+    current = current_item({"2": ["second turn"], "10": ["third turn"], "1": ["first turn"]})
+    legacy_answers, current_answers = adapter.predict([legacy, current])
+    assert [p for p, _, _ in answers(legacy_answers)] == ["a", "a", "a", "b"]
+    assert [p for p, _, _ in answers(current_answers)] == ["2", "10", "1"]  # document order in the output
+    inputs = {text: (decoded, depth) for text, decoded, depth in seen}
+    first_answer = legacy_answers.annotations[0].coordinates
+    assert inputs["how are you?"][1] == 1 and inputs["bye now"][1] == 2 and inputs["thanks for the email"][1] == 0
+    assert inputs["how are you?"][0].startswith("hello there<|endoftext|>" + first_answer)
+    assert inputs["bye now"][0].endswith("bye now<|endoftext|>")
+    # current format: prompts are turns in natural key order: 1, 2, 10
+    assert inputs["first turn"][1] == 0 and inputs["second turn"][1] == 1 and inputs["third turn"][1] == 2
+    assert inputs["third turn"][0].startswith("first turn<|endoftext|>")
+
+
+def test_turns_are_batched_across_conversations(make_adapter):
+    adapter = make_adapter("models.dialogpt_large", do_sample=False)
+    batch_sizes = []
+    forward = adapter.forward
+    adapter.forward = lambda inputs: (batch_sizes.append(inputs["input_ids"].shape[0]), forward(inputs))[1]
+    adapter.predict([legacy_item({"a": ["x1", "x2", "x3"], "b": ["y1", "y2"], "c": ["z1"]})])
+    assert batch_sizes == [3, 2, 1]
+
+
+def test_history_is_trimmed_to_the_context_window_by_whole_turns(make_adapter, caplog):
+    adapter = make_adapter("models.dialogpt_large", do_sample=False, max_new_tokens=8)
+    seen = spy_rows(adapter)
+    turns = [f"turn {i} " + "we will have a system update on friday " * 2 for i in range(12)]
+    with caplog.at_level(logging.INFO):
+        (collection,) = adapter.predict([legacy_item({"p": turns})])
+    assert len(collection.annotations) == 12
+    budget = adapter.max_input_tokens - 8
+    for text, decoded, _ in seen:
+        ids = adapter.tokenizer.encode(decoded)
+        assert len(ids) <= budget
+        assert decoded.endswith(text + "<|endoftext|>")
+        assert decoded.startswith("turn ")  # whole turns only: the oldest kept turn starts at its beginning
+    assert "turn 0" not in seen[-1][1]
+    assert "dropped the" in caplog.text
+
+
+def test_a_question_longer_than_the_window_keeps_its_end(make_adapter, caplog):
+    adapter = make_adapter("models.dialogpt_large", do_sample=False)
+    seen = spy_rows(adapter)
+    with caplog.at_level(logging.WARNING):
+        (collection,) = adapter.predict([legacy_item({"p": ["word " * 500 + "the end"]})])
+    assert len(collection.annotations) == 1 and seen[0][1].endswith("the end<|endoftext|>")
+    assert "cut to its last" in caplog.text and "word word" not in caplog.text
+
+
+def test_budget_past_the_context_window_is_refused(make_adapter):
+    from adapters.errors import ConfigurationError
+    with pytest.raises(ConfigurationError, match="context window"):
+        make_adapter("models.dialogpt_large", max_new_tokens=128)
+
+
+@pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
+@pytest.mark.parametrize("sampling", [{"do_sample": True, "temperature": 1.3, "top_k": 20}, {"do_sample": False}])
+def test_confidence_is_the_geometric_mean_of_the_generated_tokens_raw_probabilities(make_adapter, module, sampling):
+    from adapters.generation import generate_with_confidence
+    adapter = make_adapter(module, seed=3, **sampling)
+    model, tokenizer = adapter.model, adapter.tokenizer
+    rows = [r for text in ("please backup your work", "hi") for r in adapter.encode([text])]
+    inputs = tokenizer.pad(rows, padding=True, return_tensors="pt")  # left-padded for the chat model
+    generated = generate_with_confidence(model, dict(inputs), adapter.generation_config, seed=3)
+    assert len(generated) == 2
+    for row, result in zip(rows, generated):
+        budget = adapter.answer_budget
+        ended = len(result.token_ids) < budget
+        answer = result.token_ids + ([tokenizer.eos_token_id] if ended else [])
+        with torch.no_grad():
+            if model.config.is_encoder_decoder:
+                logits = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([answer])).logits[0]
+                logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(answer)[:, None])
+            else:
+                ids = row["input_ids"] + answer
+                logits = model(input_ids=torch.tensor([ids])).logits[0]
+                logprobs = torch.log_softmax(logits[len(row["input_ids"]) - 1:-1], -1).gather(
+                    1, torch.tensor(answer)[:, None])
+        assert result.confidence == pytest.approx(float(torch.exp(logprobs.mean())), rel=1e-4)
+
+
+@pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
+def test_seed_makes_sampling_reproducible(make_adapter, module):
+    item = legacy_item({"p": ["we will have a system update on friday", "please backup your work"]})
+    first = answers(make_adapter(module, seed=7, temperature=10.0).predict([item])[0])
+    again = answers(make_adapter(module, seed=7, temperature=10.0).predict([item])[0])
+    other = [answers(make_adapter(module, seed=s, temperature=10.0).predict([item])[0]) for s in (8, 9, 10)]
+    assert first == again
+    assert any(o != first for o in other)
+    assert all(0.0 <= c <= 1.0 for _, _, c in first)
+
+
+def test_t5_writes_n_gen_emails_per_question_with_the_prefix(make_adapter):
+    adapter = make_adapter("models.t5_email", n_gen=3, seed=1, prefix="write an email: ")
+    seen = spy_rows(adapter)
+    legacy_answers, current_answers = adapter.predict([legacy_item({"p": ["system update friday", "lunch"]}),
+                                                       current_item({"1": ["meeting moved"]})])
+    assert [p for p, _, _ in answers(legacy_answers)] == ["p"] * 6
+    assert [a.metadata["user"]["model_output"]["generation"] for a in legacy_answers.annotations] == [0, 1, 2] * 2
+    assert len(current_answers.annotations) == 3
+    assert seen[0][1].startswith("write an email: system update friday")
+
+
+def test_t5_beam_search_returns_n_gen_distinct_beams(make_adapter):
+    adapter = make_adapter("models.t5_email", n_gen=2, num_beams=4, do_sample=False)
+    (collection,) = adapter.predict([legacy_item({"p": ["quarterly report attached"]})])
+    texts = [a.coordinates for a in collection.annotations]
+    confidences = [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
+    assert len(texts) == 2 and all(0 < c <= 1 for c in confidences)
+    assert confidences[0] >= confidences[1]

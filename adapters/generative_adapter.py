@@ -14,6 +14,7 @@ class GenerativeAdapter(HuggingAdapter):
     """A HuggingAdapter whose rows are prompts for `generate`; `budget_key` names the max-new-tokens setting."""
 
     budget_key: ClassVar[str] = "max_new_tokens"
+    min_batch_tokens: ClassVar[int | None] = None
 
     @property
     def answer_budget(self) -> int:
@@ -47,3 +48,6 @@ class GenerativeAdapter(HuggingAdapter):
             text = self.tokenizer.decode(generated.token_ids, skip_special_tokens=True).strip()
             answers.append(Answer(text, generated.confidence, details))
         return answers
+
+    # ----- fine-tuning -----
+    metric_family: ClassVar[str] = "generation"

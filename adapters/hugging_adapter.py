@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import dtlpy as dl
 import torch
@@ -21,6 +22,7 @@ from .batching import plan_micro_batches
 from .errors import MalformedItemError
 from .loading import context_window, load_pretrained, resolve_device
 from .manifest import model_entries
+from .onnx_backend import check_runtime_supported
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
 from .settings import Setting, resolve_configuration
 
@@ -73,14 +75,19 @@ class HuggingAdapter:
     model_class: ClassVar[Any]
     settings: ClassVar[tuple[Setting, ...]] = ()
     padding_side: ClassVar[str] = "right"
+    # The least a forward pass costs, in padded tokens, when micro-batches are cut to avoid padding (see
+    # plan_micro_batches); None fills batches in order (generation: one more batch is one more decoding loop).
+    min_batch_tokens: ClassVar[int | None] = 512
 
     def __init__(self, configuration: dict | None = None, model_name: str | None = None):
         module_name = type(self).__module__
+        check_runtime_supported(configuration, self.settings, module_name)
         self.configuration = resolve_configuration(module_name, self.settings, configuration)
         self.check_configuration(self.configuration)
         self.model_name = model_name or _manifest_name(module_name)
         self.device = resolve_device(self.configuration["device"])
-        self.model, self.tokenizer = load_pretrained(self.model_class, self.configuration["model_path"], self.device)
+        self.model, self.tokenizer = load_pretrained(self.model_class, self.configuration["model_path"], self.device,
+                                                     self.configuration.get("runtime", "torch"))
         self.tokenizer.padding_side = self.padding_side
         self.max_input_tokens = context_window(self.model, self.tokenizer)
         self.last_report = PredictionReport()
@@ -131,7 +138,7 @@ class HuggingAdapter:
     # ----- the Dataloop side -----
     def prepare_item_func(self, item: Any) -> LoadedItem:
         """Read a `dl.Item` / `dl.PromptItem` into JSON; never raises, since dtlpy maps it over the whole batch."""
-        name = str(getattr(item, "name", None) or getattr(item, "id", None) or "item")
+        name = str(getattr(item, "name", None) or getattr(item, "id", None) or "")
         try:
             if isinstance(item, dl.PromptItem):
                 return LoadedItem(name, item.to_json())
@@ -139,7 +146,7 @@ class HuggingAdapter:
                 buffer = item.download(save_locally=False)
                 return LoadedItem(name, json.loads(buffer.read()))
             if isinstance(item, dict):
-                return LoadedItem(str(item.get("name") or name), item)
+                return LoadedItem(str(item.get("name") or ""), item)
             return LoadedItem(name, error=f"cannot read a {type(item).__name__} as a prompt item")
         except Exception as error:  # noqa: BLE001 - reported per item, the batch goes on
             return LoadedItem(name, error=f"could not read the item: {error}")
@@ -148,15 +155,14 @@ class HuggingAdapter:
         """Answer every text question of every item; one collection per item, in batch order."""
         report = PredictionReport()
         parsed_items = [self._parse(index, entry, report) for index, entry in enumerate(batch)]
-        conversations = [c for parsed in parsed_items if parsed for c in self.conversations(parsed)]
+        conversations = [c for parsed in parsed_items if parsed for c in self._conversations(parsed, report)]
         answers = self._answer(conversations, report)
         self.last_report = report
         return [self._collection(parsed, answers) for parsed in parsed_items]
 
     def _parse(self, index: int, entry: Any, report: PredictionReport) -> ParsedItem | None:
         loaded = entry if isinstance(entry, LoadedItem) else self.prepare_item_func(entry)
-        if isinstance(entry, dict) and loaded.name == "item":
-            loaded.name = f"batch[{index}]"
+        loaded.name = loaded.name or f"batch[{index}]"
         try:
             if loaded.error:
                 raise MalformedItemError(loaded.error)
@@ -167,6 +173,15 @@ class HuggingAdapter:
         for skipped in parsed.skipped:
             report.add(skipped)
         return parsed
+
+    def _conversations(self, parsed: ParsedItem, report: PredictionReport) -> list[list[Question]]:
+        """`conversations(parsed)`, or every question of the item reported when a module cannot group them."""
+        try:
+            return self.conversations(parsed)
+        except Exception as error:  # noqa: BLE001 - one odd item must not sink the batch
+            for question in parsed.questions:
+                self._fail(question, report, f"could not order the item's questions: {_error_text(error, question)}")
+            return []
 
     def _answer(self, conversations: list[list[Question]], report: PredictionReport) -> dict[int, list[Answer]]:
         """Answer conversations turn by turn; each turn batches every conversation that has one."""
@@ -186,7 +201,7 @@ class HuggingAdapter:
                 try:
                     question_rows = self.preprocess(question, histories[index])
                 except Exception as error:  # noqa: BLE001 - one bad question must not sink the batch
-                    self._fail(question, report, f"could not prepare the question: {error}")
+                    self._fail(question, report, f"could not prepare the question: {_error_text(error, question)}")
                     broken.add(index)
                     continue
                 pending.append((index, question, len(rows), len(rows) + len(question_rows)))
@@ -198,7 +213,7 @@ class HuggingAdapter:
                         raise RuntimeError("the model failed on its batch (see the error logged above)")
                     question_answers = self.postprocess(question, outputs[start:end])
                 except Exception as error:  # noqa: BLE001
-                    self._fail(question, report, str(error))
+                    self._fail(question, report, _error_text(error, question))
                     broken.add(index)
                     continue
                 answers[id(question)] = question_answers
@@ -209,7 +224,7 @@ class HuggingAdapter:
         """Run rows in length-sorted micro-batches and put the outputs back in row order (None where a batch failed)."""
         outputs: list[Any] = [None] * len(rows)
         plan = plan_micro_batches([len(r["input_ids"]) for r in rows], self.configuration["batch_size"],
-                                  self.configuration["max_batch_tokens"], self.batch_cost)
+                                  self.configuration["max_batch_tokens"], self.batch_cost, self.min_batch_tokens)
         for indices in plan:
             try:
                 inputs = self.tokenizer.pad([rows[i] for i in indices], padding=True, return_tensors="pt")
@@ -236,6 +251,42 @@ class HuggingAdapter:
                                model_info={"name": self.model_name, "confidence": min(max(confidence, 0.0), 1.0)},
                                metadata={"user": {"model_output": answer.details}})
         return collection
+
+    # ----- fine-tuning (driven by adapters/training/; a module adds `training_rows` and maybe the rest) -----
+    metric_family: ClassVar[str] = "classification"
+
+    def prepare_training(self, references: list[str]) -> None:
+        """Fit the model to the train subset's answers before rows are built (e.g. a head for new labels)."""
+
+    def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
+        """Rows with `labels` that teach the model to answer `question` (after `history`) with `reference`."""
+        raise NotImplementedError(f"{type(self).__module__} does not support fine-tuning")
+
+    @contextmanager
+    def training_input_limit(self) -> Iterator[None]:
+        """Cap inputs at `max_source_length` (when the module has it) while training rows are built."""
+        saved = self.max_input_tokens
+        self.max_input_tokens = min(saved, self.configuration.get("max_source_length") or saved)
+        try:
+            yield
+        finally:
+            self.max_input_tokens = saved
+
+    def answer_questions(self, items: Sequence[ParsedItem]) -> tuple[dict[Question, list[Answer]], PredictionReport]:
+        """Answer parsed items exactly as `predict` does, keyed by question, for evaluation against references."""
+        report = PredictionReport()
+        answers = self._answer([c for parsed in items for c in self._conversations(parsed, report)], report)
+        return {q: answers[id(q)] for parsed in items for q in parsed.questions if id(q) in answers}, report
+
+
+def _error_text(error: Exception, question: Question) -> str:
+    """An exception as a skip reason, which is logged: a message that quotes the question's text (user data)
+    gets the quote replaced, since third-party errors may echo their input."""
+    message = str(error) or type(error).__name__
+    for text in {question.text, repr(question.text)[1:-1]}:
+        if text.strip():
+            message = message.replace(text, "<question text>")
+    return message
 
 
 def _manifest_name(module_name: str) -> str:

@@ -41,8 +41,11 @@ def check_local_weights(model_path: str) -> None:
                              "convert them with save_pretrained(safe_serialization=True)")
 
 
-def load_pretrained(model_class: Any, model_path: str, device: torch.device) -> tuple[Any, Any]:
-    """Load `(model, tokenizer)` from a hub id or a local folder, in eval mode on `device`."""
+def load_pretrained(model_class: Any, model_path: str, device: torch.device, runtime: str = "torch") -> tuple[Any, Any]:
+    """Load `(model, tokenizer)` from a hub id or a local folder, in eval mode on `device` (see onnx_backend)."""
+    if runtime == "onnx":
+        from .onnx_backend import load_onnx
+        return load_onnx(model_class, model_path, device)
     check_local_weights(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     model = model_class.from_pretrained(model_path, use_safetensors=True, trust_remote_code=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,12 @@ logger = logging.getLogger(__name__)
 
 METADATA_MIMETYPE = "metadata"
 TEXT_MIMETYPES = frozenset({"application/text", "text"})
+# Lone UTF-16 surrogates: valid in JSON text ("\ud800") and in a Python str, but not Unicode, so no tokenizer takes them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Values from the item that end up in a skip reason (and so in the logs) are shown short and escaped.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 40
+_REPR.maxlevel = 2
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,16 @@ class ParsedItem:
 
 
 def natural_key(key: str) -> list[Any]:
-    """Sort "2" before "10": prompt keys are usually numbers written as strings."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+    """Sort "2" before "10": prompt keys are usually numbers written as strings.
+
+    Runs of ASCII digits compare by (length without leading zeros, digits), which is numeric order without
+    `int()`: that refuses digit-like characters such as "²" and numbers of more than 4300 digits.
+    """
+    parts: list[Any] = re.split(r"([0-9]+)", key)
+    for i in range(1, len(parts), 2):
+        digits = parts[i].lstrip("0")
+        parts[i] = (len(digits), digits)
+    return parts
 
 
 def is_text_mimetype(mimetype: str) -> bool:
@@ -104,7 +119,7 @@ def _parse_current_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, 
                 parsed.skipped.append(Skipped(parsed.name, prompt_key, None, "a metadata element's value must be an object"))
     role = metadata.get("role", "user")
     if role != "user":
-        parsed.skipped.append(Skipped(parsed.name, prompt_key, None, f"prompt role {role!r} is not a user prompt"))
+        parsed.skipped.append(Skipped(parsed.name, prompt_key, None, f"prompt role {_REPR.repr(role)} is not a user prompt"))
         return
     for index, element in enumerate(elements):
         if isinstance(element, dict) and element.get("mimetype") == METADATA_MIMETYPE:
@@ -120,10 +135,14 @@ def _parse_legacy_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, q
 def _add_element(parsed: ParsedItem, item_index: int, prompt_key: str, element_key: str, element: Any,
                  metadata: dict) -> None:
     reason = _element_problem(element)
-    if reason is None:
-        parsed.questions.append(Question(item_index, parsed.name, prompt_key, element_key, element["value"], metadata))
-    else:
+    if reason is not None:
         parsed.skipped.append(Skipped(parsed.name, prompt_key, element_key, reason))
+        return
+    text, replaced = _SURROGATE.subn("\ufffd", element["value"])
+    question = Question(item_index, parsed.name, prompt_key, element_key, text, metadata)
+    if replaced:
+        logger.warning("%s: %d lone surrogate(s) replaced by U+FFFD, as a UTF-8 decoder does", question.where, replaced)
+    parsed.questions.append(question)
 
 
 def _element_problem(element: Any) -> str | None:
@@ -134,7 +153,7 @@ def _element_problem(element: Any) -> str | None:
     if not isinstance(mimetype, str):
         return "unknown element shape: no 'mimetype' string"
     if not is_text_mimetype(mimetype):
-        return f"non-text element ({mimetype}) skipped: this model reads text only"
+        return f"non-text element ({_REPR.repr(mimetype)[1:-1]}) skipped: this model reads text only"
     value = element.get("value")
     if not isinstance(value, str):
         return f"text element value must be a string, got {type(value).__name__}"

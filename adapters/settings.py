@@ -6,6 +6,7 @@ hostile or mistyped configuration is refused up front with a message that says w
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -56,6 +57,8 @@ class Setting:
         if not isinstance(value, self.kinds):
             raise ConfigurationError(
                 f"configuration {self.name!r} must be {self._kind_names()}, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range check
+            raise ConfigurationError(f"configuration {self.name!r} must be a finite number, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigurationError(f"configuration {self.name!r} must be one of {list(self.choices)}, got {value!r}")
         if self.minimum is not None and value < self.minimum:

@@ -5,6 +5,8 @@ premise; all (question, label) pairs of a batch run through the model together. 
 zero-shot-classification pipeline: a softmax of the entailment logits over the labels, or, with `multi_label`
 (or a single label), a softmax of entailment against contradiction for each label on its own.
 A prompt's metadata element may override `candidate_labels`, `hypothesis_template` and `multi_label`.
+Fine-tuning on (question, label) answers: the answer's hypothesis is entailment, every other candidate label's
+is contradiction, as zero-shot classifiers are trained from NLI data.
 """
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from adapters.errors import ConfigurationError
 from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
+from adapters.onnx_backend import RUNTIME_SETTING
 from adapters.prompt_items import Question
 from adapters.settings import Setting
+from adapters.training.dataset import DatasetError
+from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
 
 logger = logging.getLogger(__name__)
 MAX_LABELS = 100
@@ -45,7 +51,7 @@ TASK_SETTINGS = (
 
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
-    settings = TASK_SETTINGS
+    settings = (*TASK_SETTINGS, RUNTIME_SETTING, *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     def setup(self) -> None:
         label2id = {str(k).lower(): int(v) for k, v in self.model.config.label2id.items()}
@@ -89,3 +95,15 @@ class HuggingAdapter(BaseAdapter):
             "hypothesis_template": template,
             "multi_label": multi_label,
         })]
+
+    # ----- fine-tuning -----
+    def prepare_training(self, references: list[str]) -> None:
+        if self.entailment_id == -1:
+            raise ConfigurationError("fine-tuning needs a model whose config names an 'entailment' label")
+
+    def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
+        labels, _, _ = self.task(question)
+        if reference not in labels:
+            raise DatasetError(f"{question.where}: answer {reference!r} is not one of the candidate labels {labels}")
+        return [{**row, "labels": self.entailment_id if label == reference else self.contradiction_id}
+                for row, label in zip(self.preprocess(question, history), labels)]

@@ -3,7 +3,8 @@
 Legacy items: the questions of one prompt are one conversation. Current items: the prompts of an item, in
 key order, are the user turns of one conversation. Each turn sees the earlier turns and the model's answers
 to them, as DialoGPT was trained (every utterance ends with the end-of-text token), trimmed to fit the
-context window minus the answer budget by dropping the oldest whole turns.
+context window minus the answer budget by dropping the oldest whole turns. Fine-tuning builds the same
+history from the reference answers and puts the loss on the answer's tokens only.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from adapters.generation import SAMPLING_SETTINGS, token_budget_setting
 from adapters.generative_adapter import GenerativeAdapter
 from adapters.hugging_adapter import Row, Turn
 from adapters.prompt_items import ParsedItem, Question, natural_key
+from adapters.training.loop import IGNORE_INDEX
+from adapters.training.settings import TRAINING_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +26,8 @@ logger = logging.getLogger(__name__)
 class HuggingAdapter(GenerativeAdapter):
     model_class = AutoModelForCausalLM
     padding_side = "left"
-    settings = (token_budget_setting("max_new_tokens", "longest answer, in tokens"), *SAMPLING_SETTINGS)
+    settings = (token_budget_setting("max_new_tokens", "longest answer, in tokens"), *SAMPLING_SETTINGS,
+                *TRAINING_SETTINGS)
 
     def setup(self) -> None:
         if self.answer_budget >= self.max_input_tokens:
@@ -59,3 +63,13 @@ class HuggingAdapter(GenerativeAdapter):
         if kept < len(history):
             logger.info("%s: dropped the %d oldest turns to fit the context window", question.where, len(history) - kept)
         return [{"input_ids": ids, "attention_mask": [1] * len(ids)}]
+
+    # ----- fine-tuning -----
+    def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
+        context = self.preprocess(question, history)[0]["input_ids"]
+        answer = self.utterance(reference)
+        if len(answer) > self.answer_budget:  # what generation could have written: the budget, ending in eos
+            answer = answer[:self.answer_budget - 1] + [self.tokenizer.eos_token_id]
+        ids = context + answer
+        return [{"input_ids": ids, "attention_mask": [1] * len(ids),
+                 "labels": [IGNORE_INDEX] * len(context) + answer}]

@@ -2,7 +2,7 @@
 
 The answer is the label text from the model's own `id2label`; confidence is that label's probability,
 computed as `transformers`' text-classification pipeline does (softmax, or sigmoid for one-label and
-multi-label models).
+multi-label models). Fine-tuning learns the labels the answers name; new labels get a new head.
 """
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ from transformers import AutoModelForSequenceClassification
 
 from adapters.errors import ConfigurationError
 from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
+from adapters.onnx_backend import RUNTIME_SETTING
 from adapters.prompt_items import Question
+from adapters.training.dataset import DatasetError
+from adapters.training.heads import with_new_head
+from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
 
 
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
+    settings = (RUNTIME_SETTING, *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     def setup(self) -> None:
         config = self.model.config
@@ -42,3 +47,19 @@ class HuggingAdapter(BaseAdapter):
             "class_index": best,
             "scores": {str(id2label[i]): float(s) for i, s in enumerate(scores.tolist())},
         })]
+
+    # ----- fine-tuning -----
+    def prepare_training(self, references: list[str]) -> None:
+        labels = sorted(set(references))
+        if len(labels) < 2:
+            raise DatasetError(f"a classifier needs answers with at least 2 different labels, got {labels}")
+        if not set(labels) <= set(self.model.config.label2id):
+            self.model = with_new_head(self, labels)
+            self.setup()
+
+    def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
+        label2id = self.model.config.label2id
+        if reference not in label2id:
+            raise DatasetError(f"{question.where}: label {reference!r} is not among the training labels "
+                               f"{sorted(label2id)}")
+        return [{**row, "labels": int(label2id[reference])} for row in self.preprocess(question, history)]

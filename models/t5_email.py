@@ -1,7 +1,8 @@
 """Write an email from its key points with a text-to-text model (default: T5, seed 004's base model).
 
 The question, behind the task `prefix`, is the encoder input; `n_gen` answers per question become separate
-annotations on the same prompt. Fine-tune it on your own emails with `train_model`.
+annotations on the same prompt. Fine-tune it on your own emails with `train_model`: (prefix + question) is the
+source, the reference email the target.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from adapters.generative_adapter import GenerativeAdapter
 from adapters.hugging_adapter import Row, Turn
 from adapters.prompt_items import Question
 from adapters.settings import MAX_GENERATIONS, Setting
+from adapters.training.settings import TRAINING_SETTINGS, source_length_setting, target_length_setting
 
 
 class HuggingAdapter(GenerativeAdapter):
@@ -24,6 +26,9 @@ class HuggingAdapter(GenerativeAdapter):
         Setting("n_gen", (int,), "emails written per question", minimum=1, maximum=MAX_GENERATIONS),
         beams_setting(),
         *SAMPLING_SETTINGS,
+        *TRAINING_SETTINGS,
+        source_length_setting(),
+        target_length_setting(),
     )
 
     @property
@@ -35,6 +40,14 @@ class HuggingAdapter(GenerativeAdapter):
         if not sampling and configuration["n_gen"] > configuration["num_beams"]:
             raise ConfigurationError("n_gen > 1 without sampling needs num_beams >= n_gen (or set do_sample true "
                                      "and temperature > 0)")
+        if sampling and 1 < configuration["num_beams"] < configuration["n_gen"]:
+            raise ConfigurationError("beam sampling returns at most num_beams answers: set num_beams >= n_gen, "
+                                     "or num_beams 1 to sample n_gen answers independently")
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         return self.encode([self.configuration["prefix"] + question.text], where=question.where)
+
+    # ----- fine-tuning -----
+    def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
+        target = self.tokenizer(reference, max_length=self.configuration["max_target_length"], truncation=True)
+        return [{**row, "labels": target["input_ids"]} for row in self.preprocess(question, history)]

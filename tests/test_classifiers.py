@@ -117,7 +117,7 @@ def test_long_text_is_truncated_with_a_warning_not_an_error(make_adapter, caplog
     long_text = " ".join(["wonderful terrible"] * 400)
     for module in ("models.distilbert_sst2", "models.bart_large_mnli"):
         adapter = make_adapter(module)
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.WARNING, logger="adapters"):
             (collection,) = adapter.predict([legacy_item({"p": [long_text, "short"]})])
         assert len(collection.annotations) == 2
         assert "truncated to the model's limit of 128" in caplog.text

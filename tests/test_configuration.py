@@ -48,7 +48,7 @@ def test_bad_values_are_refused_with_a_message(override, message):
 
 
 def test_unknown_keys_are_logged_and_dtlpy_keys_ignored(caplog):
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="adapters"):
         resolved = resolve_configuration("models.t5_email", t5_email.HuggingAdapter.settings,
                                          {"tokn_count": 3, "include_background": False})
     assert "tokn_count" in caplog.text and "include_background" not in caplog.text

@@ -51,7 +51,7 @@ def test_history_is_trimmed_to_the_context_window_by_whole_turns(make_adapter, c
     adapter = make_adapter("models.dialogpt_large", do_sample=False, max_new_tokens=8)
     seen = spy_rows(adapter)
     turns = [f"turn {i} " + "we will have a system update on friday " * 2 for i in range(12)]
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="models"):
         (collection,) = adapter.predict([legacy_item({"p": turns})])
     assert len(collection.annotations) == 12
     budget = adapter.max_input_tokens - 8
@@ -67,7 +67,7 @@ def test_history_is_trimmed_to_the_context_window_by_whole_turns(make_adapter, c
 def test_a_question_longer_than_the_window_keeps_its_end(make_adapter, caplog):
     adapter = make_adapter("models.dialogpt_large", do_sample=False)
     seen = spy_rows(adapter)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="models"):
         (collection,) = adapter.predict([legacy_item({"p": ["word " * 500 + "the end"]})])
     assert len(collection.annotations) == 1 and seen[0][1].endswith("the end<|endoftext|>")
     assert "cut to its last" in caplog.text and "word word" not in caplog.text

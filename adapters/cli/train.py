@@ -1,0 +1,44 @@
+"""`python -m adapters train MODEL DATA_DIR OUTPUT_DIR`: fine-tune a model of the app on a local data folder.
+
+DATA_DIR holds the subsets `train` (required) and `validation`, each with `items/` (prompt items) and
+`json/` (item JSON with the reference answers as text annotations), as dtlpy's prepare_data writes them.
+OUTPUT_DIR receives safetensors weights, tokenizer, config and training_metrics.json; pass it as
+--model-path to `predict` or `evaluate`. Prints every epoch's metrics as JSON.
+
+Exit codes: 0 trained and saved; 1 the data cannot be used (the message says why); 2 usage error, unknown
+model, bad configuration, or the model could not be loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from adapters.training.local import add_model_arguments
+
+    parser = commands.add_parser("train", help="fine-tune a model of the app on a local Dataloop-layout folder",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path, help="where the trained model is saved")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from adapters.training.local import EXIT_OK, run_safely
+
+    def train(adapter: Any) -> int:
+        def progress(epoch: int, epochs: int) -> None:
+            print(f"epoch {epoch + 1}/{epochs} done", file=sys.stderr)
+
+        history = adapter.train(str(args.data_dir), str(args.output_dir), on_epoch_end_callback=progress)
+        adapter.save(str(args.output_dir))
+        document = {"model": args.model, "output_dir": str(args.output_dir), "seed": adapter.training_seed,
+                    "epochs": history}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return EXIT_OK
+
+    return run_safely(args, train)

@@ -1,0 +1,223 @@
+"""Run a manifest model on local prompt-item files through dtlpy's own `ModelAdapter.predict_items`, offline.
+
+The point is parity with the platform: the same `dl.Model` configuration, the same item download, batching
+and annotation metadata code of dtlpy. Only the network edges are replaced: configuration writes stay on the
+local entity, items are local files read through a `file://` link, and annotations are collected instead of
+uploaded. The CLI (`python -m adapters predict`) and the REST server both build on `LocalRunner`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import ConfigurationError
+from .manifest import model_entry
+from .module_loader import canonical_module_name, load_model_module
+from .prompt_items import Skipped
+from .settings import resolve_configuration, setting_names
+
+logger = logging.getLogger(__name__)
+
+
+def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings to a dict; a VALUE that parses as JSON is used as such (`8`, `true`, `["a","b"]`)."""
+    parsed: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"expected KEY=VALUE, got {assignment!r}")
+        try:
+            parsed[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = raw
+    return parsed
+
+
+def validate_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
+    """Check a whole configuration without loading weights: module, keys, values and cross-key rules.
+
+    Unlike the adapter at load time, which logs and drops unknown keys (the platform adds its own), a person
+    typing a configuration gets an error for a key the module does not read: it is almost always a typo.
+    Returns the resolved configuration (manifest defaults of the module filled in).
+    """
+    module_name = canonical_module_name(configuration.get("module_name"))
+    adapter_class = load_model_module(module_name).HuggingAdapter
+    known = setting_names(adapter_class.settings)
+    unknown = sorted(set(configuration) - known - {"trust_remote_code"})  # refused by resolve_configuration
+    if unknown:
+        raise ConfigurationError(f"{module_name} does not read the configuration keys {unknown}; "
+                                 f"valid keys: {sorted(known)}")
+    resolved = resolve_configuration(module_name, adapter_class.settings, configuration)
+    # check_configuration is the module's pre-load hook: it reads only the configuration, never weights.
+    adapter_class.check_configuration(adapter_class.__new__(adapter_class), resolved)
+    return resolved
+
+
+def manifest_configuration(model_name: str, overrides: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    """(manifest entry, its configuration with `overrides` applied), validated; unknown names raise KeyError."""
+    entry = model_entry(model_name)
+    configuration = {**entry.get("configuration", {}), **(overrides or {})}
+    validate_configuration(configuration)
+    return entry, configuration
+
+
+def local_model_entity(entry: dict[str, Any], configuration: dict[str, Any]) -> Any:
+    """A `dl.Model` built from a manifest entry with no platform behind it: configuration writes stay local."""
+    import dtlpy as dl
+
+    model = dl.Model.from_json(_json={
+        "id": f"local-{entry['name']}", "name": entry["name"], "moduleName": entry.get("moduleName"),
+        "inputType": entry.get("inputType", "text"), "outputType": entry.get("outputType", "text"),
+        "status": entry.get("status"), "configuration": dict(configuration),
+    }, client_api=dl.client_api, project=None, package=dl.Package())
+    model.update = lambda *args, **kwargs: model
+    return model
+
+
+def local_item(path: Path, name: str, item_id: str) -> Any:
+    """A `dl.Item` whose content is the local file at `path`, read by `item.download` through a file:// link."""
+    import dtlpy as dl
+
+    return dl.Item.from_json(_json={
+        "id": item_id, "name": name, "filename": "/" + name.lstrip("/"), "type": "file",
+        "metadata": {"system": {"mimetype": "application/json", "shebang": {
+            "dltype": "prompt", "linkInfo": {"type": "url", "ref": path.resolve().as_uri()}}}},
+    }, client_api=dl.client_api, dataset=None, project=None)
+
+
+@dataclass
+class FileResult:
+    """The answers for one input file, what was skipped in it, or why it could not be read at all."""
+
+    file: str
+    annotations: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "annotations": self.annotations, "skipped": self.skipped, "error": self.error}
+
+
+def _skip_json(skipped: Skipped) -> dict[str, Any]:
+    return {"prompt": skipped.prompt_key, "element": skipped.element_key, "reason": skipped.reason}
+
+
+def unique_names(files: Sequence[str]) -> list[str]:
+    """Item names are how the adapter's report refers to items, so a file given twice gets a suffix."""
+    seen: dict[str, int] = {}
+    names = []
+    for file in files:
+        seen[file] = seen.get(file, 0) + 1
+        names.append(file if seen[file] == 1 else f"{file} [{seen[file]}]")
+    return names
+
+
+class LocalRunner:
+    """One manifest model, loaded once, answering local prompt-item files through `predict_items`."""
+
+    def __init__(self, model_name: str, overrides: dict[str, Any] | None = None):
+        from .model_adapter import ModelAdapter
+
+        self.entry, self.configuration = manifest_configuration(model_name, overrides)
+        self.model = local_model_entity(self.entry, self.configuration)
+        self.adapter = ModelAdapter()
+        # An empty artifacts folder: stale files under DATALOOP_PATH/models must not replace model_path.
+        with tempfile.TemporaryDirectory(prefix="hf-adapter-artifacts-") as artifacts, _quiet_stdout():
+            self.adapter.load_from_model(model_entity=self.model, local_path=artifacts)
+        self._lock = threading.Lock()
+
+    def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int | None = None,
+                      on_batch: Callable[[int], None] | None = None) -> list[FileResult]:
+        """One result per file, in order; unreadable or malformed files get an `error`, the others are answered.
+
+        `on_batch(n)` is called after each batch of n items (progress reporting).
+        """
+        display = [str(f) for f in files]
+        results = [FileResult(file) for file in display]
+        readable: list[tuple[int, Any]] = []
+        for index, (name, file) in enumerate(zip(unique_names(display), display)):
+            problem = _unreadable(Path(file))
+            if problem:
+                results[index].error = problem
+                logger.info("not answered: %s", problem)
+            else:
+                readable.append((index, local_item(Path(file), name, f"local-item-{index}")))
+        if readable:
+            with self._lock:  # the adapter's report and upload hooks are per call, not per thread
+                self._predict(readable, results, batch_size, on_batch)
+        return results
+
+    def _predict(self, readable: list[tuple[int, Any]], results: list[FileResult], batch_size: int | None,
+                 on_batch: Callable[[int], None] | None) -> None:
+        by_name = {item.name: results[index] for index, item in readable}
+        by_id = {item.id: results[index] for index, item in readable}
+        hugging_predict = self.adapter.predict
+
+        def predict(batch: list, **kwargs: Any) -> list:
+            try:
+                collections = hugging_predict(batch, **kwargs)
+            except Exception as error:  # noqa: BLE001 - dtlpy goes on with the next batch; we report these files
+                for loaded in batch:
+                    by_name[loaded.name].error = f"prediction failed: {error}"
+                raise
+            finally:
+                if on_batch:
+                    on_batch(len(batch))
+            report = self.adapter.hugging.last_report
+            for skipped in report.failed_items:
+                by_name[skipped.item].error = skipped.reason
+            for skipped in report.skipped:
+                by_name[skipped.item].skipped.append(_skip_json(skipped))
+            return collections
+
+        def collect(item: Any, predictions: Any) -> Any:
+            by_id[item.id].annotations.extend(annotation.to_json() for annotation in predictions)
+            return predictions
+
+        self.adapter.predict = predict
+        self.adapter._upload_model_annotations = collect
+        try:
+            with _quiet_stdout():
+                self.adapter.predict_items([item for _, item in readable], batch_size=batch_size)
+        except Exception as error:  # noqa: BLE001 - raised after every batch ran; failed files already say why
+            logger.debug("predict_items reported failed batches: %s", error)
+        finally:
+            del self.adapter.predict, self.adapter._upload_model_annotations
+
+
+def quiet_platform_logs() -> None:
+    """Keep dtlpy's own logging to errors: offline, its cookie, download and adapter notices are noise.
+
+    dtlpy logs at DEBUG while it is imported and would reach the root handler, so propagation is cut first;
+    dtlpy still writes its full log file under DATALOOP_PATH.
+    """
+    platform = logging.getLogger("dtlpy")
+    platform.propagate = False
+    import dtlpy  # noqa: F401 - sets the dtlpy logger's level when first imported
+
+    platform.setLevel(logging.ERROR)
+    logging.getLogger("ModelAdapter").setLevel(logging.ERROR)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` cannot be read, checked up front so a missing file is one clear line, not a download trace."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as error:
+        return f"cannot read {str(path)!r}: {error.strerror or error}"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """dtlpy draws its progress bars on stdout; keep stdout for the caller's output."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield

@@ -1,0 +1,5 @@
+"""Fine-tuning and evaluation shared by every model module: the Dataloop data layout, the loop, the metrics.
+
+A model module adds only what is specific to it (`training_rows`: how one answered question becomes training
+rows; `prepare_training`: labels/heads; `metric_family`: which metric), so a new model stays one short file.
+"""

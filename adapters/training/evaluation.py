@@ -1,0 +1,40 @@
+"""Score a model against the reference answers of a subset: by running it, or from annotations it wrote."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..prompt_items import Question
+from .dataset import DatasetError, Subset
+from .metrics import score
+
+logger = logging.getLogger(__name__)
+
+
+def score_subset(family: str, subset: Subset, predicted: dict[Question, str]) -> dict[str, Any]:
+    """Metrics over every question with a reference; a question the model did not answer scores as wrong/empty."""
+    predictions, references, unanswered = [], [], 0
+    for item in subset.items:
+        for question, answers in item.references.items():
+            text = predicted.get(question)
+            unanswered += text is None
+            predictions.append(text or "")
+            references.append(answers)
+    if not predictions:
+        raise DatasetError(f"subset {subset.name!r} has no reference answers to evaluate against")
+    if unanswered:
+        logger.warning("subset %r: %d of %d questions got no prediction; they count as wrong",
+                       subset.name, unanswered, len(predictions))
+    return {**score(family, predictions, references), "questions": len(predictions), "unanswered": unanswered}
+
+
+def evaluate_by_predicting(adapter: Any, subset: Subset) -> dict[str, Any]:
+    """Answer the subset's items exactly as `predict` does and score the first answer of each question."""
+    answers, _ = adapter.answer_questions([item.parsed for item in subset.items])
+    return score_subset(adapter.metric_family, subset, {q: a[0].text for q, a in answers.items() if a})
+
+
+def evaluate_annotations(family: str, subset: Subset) -> dict[str, Any]:
+    """Score the model answers already stored as annotations (read with `predictions_of`)."""
+    predicted = {q: texts[0] for item in subset.items for q, texts in item.predictions.items() if texts}
+    return score_subset(family, subset, predicted)

@@ -1,0 +1,46 @@
+"""Per-epoch metrics to Dataloop: plot samples for `model.metrics`, progress for `on_epoch_end_callback`."""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Callable
+
+import dtlpy as dl
+
+logger = logging.getLogger(__name__)
+
+NOT_PLOTTED = ("epoch", "epochs", "questions", "unanswered")
+
+
+def plot_samples(metrics: dict[str, Any], x: int | None = None) -> list[dl.PlotSample]:
+    """One sample per number: losses share the figure "loss" (legends train/validation), each score its own."""
+    x = metrics.get("epoch", 0) if x is None else x
+    samples = []
+    for name, value in metrics.items():
+        if name in NOT_PLOTTED or not isinstance(value, (int, float)):
+            continue
+        if name.endswith("_loss"):
+            samples.append(dl.PlotSample(figure="loss", legend=name[:-len("_loss")], x=x, y=float(value)))
+        else:
+            samples.append(dl.PlotSample(figure=name, legend="validation", x=x, y=float(value)))
+    return samples
+
+
+def upload_samples(model: dl.Model, samples: list[dl.PlotSample]) -> None:
+    """Post to `model.metrics`; an unreachable platform costs the plot, not the training."""
+    try:
+        model.metrics.create(samples=samples, dataset_id=model.dataset_id)
+    except Exception as error:  # noqa: BLE001 - metrics are a report, never a reason to fail
+        logger.warning("could not upload %d metric samples of model %r: %s", len(samples), model.name, error)
+
+
+def call_epoch_callback(callback: Callable[..., Any] | None, metrics: dict[str, Any]) -> None:
+    """dtlpy's callback takes (i_epoch, n_epoch); a callback that also takes `metrics` gets them too."""
+    if callback is None:
+        return
+    parameters = inspect.signature(callback).parameters
+    takes_metrics = "metrics" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    if takes_metrics:
+        callback(metrics["epoch"], metrics["epochs"], metrics=metrics)
+    else:
+        callback(metrics["epoch"], metrics["epochs"])

@@ -1,0 +1,1 @@
+"""Throughput benchmarks (not tests): `python -m benchmarks.run --help`; see docs/performance.md."""

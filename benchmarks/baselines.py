@@ -1,0 +1,122 @@
+"""What the package is measured against: the reference adapters' naive loop, and `transformers` pipelines.
+
+The naive loops are the reference Dataloop adapters (seed 001) reimplemented: one question at a time, no
+batching, DialoGPT's history carried as the previous `generate` output, and its confidence from an extra
+forward pass over the answer. Zero-shot runs each (question, label) pair alone, as the pipeline the seed
+000 adapter calls with its default batch size does. Every answer is `(text, {label: score} or confidence)`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from transformers import pipeline
+
+from .workload import Workload
+
+Answer = tuple[str, Any]
+
+
+@torch.no_grad()
+def naive_sentiment(model: Any, tokenizer: Any, workload: Workload) -> list[Answer]:
+    answers = []
+    id2label = model.config.id2label
+    for _, _, text, _ in workload.questions():
+        encoded = tokenizer(text, return_tensors="pt", truncation=True)
+        scores = torch.softmax(model(**encoded).logits[0].float(), dim=-1).tolist()
+        best = max(range(len(scores)), key=scores.__getitem__)
+        answers.append((id2label[best], {id2label[i]: s for i, s in enumerate(scores)}))
+    return answers
+
+
+@torch.no_grad()
+def naive_zero_shot(model: Any, tokenizer: Any, workload: Workload, template: str) -> list[Answer]:
+    entailment = next(i for label, i in model.config.label2id.items() if label.lower().startswith("entail"))
+    answers = []
+    for _, _, text, metadata in workload.questions():
+        labels = metadata["candidate_labels"]
+        logits = []
+        for label in labels:
+            encoded = tokenizer(text, template.format(label), return_tensors="pt", truncation="only_first")
+            logits.append(model(**encoded).logits[0, entailment].float())
+        scores = torch.softmax(torch.stack(logits), dim=0).tolist()
+        best = max(range(len(labels)), key=scores.__getitem__)
+        answers.append((labels[best], dict(zip(labels, scores))))
+    return answers
+
+
+@torch.no_grad()
+def naive_chat(model: Any, tokenizer: Any, workload: Workload, max_new_tokens: int) -> list[Answer]:
+    """Seed 001's DialoGPT loop, greedy: every item is one conversation, one `generate` per turn."""
+    answers = []
+    eos = tokenizer.eos_token_id
+    history: dict[int, torch.Tensor] = {}
+    for item, _, text, _ in workload.questions():
+        new_input = tokenizer.encode(text + tokenizer.eos_token, return_tensors="pt")
+        previous = history.get(id(item))
+        bot_input = torch.cat([previous, new_input], dim=-1) if previous is not None else new_input
+        bot_input = bot_input[:, -(model.config.n_positions - max_new_tokens):]
+        output = model.generate(bot_input, attention_mask=torch.ones_like(bot_input), max_new_tokens=max_new_tokens,
+                                do_sample=False, pad_token_id=eos)
+        history[id(item)] = output
+        answer = output[:, bot_input.shape[-1]:]
+        # the reference's compute_confidence: one more forward pass over the conversation and its answer
+        logprobs = torch.log_softmax(model(output).logits[0, bot_input.shape[-1] - 1:-1].float(), dim=-1)
+        confidence = float(torch.exp(logprobs.gather(1, answer[0][:, None]).mean()))
+        answers.append((tokenizer.decode(answer[0], skip_special_tokens=True).strip(), confidence))
+    return answers
+
+
+@torch.no_grad()
+def naive_text2text(model: Any, tokenizer: Any, workload: Workload, prefix: str, max_new_tokens: int) -> list[Answer]:
+    """One `generate` per question; confidence from the scores generate returns."""
+    answers = []
+    for _, _, text, _ in workload.questions():
+        encoded = tokenizer(prefix + text, return_tensors="pt", truncation=True)
+        output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                                output_scores=True, return_dict_in_generate=True)
+        scores = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+        answers.append((tokenizer.decode(output.sequences[0], skip_special_tokens=True).strip(),
+                        float(torch.exp(scores[0].mean()))))
+    return answers
+
+
+def sentiment_pipeline(model: Any, tokenizer: Any) -> Callable[[Workload, int], list[Answer]]:
+    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None, device="cpu")
+
+    def run(workload: Workload, batch_size: int) -> list[Answer]:
+        texts = [text for _, _, text, _ in workload.questions()]
+        results = classify(texts, batch_size=batch_size, truncation=True)
+        return [(max(r, key=lambda x: x["score"])["label"], {x["label"]: x["score"] for x in r}) for r in results]
+    return run
+
+
+def zero_shot_pipeline(model: Any, tokenizer: Any, template: str) -> Callable[[Workload, int], list[Answer]]:
+    """The pipeline called once per label set (questions grouped by their labels: the pipeline's best case)."""
+    classify = pipeline("zero-shot-classification", model=model, tokenizer=tokenizer, device="cpu")
+
+    def run(workload: Workload, batch_size: int) -> list[Answer]:
+        groups: dict[tuple[str, ...], list[int]] = {}
+        questions = list(workload.questions())
+        for index, (_, _, _, metadata) in enumerate(questions):
+            groups.setdefault(tuple(metadata["candidate_labels"]), []).append(index)
+        answers: list[Answer | None] = [None] * len(questions)
+        for labels, indices in groups.items():
+            results = classify([questions[i][2] for i in indices], candidate_labels=list(labels),
+                               hypothesis_template=template, batch_size=batch_size)
+            for index, result in zip(indices, results):
+                answers[index] = (result["labels"][0], dict(zip(result["labels"], result["scores"])))
+        return answers
+    return run
+
+
+def best_batch_size(run: Callable[[Workload, int], list[Answer]], sample: Workload,
+                    candidates: tuple[int, ...]) -> tuple[int, dict[int, float]]:
+    """The pipeline batch size with the highest throughput on `sample`, and every candidate's seconds."""
+    seconds = {}
+    for batch_size in candidates:
+        start = time.perf_counter()
+        run(sample, batch_size)
+        seconds[batch_size] = time.perf_counter() - start
+    return min(seconds, key=seconds.__getitem__), seconds

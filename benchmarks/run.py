@@ -1,0 +1,294 @@
+"""`python -m benchmarks.run [--quick] [--only NAME ...] [--out FILE]`: throughput against the alternatives.
+
+For each model (random weights, real architecture sizes) and one workload, in one process: this package's
+`predict` (torch, and ONNX Runtime fp32 / int8 for the classifiers), the reference adapters' naive loop, and
+`transformers`' pipeline at its best batch size. Prints items/s, ratios, output agreement, peak memory and the
+achieved model FLOP/s as a fraction of the dense matmul FLOP/s measured in the same run; writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import importlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+
+from .baselines import best_batch_size  # noqa: E402
+from .measure import classifier_flops, generation_flops, matmul_peak_flops, measured  # noqa: E402
+from .suites import Suite, all_suites  # noqa: E402
+from .workload import Workload, build_workload  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ----- this package's predict -----
+
+def extract_answers(collections: list, kind: str) -> list[tuple[str, Any]]:
+    """(text, {label: score}) per classifier answer, (text, confidence) per generated one, in question order."""
+    answers = []
+    for collection in collections:
+        for annotation in collection.annotations:
+            output = annotation.metadata["user"]["model_output"]
+            if kind == "generator":
+                answers.append((annotation.coordinates, annotation.metadata["user"]["model"]["confidence"]))
+            elif isinstance(output["scores"], dict):
+                answers.append((annotation.coordinates, output["scores"]))
+            else:
+                answers.append((annotation.coordinates, dict(zip(output["labels"], output["scores"]))))
+    return answers
+
+
+class TokenCounter:
+    """Wraps an adapter's `forward` to record the real (unpadded) prompt lengths and generated token counts."""
+
+    def __init__(self, adapter: Any):
+        self.prompt_lengths: list[int] = []
+        self.new_tokens: list[int] = []
+        self._forward = adapter.forward
+        self._budget = getattr(adapter, "answer_budget", 0)
+        adapter.forward = self
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> list:
+        outputs = self._forward(inputs)
+        self.prompt_lengths += inputs["attention_mask"].sum(1).tolist()
+        for output in outputs:
+            for generated in output if isinstance(output, list) else []:
+                ended = len(generated.token_ids) < self._budget
+                self.new_tokens.append(len(generated.token_ids) + int(ended))
+        return outputs
+
+
+def run_predict(adapter: Any, workload: Workload, kind: str) -> tuple[Any, list, TokenCounter]:
+    """Predict as dtlpy does: `batch_size` items per call. Returns (measurement, answers, token counts)."""
+    adapter.predict(workload.items[:1])  # warm-up: first-call allocations and lazy inits
+    counter = TokenCounter(adapter)
+    size = adapter.configuration["batch_size"]
+    collections = []
+    with measured() as measurement:
+        for start in range(0, len(workload.items), size):
+            collections += adapter.predict(workload.items[start:start + size])
+    adapter.forward = counter._forward
+    if adapter.last_report.skipped or adapter.last_report.failed_items:
+        raise RuntimeError(f"the benchmark workload was not fully answered: {adapter.last_report}")
+    return measurement, extract_answers(collections, kind), counter
+
+
+# ----- comparison and reporting -----
+
+def agreement(reference: list, answers: list, kind: str) -> dict[str, Any]:
+    """How closely `answers` match `reference`: same labels and max score difference, or same generated text."""
+    same = sum(a[0] == b[0] for a, b in zip(reference, answers))
+    result: dict[str, Any] = {"answers": len(answers), "same_text": same, "all_same_text": same == len(reference)
+                              and len(answers) == len(reference)}
+    if kind == "classifier":
+        result["max_score_diff"] = max((abs(a[1][label] - b[1][label]) for a, b in zip(reference, answers)
+                                        for label in a[1]), default=0.0)
+    return result
+
+
+def method_result(name: str, measurement: Any, workload: Workload, flops: float, peak: float,
+                  questions: int, **extra: Any) -> dict[str, Any]:
+    seconds = measurement.seconds
+    return {"method": name, "seconds": round(seconds, 3), "items_per_s": round(len(workload.items) / seconds, 3),
+            "questions_per_s": round(questions / seconds, 3), "peak_rss_mb": measurement.peak_rss_mb,
+            "model_gflop_per_s": round(flops / seconds / 1e9, 2), "fraction_of_matmul_peak": flops / seconds / peak,
+            **extra}
+
+
+def model_folder(suite: Suite, models_dir: Path) -> Path:
+    """Build the suite's random-weight model once; later runs reuse it (keyed by builder and sizes)."""
+    key = hashlib.sha256(json.dumps([suite.build.__name__, suite.sizes], sort_keys=True).encode()).hexdigest()[:12]
+    folder = models_dir / f"{suite.name if suite.sizes else 'tiny-' + suite.build.__name__}-{key}"
+    if not (folder / "config.json").is_file():
+        print(f"  building {folder.name} ...", flush=True)
+        staging = Path(tempfile.mkdtemp(dir=models_dir))
+        suite.build(staging / "model", config_overrides=suite.sizes or None)
+        (staging / "model").rename(folder)
+        shutil.rmtree(staging)
+    return folder
+
+
+def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> dict[str, Any]:
+    folder = model_folder(suite, models_dir)
+    workload = build_workload(suite.items, suite.prompts_per_item, suite.min_words, suite.max_words,
+                              zero_shot=suite.module_name == "models.bart_large_mnli")
+    module = importlib.import_module(suite.module_name)
+    adapter = module.HuggingAdapter({"model_path": str(folder), **suite.configuration})
+    model, tokenizer = adapter.model, adapter.tokenizer
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"\n== {suite.name}: {parameters / 1e6:.0f}M parameters, {len(workload.items)} items", flush=True)
+
+    ours, ours_answers, tokens = run_predict(adapter, workload, suite.kind)
+    questions = len(ours_answers)
+    if suite.kind == "classifier":
+        flops = classifier_flops(model, tokens.prompt_lengths)
+    else:
+        flops = generation_flops(model, tokens.prompt_lengths, tokens.new_tokens)
+    summary: dict[str, Any] = {
+        "module": suite.module_name, "parameters_m": round(parameters / 1e6, 1), "sizes": suite.sizes,
+        "items": len(workload.items), "questions": questions, "model_rows": len(tokens.prompt_lengths),
+        "prompt_tokens": sum(tokens.prompt_lengths), "generated_tokens": sum(tokens.new_tokens),
+        "words_per_text": [workload.min_words, workload.max_words], "configuration": suite.configuration,
+        "model_gflop": round(flops / 1e9, 4), "note": suite.note, "methods": []}
+    methods = summary["methods"]
+    methods.append(method_result("ours (torch)", ours, workload, flops, peak, questions))
+    print_method(methods[-1])
+
+    suite.naive(model, tokenizer, Workload(workload.items[:1], 0, 0), adapter.configuration)  # warm-up
+    with measured() as naive:
+        naive_answers = suite.naive(model, tokenizer, workload, adapter.configuration)
+    methods.append(method_result("naive loop", naive, workload, flops, peak, questions,
+                                 agreement_with_ours=agreement(ours_answers, naive_answers, suite.kind)))
+    print_method(methods[-1])
+
+    run_pipeline = suite.pipeline(model, tokenizer)
+    if run_pipeline is not None:
+        sample = Workload(workload.items[:max(2, len(workload.items) // 4)], 0, 0)
+        best, sweep = best_batch_size(run_pipeline, sample, suite.pipeline_batch_sizes)
+        with measured() as piped:
+            pipeline_answers = run_pipeline(workload, best)
+        methods.append(method_result(f"pipeline (batch_size={best})", piped, workload, flops, peak, questions,
+                                     batch_size_sweep_seconds=sweep,
+                                     agreement_with_ours=agreement(ours_answers, pipeline_answers, suite.kind)))
+        print_method(methods[-1])
+
+    if suite.onnx:
+        methods += run_onnx(suite, module, folder, workload, ours_answers, flops, peak, questions, onnx_dir)
+    if model.config.is_encoder_decoder and suite.kind == "generator":
+        summary["encoder_share_of_predict"] = encoder_share(adapter, workload)
+
+    rate = {m["method"]: m["items_per_s"] for m in methods}
+    ours_rate = rate["ours (torch)"]
+    summary["ours_over_naive"] = round(ours_rate / rate["naive loop"], 2)
+    pipeline_name = next((name for name in rate if name.startswith("pipeline")), None)
+    if pipeline_name:
+        summary["ours_over_pipeline"] = round(ours_rate / rate[pipeline_name], 2)
+        summary["pipeline_over_naive"] = round(rate[pipeline_name] / rate["naive loop"], 2)
+    print(f"  ours/naive = {summary['ours_over_naive']}x" +
+          (f", ours/pipeline = {summary['ours_over_pipeline']}x" if pipeline_name else ""), flush=True)
+    return summary
+
+
+def run_onnx(suite: Suite, module: Any, folder: Path, workload: Workload, ours_answers: list, flops: float,
+             peak: float, questions: int, onnx_dir: Path) -> list[dict[str, Any]]:
+    from adapters.onnx_export import export_onnx
+
+    results = []
+    for quantize in (None, "int8"):
+        with measured() as export:
+            exported = export_onnx(str(folder), onnx_dir / f"{suite.name}-{quantize or 'fp32'}", quantize=quantize)
+        adapter = module.HuggingAdapter({"model_path": str(exported), "runtime": "onnx", **suite.configuration})
+        measurement, answers, _ = run_predict(adapter, workload, suite.kind)
+        results.append(method_result(f"ours (onnx {quantize or 'fp32'})", measurement, workload, flops, peak,
+                                     questions, export_seconds=round(export.seconds, 1),
+                                     agreement_with_ours=agreement(ours_answers, answers, suite.kind)))
+        print_method(results[-1])
+        del adapter
+    return results
+
+
+def encoder_share(adapter: Any, workload: Workload) -> float:
+    """Fraction of an encoder-decoder's predict time spent in its encoder: the most an ONNX encoder could save."""
+    import time
+    encoder = adapter.model.get_encoder()
+    spent = [0.0]
+    started: list[float] = []
+    handles = [encoder.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
+               encoder.register_forward_hook(lambda *_: spent.__setitem__(0, spent[0] + time.perf_counter() - started.pop()))]
+    try:
+        sample = workload.items[:max(1, len(workload.items) // 4)]
+        start = time.perf_counter()
+        adapter.predict(sample)
+        return round(spent[0] / (time.perf_counter() - start), 3)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def print_method(result: dict[str, Any]) -> None:
+    agree = result.get("agreement_with_ours")
+    detail = ""
+    if agree:
+        detail = f"  same answers {agree['same_text']}/{agree['answers']}"
+        if "max_score_diff" in agree:
+            detail += f", max score diff {agree['max_score_diff']:.1e}"
+    print(f"  {result['method']:<28} {result['items_per_s']:>9.2f} items/s  {result['seconds']:>8.1f} s  "
+          f"peak {result['peak_rss_mb'] or float('nan'):>7.0f} MB  {result['model_gflop_per_s']:>7.1f} GFLOP/s "
+          f"({100 * result['fraction_of_matmul_peak']:.0f}% of matmul peak){detail}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": importlib.import_module("transformers").__version__,
+            "onnxruntime": importlib.import_module("onnxruntime").__version__,
+            "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny models and a few items: a smoke test, not a measurement")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these suites (default: all)")
+    parser.add_argument("--items", type=int, help="override every suite's number of prompt items")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every suite's number of items (at least 2)")
+    parser.add_argument("--new-tokens", type=int, default=32, help="max_new_tokens of the generators (default 32)")
+    parser.add_argument("--models-dir", type=Path, default=RESULTS / "models",
+                        help="where the random-weight models are built once and reused")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="JSON results file")
+    args = parser.parse_args(argv)
+
+    from adapters.local_runner import quiet_platform_logs
+
+    logging.basicConfig(level=logging.ERROR)
+    warnings.simplefilter("ignore")
+    quiet_platform_logs()
+    importlib.import_module("transformers").utils.logging.disable_progress_bar()
+    logging.getLogger("adapters").setLevel(logging.ERROR)  # truncation notices: long texts are part of the workload
+    suites = [s for s in all_suites(args.quick, args.new_tokens) if not args.only or s.name in args.only]
+    if args.only and len(suites) != len(args.only):
+        parser.error(f"--only: known suites are {[s.name for s in all_suites(args.quick, args.new_tokens)]}")
+    for suite in suites:
+        suite.items = args.items or max(2, round(suite.items * args.scale))
+    args.models_dir.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    report: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
+                              "machine": machine()}
+    peak = matmul_peak_flops(512 if args.quick else 2048)
+    print(f"dense float32 matmul: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads", flush=True)
+    report["suites"] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as onnx_dir:
+        for suite in suites:
+            report["suites"][suite.name] = run_suite(suite, args.models_dir, peak, Path(onnx_dir))
+            args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    peak_after = matmul_peak_flops(512 if args.quick else 2048)
+    report["matmul_peak_gflop_per_s"] = {"start": round(peak / 1e9, 1), "end": round(peak_after / 1e9, 1)}
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\ndense matmul at the end: {peak_after / 1e9:.1f} GFLOP/s; results in {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

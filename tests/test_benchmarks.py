@@ -1,0 +1,27 @@
+"""The benchmark runs end to end on tiny models (`--quick`), so it never rots. No timing is asserted."""
+import json
+
+from benchmarks.run import main
+
+
+def test_quick_benchmark_runs_and_reports_equal_classifier_answers(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert main(["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["suites"]) == {"distilbert-base-sst2", "bart-large-mnli", "gpt2-medium-dialogpt", "t5-small-email"}
+    assert report["matmul_peak_gflop_per_s"]["start"] > 0 and report["machine"]["torch_threads"] >= 1
+    for name, suite in report["suites"].items():
+        methods = {m["method"].split(" (batch_size")[0]: m for m in suite["methods"]}
+        assert {"ours (torch)", "naive loop"} <= set(methods), name
+        assert suite["ours_over_naive"] > 0 and suite["model_gflop"] > 0
+        for method in methods.values():
+            assert method["items_per_s"] > 0 and method["fraction_of_matmul_peak"] > 0
+        if suite["module"] in ("models.distilbert_sst2", "models.bart_large_mnli"):
+            assert {"pipeline", "ours (onnx fp32)", "ours (onnx int8)"} <= set(methods), name
+            for exact in ("naive loop", "pipeline", "ours (onnx fp32)"):
+                agreement = methods[exact]["agreement_with_ours"]
+                assert agreement["all_same_text"] and agreement["max_score_diff"] < 1e-4, (name, exact, agreement)
+            assert methods["ours (onnx int8)"]["agreement_with_ours"]["max_score_diff"] < 0.02
+        else:
+            assert suite["generated_tokens"] > 0 and "pipeline" not in methods
+    assert "ours/naive" in capsys.readouterr().out

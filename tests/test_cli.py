@@ -1,0 +1,131 @@
+"""`python -m adapters list` and `predict` as a user runs them: subprocesses on the bundled examples and tiny models.
+
+Each subprocess imports torch and dtlpy (seconds), so there is one predict run per model, each on several files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapters.manifest import MANIFEST_PATH, model_entries
+
+ROOT = MANIFEST_PATH.parent
+EXAMPLES = ROOT / "examples"
+TINY = {"distilbert-sst2": "distilbert", "bart-large-mnli": "bart", "dialogpt-large": "gpt2", "t5-email": "t5"}
+# Small answer budgets keep generation inside the tiny models' 128-token window; t5 writes two emails per question.
+FAST = {"dialogpt-large": ["--set", "max_new_tokens=8"], "t5-email": ["--set", "token_count=8", "--set", "n_gen=2"]}
+ANSWERS_PER_QUESTION = {"t5-email": 2}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Run `python -m adapters ARGS` from the repo root, offline, with dtlpy and HF state in a temp folder."""
+    state = tmp_path_factory.mktemp("cli-state")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(state / "hf"),
+           "DATALOOP_PATH": str(state / "dataloop"), "HOME": str(state / "home")}
+    for folder in ("hf", "dataloop", "home"):
+        (state / folder).mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "adapters", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+    return run
+
+
+def text_elements(path: Path) -> dict[str, int]:
+    """Text questions per prompt key of an example, counted independently of the adapter's parser."""
+    prompts = json.loads(path.read_text(encoding="utf-8"))["prompts"]
+    return {key: sum(1 for e in (elements if isinstance(elements, list) else elements.values())
+                     if e["mimetype"] != "metadata") for key, elements in prompts.items()}
+
+
+def check_answers(model: str, entry: dict, path: Path) -> None:
+    expected = {key: n * ANSWERS_PER_QUESTION.get(model, 1) for key, n in text_elements(path).items()}
+    got: dict[str, int] = {}
+    for annotation in entry["annotations"]:
+        assert annotation["type"] == "text" and isinstance(annotation["coordinates"], str)
+        assert annotation["metadata"]["user"]["model"]["name"] == model
+        assert 0.0 <= annotation["metadata"]["user"]["model"]["confidence"] <= 1.0
+        prompt = annotation["metadata"]["system"]["promptId"]
+        got[prompt] = got.get(prompt, 0) + 1
+    assert got == expected, entry["file"]
+    assert entry["skipped"] == [] and entry["error"] is None
+
+
+def test_list_prints_the_manifest_models(cli):
+    listed = cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    models = json.loads(listed.stdout)
+    entries = model_entries()
+    assert [m["name"] for m in models] == [e["name"] for e in entries]
+    for model, entry in zip(models, entries):
+        assert model["module_name"] == entry["configuration"]["module_name"]
+        assert {"module_name": model["module_name"], **model["configuration"]} == entry["configuration"]
+    text = cli("list")
+    assert text.returncode == 0
+    for entry in entries:
+        assert f"{entry['name']}  ({entry['configuration']['module_name']})" in text.stdout
+
+
+@pytest.mark.parametrize("model", ["bart-large-mnli", "dialogpt-large", "t5-email"])
+def test_predict_answers_every_example(cli, tiny_models, tmp_path, model):
+    examples = sorted((EXAMPLES / model).glob("*.json"))
+    assert {p.stem.rsplit("-", 1)[-1] for p in examples} == {"legacy", "current"}
+    out = tmp_path / "answers.json"
+    run = cli("predict", model, *map(str, examples), "--model-path", str(tiny_models[TINY[model]]),
+              *FAST.get(model, []), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ""
+    entries = json.loads(out.read_text(encoding="utf-8"))
+    assert [e["file"] for e in entries] == [str(p) for p in examples]
+    for entry, path in zip(entries, examples):
+        check_answers(model, entry, path)
+
+
+def test_predict_reports_bad_files_and_answers_the_others(cli, tiny_models, tmp_path):
+    """One item per predict call (--batch-size 1), so every file's report comes from its own call."""
+    model = "distilbert-sst2"
+    examples = sorted((EXAMPLES / model).glob("*.json"))
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text("{not json", encoding="utf-8")
+    no_prompts = tmp_path / "no-prompts.json"
+    no_prompts.write_text('{"shebang": "dataloop"}', encoding="utf-8")
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"prompts": {"1": {"q1": {"mimetype": "application/text", "value": "I love it"},
+                                                   "q2": {"mimetype": "image/png", "value": "http://x/y.png"}}}}),
+                     encoding="utf-8")
+    missing = tmp_path / "missing.json"
+    files = [examples[0], malformed, missing, mixed, no_prompts, examples[1]]
+    run = cli("predict", model, *map(str, files), "--model-path", str(tiny_models["distilbert"]), "--batch-size", "1")
+    assert run.returncode == 1, run.stderr
+    entries = json.loads(run.stdout)  # stdout carries only the JSON: dtlpy's progress bars are kept off it
+    assert [e["file"] for e in entries] == [str(f) for f in files]
+    check_answers(model, entries[0], examples[0])
+    check_answers(model, entries[5], examples[1])
+    assert "could not read the item" in entries[1]["error"] and entries[1]["annotations"] == []
+    assert "No such file" in entries[2]["error"] and entries[2]["annotations"] == []
+    assert "'prompts'" in entries[4]["error"] and entries[4]["annotations"] == []
+    assert entries[3]["error"] is None and len(entries[3]["annotations"]) == 1
+    assert [(s["prompt"], s["element"]) for s in entries[3]["skipped"]] == [("1", "q2")]
+    assert "non-text" in entries[3]["skipped"][0]["reason"]
+    for failed in (malformed, missing, no_prompts):
+        assert f"error: {failed}" in run.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "no-such-model", "x.json"], "unknown model 'no-such-model'"),
+    (["predict", "distilbert-sst2", "x.json", "--set", "batch_size"], "expected KEY=VALUE"),
+    (["predict", "distilbert-sst2", "x.json", "--set", "batch_size=0"], "'batch_size' must be >= 1"),
+    (["predict", "distilbert-sst2", "x.json", "--out", "/no/such/folder/out.json"], "does not exist"),
+    (["predict", "distilbert-sst2"], "FILE"),
+])
+def test_usage_errors_exit_2_before_loading_anything(cli, args, message):
+    """Configuration errors in depth are covered through the same validation in test_creation.py."""
+    run = cli(*args)
+    assert run.returncode == 2
+    assert message in run.stderr and run.stdout == ""

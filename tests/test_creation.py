@@ -1,0 +1,151 @@
+"""creation.py and register_model.py, offline up to the first network call: what they would send is checked, and
+the dtlpy calls that would reach the platform are replaced by fakes that record what they received."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import dtlpy as dl
+import pytest
+
+import creation
+import register_model
+from adapters.manifest import load_manifest, model_entry
+
+
+class Recorder:
+    """Stands in for a dtlpy repository: records each call and answers with a canned value (or raises it)."""
+
+    def __init__(self, **answers):
+        self.calls: list[tuple[str, dict]] = []
+        self.answers = answers
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            assert not args, f"{name} called positionally: {args}"
+            self.calls.append((name, kwargs))
+            answer = self.answers.get(name)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer(**kwargs) if callable(answer) else answer
+        return call
+
+
+def pruned(value):
+    """JSON without None and empty containers: dtlpy fills in such defaults when it reads a manifest."""
+    if isinstance(value, dict):
+        value = {k: pruned(v) for k, v in value.items()}
+        return {k: v for k, v in value.items() if v not in (None, [], {})}
+    if isinstance(value, list):
+        return [pruned(v) for v in value]
+    return value
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any attempt to reach the platform fails the test unless `platform()` installs a fake project."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was called")
+    for name in ("setenv", "login", "token_expired"):
+        monkeypatch.setattr(dl, name, refuse)
+    monkeypatch.setattr(dl.projects, "get", refuse)
+
+    def platform(project, token_expired=True):
+        seen = SimpleNamespace(env=None, login=0, project_id=None)
+        monkeypatch.setattr(dl, "setenv", lambda env: setattr(seen, "env", env))
+        monkeypatch.setattr(dl, "token_expired", lambda: token_expired)
+        monkeypatch.setattr(dl, "login", lambda: setattr(seen, "login", seen.login + 1))
+        monkeypatch.setattr(dl.projects, "get", lambda project_id: setattr(seen, "project_id", project_id) or project)
+        return seen
+    return platform
+
+
+def test_creation_dry_run_prints_the_app_and_its_codebase_without_logging_in(offline, capsys):
+    assert creation.main(["--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert pruned(plan["dpk"]) == pruned(load_manifest())
+    files = plan["codebase"]["files"]
+    for needed in ("dataloop.json", "requirements.txt", "adapters/model_adapter.py", "models/t5_email.py"):
+        assert needed in files
+    assert not [f for f in files if f.startswith(("tests/", ".git/", "examples/")) or "__pycache__" in f]
+
+
+def test_creation_publishes_the_manifest_and_installs_it(offline, capsys):
+    codebase = dl.ItemCodebase(item_id="codebase-1", client_api=dl.client_api)
+    published = dl.Dpk.from_json(_json={**load_manifest(), "id": "dpk-1"}, client_api=dl.client_api)
+    project = SimpleNamespace(
+        codebases=Recorder(pack=codebase), dpks=Recorder(publish=published),
+        apps=Recorder(get=dl.exceptions.NotFound("404", "app not found"), install=SimpleNamespace(name="installed")))
+    seen = offline(project)
+    assert creation.main(["--project-id", "project-1", "--env", "rc"]) == 0
+    assert (seen.env, seen.login, seen.project_id) == ("rc", 1, "project-1")
+    (_, pack), = project.codebases.calls
+    assert pack["directory"] == str(creation.ROOT) and "tests" in pack["ignore_directories"]
+    (_, publish), = project.dpks.calls
+    sent = publish["dpk"].to_json()
+    assert sent["codebase"] == codebase.to_json()
+    assert pruned({k: v for k, v in sent.items() if k != "codebase"}) == pruned(load_manifest())
+    assert [name for name, _ in project.apps.calls] == ["get", "install"]
+    assert project.apps.calls[1][1] == {"dpk": published, "app_name": published.name}
+    assert "installed" in capsys.readouterr().out
+
+
+def test_creation_moves_an_existing_install_to_the_new_version(offline):
+    published = dl.Dpk.from_json(_json={**load_manifest(), "version": "9.9.9"}, client_api=dl.client_api)
+    app = Recorder()
+    app.name, app.dpk_version = "installed", "0.0.1"
+    project = SimpleNamespace(codebases=Recorder(pack=None), dpks=Recorder(publish=published),
+                              apps=Recorder(get=app))
+    offline(project, token_expired=False)
+    assert creation.main(["--project-id", "project-1"]) == 0
+    assert app.dpk_version == "9.9.9" and [name for name, _ in app.calls] == ["update"]
+
+
+def test_register_builds_the_request_and_sends_it_to_the_installed_app(offline, tiny_models, capsys):
+    created = SimpleNamespace(name="my-t5", id="model-1", artifacts=Recorder())
+    project = SimpleNamespace(id="project-1", apps=Recorder(get="the-app"), models=Recorder(create=created))
+    offline(project)
+    code = register_model.main(["t5-email", "--project-id", "project-1", "--name", "my-t5", "--set", "n_gen=3",
+                                "--set", "prefix=write a reply: ", "--artifacts", str(tiny_models["t5"])])
+    assert code == 0, capsys.readouterr().err
+    assert project.apps.calls == [("get", {"app_name": load_manifest()["name"]})]
+    (_, request), = project.models.calls
+    template = model_entry("t5-email")
+    assert request.pop("configuration") == {**template["configuration"], "n_gen": 3, "prefix": "write a reply: "}
+    assert request == {"app": "the-app", "project_id": "project-1", "model_name": "my-t5",
+                       "dpk_model_name": "t5-email", "description": template["description"],
+                       "tags": template["tags"], "status": "trained", "input_type": "text",
+                       "output_type": "text", "dataset_id": None}
+    assert created.artifacts.calls == [("upload", {"filepath": str(tiny_models["t5"] / "*")})]
+    assert "model-1" in capsys.readouterr().out
+
+
+def test_register_dry_run_of_a_custom_model_takes_its_module_defaults(offline, capsys):
+    assert register_model.main(["t5-email", "--dry-run", "--name", "sentiment", "--module-name",
+                                "models.distilbert_sst2", "--set", "batch_size=4"]) == 0
+    request = json.loads(capsys.readouterr().out)["create"]
+    assert request["configuration"] == {**model_entry("distilbert-sst2")["configuration"], "batch_size": 4}
+    assert request["model_name"] == "sentiment" and request["dpk_model_name"] == "t5-email"
+    assert "models.distilbert_sst2" in request["description"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-model"], "unknown model 'no-such-model'"),
+    (["t5-email", "--set", "ngen=3"], "does not read the configuration keys ['ngen']"),
+    (["t5-email", "--set", "n_gen=99"], "'n_gen' must be <= 16"),
+    (["t5-email", "--set", "do_sample=false", "--set", "n_gen=2"], "num_beams >= n_gen"),
+    (["t5-email", "--set", "trust_remote_code=true"], "refused"),
+    (["t5-email", "--module-name", "os"], "not a module of this package's models/ folder"),
+    (["t5-email", "--artifacts", "/no/such/folder"], "is not a folder"),
+    (["t5-email", "--set", "novalue"], "expected KEY=VALUE"),
+])
+def test_register_refuses_unknown_models_and_bad_configuration_before_connecting(offline, capsys, args, message):
+    assert register_model.main([*args, "--project-id", "p"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_register_refuses_pickle_artifacts(offline, capsys, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80")
+    assert register_model.main(["t5-email", "--project-id", "p", "--artifacts", str(tmp_path)]) == 2
+    assert "pickle" in capsys.readouterr().err

@@ -1,0 +1,247 @@
+"""Property-based tests: arbitrary prompt items never crash the parser or `predict`, and nothing is lost.
+
+`expected_parse` below is the item format's specification, written from the format description rather than
+from the parser: the parser and `predict` must agree with it on every generated item, which covers arbitrary
+JSON shapes, missing and extra keys, non-string values, empty, huge and odd Unicode strings (lone surrogates,
+NUL, bidi marks, combining marks) and duplicate keys in the JSON text.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from adapters.errors import MalformedItemError
+from adapters.prompt_items import natural_key, parse_prompt_item
+from tests.prompt_factory import current_item, legacy_item
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+ODD = ["\ud800", "\udfff", "a\udc80b", "\x00", "nul\x00inside", "\u202eevil\u202c", "\u200f", "\ufeff", "\u200b",
+       "e\u0301", "\x1b[31mred", "\r\n", "²", "١٢", "😂🎉", "日本語", "\t \n", "", " "]
+TEXT_MIMETYPES = ["application/text", "text", "text/plain", "text/markdown"]
+OTHER_MIMETYPES = ["image/png", "audio/wav", "video/mp4", "application/json", "TEXT", "", "metadata", "textual"]
+
+characters = st.characters(codec=None, exclude_categories=())  # every code point, surrogates included
+short_texts = st.text(alphabet=characters, max_size=30) | st.sampled_from(ODD)
+huge_texts = st.builds(lambda unit, n: unit * n, st.sampled_from(["word ", "x", "日本", "\x00", " "]),
+                       st.integers(500, 5_000))
+texts = short_texts | huge_texts
+keys = st.text(alphabet=characters, max_size=8) | st.sampled_from(["prompts", "mimetype", "value", "role", "1", "10",
+                                                                   "²", "9" * 5000, "007"])
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | short_texts
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
+                           max_leaves=8)
+
+good_elements = st.fixed_dictionaries({"mimetype": st.sampled_from(TEXT_MIMETYPES), "value": texts},
+                                      optional={"extra": json_values})
+odd_elements = st.fixed_dictionaries(
+    {}, optional={"mimetype": st.sampled_from(TEXT_MIMETYPES + OTHER_MIMETYPES) | json_values,
+                  "value": json_values | texts})
+elements = good_elements | good_elements | odd_elements | json_values
+metadata_elements = st.fixed_dictionaries({"mimetype": st.just("metadata"), "value": st.one_of(
+    st.fixed_dictionaries({}, optional={"role": st.sampled_from(["user", "assistant", "system"]) | json_values,
+                                        "note": json_values}),
+    json_values)})
+current_prompts = st.builds(lambda els, meta: els + meta, st.lists(elements, max_size=5),
+                            st.lists(metadata_elements, max_size=2)).flatmap(st.permutations)
+legacy_prompts = st.dictionaries(keys, elements, max_size=5)
+items = st.fixed_dictionaries(
+    {"prompts": st.dictionaries(keys, current_prompts | legacy_prompts | legacy_prompts | json_values, max_size=4)},
+    optional={"shebang": json_values, "metadata": json_values, "extra": json_values})
+anything = items | items | items | json_values | st.fixed_dictionaries({"prompts": json_values})
+
+
+def answerable(element: Any) -> str | None:
+    """The text of an element that gets an answer (lone surrogates replaced, as UTF-8 decoding does), else None."""
+    if not isinstance(element, dict):
+        return None
+    mimetype, value = element.get("mimetype"), element.get("value")
+    if not isinstance(mimetype, str) or not (mimetype in ("text", "application/text") or mimetype.startswith("text/")):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return SURROGATE.sub("\ufffd", value)
+
+
+def is_metadata(element: Any) -> bool:
+    return isinstance(element, dict) and element.get("mimetype") == "metadata"
+
+
+def expected_parse(data: Any) -> tuple[list[tuple[str, str, str]], list[tuple[str, str | None]]] | None:
+    """(questions as (prompt, element, text), skips as (prompt, element or None)), or None for a malformed item."""
+    if not isinstance(data, dict) or not isinstance(data.get("prompts"), dict):
+        return None
+    questions, skips = [], []
+    for key, content in data["prompts"].items():
+        if isinstance(content, dict):
+            numbered = list(content.items())
+        elif isinstance(content, list):
+            metadata: dict = {}
+            for element in filter(is_metadata, content):
+                if isinstance(element.get("value"), dict):
+                    metadata.update(element["value"])
+                else:
+                    skips.append((key, None))
+            if metadata.get("role", "user") != "user":
+                skips.append((key, None))
+                continue
+            numbered = [(str(i), e) for i, e in enumerate(content) if not is_metadata(e)]
+        else:
+            skips.append((key, None))
+            continue
+        for element_key, element in numbered:
+            text = answerable(element)
+            if text is None:
+                skips.append((key, element_key))
+            else:
+                questions.append((key, element_key, text))
+    return questions, skips
+
+
+# ----- the parser -----
+@settings(max_examples=1200, deadline=None)
+@given(anything)
+def test_parser_agrees_with_the_format_on_any_json(data):
+    expected = expected_parse(data)
+    if expected is None:
+        with pytest.raises(MalformedItemError):
+            parse_prompt_item(data, 0, "fuzz.json")
+        return
+    parsed = parse_prompt_item(data, 0, "fuzz.json")
+    questions, skips = expected
+    assert [(q.prompt_key, q.element_key, q.text) for q in parsed.questions] == questions
+    assert Counter((s.prompt_key, s.element_key) for s in parsed.skipped) == Counter(skips)
+    assert all(s.item == "fuzz.json" and isinstance(s.reason, str) and s.reason for s in parsed.skipped)
+    for question in parsed.questions:
+        question.text.encode("utf-8")  # valid Unicode: every tokenizer can take it
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), short_texts.filter(str.strip)), min_size=1, max_size=6))
+def test_duplicate_keys_in_the_json_text_last_value_wins_at_the_first_position(pairs):
+    """`json.loads` keeps the LAST value of a repeated key, at the position where the key FIRST appeared."""
+    questions = ", ".join(f'{json.dumps(key)}: {json.dumps({"mimetype": "text", "value": value})}'
+                          for key, value in pairs)
+    data = json.loads(f'{{"prompts": {{"p": {{{questions}}}, "p": {{{questions}}}}}}}')
+    parsed = parse_prompt_item(data, 0, "dup.json")
+    last = dict(pairs)
+    assert [(q.element_key, q.text) for q in parsed.questions] == [(k, SURROGATE.sub("\ufffd", v))
+                                                                   for k, v in last.items()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(keys, max_size=8))
+def test_natural_key_sorts_any_key_and_numbers_numerically(prompt_keys):
+    ordered = sorted(prompt_keys, key=natural_key)
+    assert Counter(ordered) == Counter(prompt_keys)
+    numbers = [k for k in ordered if k.isascii() and k.isdigit()]
+    assert [k.zfill(6000) for k in numbers] == sorted(k.zfill(6000) for k in numbers)  # numeric, past int()'s limit
+
+
+def test_thousands_of_prompts_and_absurd_keys_in_one_item():
+    item = legacy_item({str(i): [f"question {i}"] for i in range(5000)})
+    item["prompts"]["9" * 5000] = item["prompts"]["²"] = {"q": {"mimetype": "text", "value": "odd key"}}
+    parsed = parse_prompt_item(item, 0, "big.json")
+    assert len(parsed.questions) == 5002 and parsed.skipped == []
+    assert sorted((q.prompt_key for q in parsed.questions), key=natural_key)[:3] == ["0", "1", "2"]
+
+
+# ----- predict -----
+def tagged(adapter):
+    """Mark each answer with the question it answers, so that order can be checked on the annotations."""
+    postprocess = adapter.postprocess
+
+    def tagging(question, outputs):
+        found = postprocess(question, outputs)
+        for answer in found:
+            answer.details = {**answer.details, "question": [question.prompt_key, question.element_key]}
+        return found
+    adapter.postprocess = tagging
+    return adapter
+
+
+def check_nothing_lost(adapter, batch: list, answers_per_question: int = 1) -> None:
+    """No exception; each good item's questions answered in order; every element answered or reported once."""
+    collections = adapter.predict(batch)
+    report = adapter.last_report
+    assert len(collections) == len(batch)
+    expected_skips: Counter = Counter()
+    malformed = []
+    elements = 0
+    for index, (data, collection) in enumerate(zip(batch, collections)):
+        name = f"batch[{index}]"
+        expected = expected_parse(data)
+        if expected is None:
+            malformed.append(name)
+            assert collection.annotations == []
+            continue
+        questions, skips = expected
+        expected_skips.update((name, prompt, element) for prompt, element in skips)
+        got = [(a.metadata["system"]["promptId"], tuple(a.metadata["user"]["model_output"]["question"]))
+               for a in collection.annotations]
+        assert got == [(p, (p, e)) for p, e, _ in questions for _ in range(answers_per_question)]
+        assert all(isinstance(a.coordinates, str) for a in collection.annotations)
+        elements += len(questions) + len(skips)
+    assert [f.item for f in report.failed_items] == malformed
+    assert Counter((s.item, s.prompt_key, s.element_key) for s in report.skipped) == expected_skips
+    answered = sum(len(c.annotations) for c in collections) // answers_per_question
+    assert answered + len(report.skipped) == elements
+    assert all(isinstance(s.reason, str) and s.reason for s in (*report.skipped, *report.failed_items))
+
+
+batches = st.lists(items | items | items | anything, min_size=1, max_size=4)
+
+
+@pytest.fixture(scope="module")
+def distilbert(make_adapter):
+    return tagged(make_adapter("models.distilbert_sst2", batch_size=64, max_batch_tokens=2048))
+
+
+@pytest.fixture(scope="module")
+def bart(make_adapter):
+    return tagged(make_adapter("models.bart_large_mnli", batch_size=16, candidate_labels=["good", "bad"]))
+
+
+@pytest.fixture(scope="module")
+def dialogpt(make_adapter):
+    return tagged(make_adapter("models.dialogpt_large", max_new_tokens=4, do_sample=False))
+
+
+@pytest.fixture(scope="module")
+def t5(make_adapter):
+    return tagged(make_adapter("models.t5_email", token_count=4, n_gen=2, do_sample=True, temperature=0.7, seed=1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches)
+def test_distilbert_predict_loses_nothing(distilbert, batch):
+    check_nothing_lost(distilbert, batch)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches)
+def test_bart_predict_loses_nothing(bart, batch):
+    check_nothing_lost(bart, batch)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches)
+def test_dialogpt_predict_loses_nothing(dialogpt, batch):
+    check_nothing_lost(dialogpt, batch)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batches)
+def test_t5_predict_loses_nothing(t5, batch):
+    check_nothing_lost(t5, batch, answers_per_question=2)
+
+
+def test_thousands_of_prompts_in_one_item_are_all_answered(distilbert, dialogpt):
+    many = legacy_item({str(i): ["a", "", "b"] for i in range(1000)})
+    check_nothing_lost(distilbert, [current_item({str(i): [f"q{i}", {"mimetype": "image/png", "value": "x"}]
+                                                  for i in range(1500)}), many])
+    check_nothing_lost(dialogpt, [legacy_item({str(i): ["a", "", "b"] for i in range(200)})])  # 200 conversations

@@ -1,0 +1,115 @@
+"""Bounded resources, through `predict`: inputs never pass the context window, and memory does not grow with the batch.
+
+Memory is measured deterministically as the padded size of the largest tensor `forward` receives (for generative
+modules, with the answer budget and generations it will grow to): that, not the number of questions, is what
+a micro-batch costs. `benchmarks/memory_flat.py` measures the process's peak RSS for the same claim.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from adapters.settings import MAX_BATCH_TOKENS
+from tests.prompt_factory import answers, current_item, legacy_item
+
+LONG = "the service was slow but the food was wonderful " * 300  # ~3000 tokens, far past the 128/512 windows
+
+
+def spy_forward(adapter) -> list[tuple[int, int]]:
+    """Record the (rows, padded length) of every micro-batch the model runs, and its input ids."""
+    shapes = []
+    forward = adapter.forward
+
+    def recording(inputs):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        adapter.seen_ids = getattr(adapter, "seen_ids", []) + inputs["input_ids"].tolist()
+        return forward(inputs)
+    adapter.forward = recording
+    return shapes
+
+
+# ----- long inputs -----
+@pytest.mark.parametrize("module", ["models.distilbert_sst2", "models.bart_large_mnli", "models.t5_email"])
+def test_inputs_past_the_window_are_truncated_with_a_warning(make_adapter, caplog, module):
+    adapter = make_adapter(module)
+    shapes = spy_forward(adapter)
+    with caplog.at_level(logging.WARNING, logger="adapters"):
+        (collection,) = adapter.predict([legacy_item({"p": [LONG, "short", LONG + LONG]})])
+    assert len(collection.annotations) == 3 and adapter.last_report.skipped == []
+    assert max(length for _, length in shapes) == adapter.max_input_tokens
+    assert caplog.text.count(f"truncated to the model's limit of {adapter.max_input_tokens}") == 2
+
+
+def test_nli_truncates_the_premise_and_keeps_every_hypothesis_whole(make_adapter):
+    adapter = make_adapter("models.bart_large_mnli", candidate_labels=["good", "bad"])
+    spy_forward(adapter)
+    adapter.predict([legacy_item({"p": [LONG]})])
+    decoded = [adapter.tokenizer.decode(ids, skip_special_tokens=True) for ids in adapter.seen_ids]
+    assert [text.endswith(f"This example is {label}.") for text, label in zip(decoded, ["good", "bad"])] == [True] * 2
+    assert all(len(ids) == adapter.max_input_tokens for ids in adapter.seen_ids)
+
+
+def test_an_oversized_hypothesis_is_reported_and_its_neighbours_answered(make_adapter):
+    adapter = make_adapter("models.bart_large_mnli", batch_size=32)
+    huge = {"1": {"candidate_labels": ["label " * 300, "other"]}}
+    collections = adapter.predict([current_item({"1": ["first"], "2": ["second"]}, metadata=huge),
+                                   legacy_item({"p": ["third", LONG]})])
+    assert [len(c.annotations) for c in collections] == [1, 2]
+    (skipped,) = adapter.last_report.skipped
+    assert (skipped.prompt_key, skipped.element_key) == ("1", "0") and "could not prepare" in skipped.reason
+
+
+@pytest.mark.parametrize("budget", [8, 127])  # 127: one token left for the prompt
+def test_chat_prompt_plus_answer_budget_never_passes_the_window(make_adapter, budget):
+    adapter = make_adapter("models.dialogpt_large", max_new_tokens=budget, do_sample=False)
+    shapes = spy_forward(adapter)
+    turns = ["hello there", LONG, "how are you?", "short again"]
+    collections = adapter.predict([legacy_item({"p": turns}), current_item({"1": [LONG], "2": ["and then?"]})])
+    assert [len(c.annotations) for c in collections] == [4, 2]
+    assert all(length + budget <= adapter.max_input_tokens for _, length in shapes)
+    assert all(a.metadata["user"]["model_output"]["generated_tokens"] <= budget for c in collections
+               for a in c.annotations)
+
+
+def test_email_answer_budget_caps_every_generation(make_adapter):
+    adapter = make_adapter("models.t5_email", token_count=5, n_gen=3, seed=0)
+    (collection,) = adapter.predict([legacy_item({"p": [LONG, "lunch friday"]})])
+    assert len(collection.annotations) == 6
+    assert all(a.metadata["user"]["model_output"]["generated_tokens"] <= 5 for a in collection.annotations)
+
+
+# ----- memory -----
+def questions(count: int) -> list[dict]:
+    """`count` questions of 1 to 40 words in a few items, so micro-batches mix lengths as real data does."""
+    texts = [" ".join(["word"] * (1 + i * 7 % 40)) for i in range(count)]
+    return [legacy_item({f"p{j}": texts[i:i + 50] for j, i in enumerate(range(start, min(start + 500, count), 50))})
+            for start in range(0, count, 500)]
+
+
+def peak_padded_tokens(adapter, count: int) -> tuple[int, int]:
+    """(largest padded micro-batch in tokens, number of micro-batches) to answer `count` questions."""
+    shapes = spy_forward(adapter)
+    collections = adapter.predict(questions(count))
+    assert sum(len(c.annotations) for c in collections) == count and adapter.last_report.skipped == []
+    return max(rows * length for rows, length in shapes), len(shapes)
+
+
+def test_peak_micro_batch_stays_flat_as_the_batch_grows(make_adapter):
+    """The count cap alone (1024 rows) would let 3000 questions build a 1024 x 42 tensor; the token cap holds it."""
+    peaks = {n: peak_padded_tokens(make_adapter("models.distilbert_sst2", batch_size=1024, max_batch_tokens=1024), n)
+             for n in (100, 3000)}
+    (small, small_batches), (large, large_batches) = peaks[100], peaks[3000]
+    assert small == large == 1024  # both batches fill micro-batches up to the cap, never past it
+    assert large_batches >= 20 * small_batches  # 30x the questions: more micro-batches, not bigger ones
+    uncapped, _ = peak_padded_tokens(make_adapter("models.distilbert_sst2", batch_size=1024,
+                                                  max_batch_tokens=MAX_BATCH_TOKENS), 3000)
+    assert uncapped > 40 * 1024  # without the token cap, 1024 rows of up to 42 tokens: a 40x larger tensor
+
+
+def test_generation_micro_batches_count_the_answers_they_will_grow(make_adapter):
+    adapter = make_adapter("models.t5_email", token_count=4, n_gen=2, seed=0, batch_size=1024, max_batch_tokens=512)
+    shapes = spy_forward(adapter)
+    (collection, *_) = adapter.predict([legacy_item({"p": [" ".join(["word"] * (1 + i % 30)) for i in range(150)]})])
+    assert len(answers(collection)) == 300
+    assert max(rows * 2 * (length + 4) for rows, length in shapes) <= 512

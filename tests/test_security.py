@@ -1,0 +1,165 @@
+"""Hostile configuration is refused with a clear error before anything is imported, loaded or run.
+
+`nothing_loads` makes every loader (tokenizer, weights, torch.load) fail the test if it is reached, so each
+refusal below is proven to happen first. `test_configuration.py` covers the validation messages themselves.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from adapters import loading
+from adapters.errors import ConfigurationError
+from adapters.model_adapter import ModelAdapter
+from adapters.module_loader import available_modules, load_model_module
+from adapters.settings import BASE_SETTINGS, resolve_configuration
+from tests.prompt_factory import answers, legacy_item
+from tests.test_base_adapter import offline_model
+
+MODULES = available_modules()
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Fail the test if a tokenizer, model weights or a pickle would be read."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was loaded before the configuration was refused")
+    monkeypatch.setattr(loading, "AutoTokenizer", SimpleNamespace(from_pretrained=refuse))
+    monkeypatch.setattr("torch.load", refuse)
+    for name in MODULES:
+        monkeypatch.setattr(load_model_module(name).HuggingAdapter, "model_class", SimpleNamespace(from_pretrained=refuse))
+
+
+def test_the_guard_catches_a_load(nothing_loads, tiny_models):
+    with pytest.raises(AssertionError, match="loaded before"):
+        load_model_module("models.distilbert_sst2").HuggingAdapter({"model_path": str(tiny_models["distilbert"])})
+
+
+def refused(configuration: dict, match: str) -> None:
+    """Both entry points refuse `configuration`: the module's HuggingAdapter, and ModelAdapter on a dl.Model."""
+    module = load_model_module(configuration["module_name"])
+    with pytest.raises(ConfigurationError, match=match):
+        module.HuggingAdapter(configuration)
+    with pytest.raises(ConfigurationError, match=match):
+        ModelAdapter(model_entity=offline_model("hostile", configuration))
+
+
+# ----- module names -----
+@pytest.mark.parametrize("name", [
+    "models.t5_emaіl",  # Cyrillic "і"
+    "models.T5_EMAIL", "models.t5_email\x00", "models.t5_email;import os", "__import__('os')", ".models.t5_email",
+    "models.t5_email.", "models/../models/t5_email", "..models.t5_email", "models.t5_email.__builtins__",
+    "tests.conftest", "adapters.model_adapter", "models.training", "models." + "a" * 10_000,
+    b"models.t5_email", {"name": "models.t5_email"}, True, 0.0, None,
+])
+def test_module_names_outside_models_are_refused_before_any_import(nothing_loads, name):
+    imported = set(sys.modules)
+    with pytest.raises(ConfigurationError, match="valid names"):
+        ModelAdapter(model_entity=offline_model("hostile", {"module_name": name, "model_path": "t5-base"}))
+    assert set(sys.modules) == imported
+
+
+def test_a_configuration_without_module_name_is_refused(nothing_loads):
+    with pytest.raises(ConfigurationError, match="non-empty string"):
+        ModelAdapter(model_entity=offline_model("hostile", {"model_path": "t5-base"}))
+
+
+# ----- weights -----
+@pytest.mark.parametrize("suffix", loading.PICKLE_SUFFIXES)
+@pytest.mark.parametrize("module", MODULES)
+def test_pickle_checkpoints_are_refused_before_loading(nothing_loads, tmp_path, module, suffix):
+    (tmp_path / f"pytorch_model{suffix}").write_bytes(b"\x80\x04pickle that would run code")
+    (tmp_path / "config.json").write_text("{}")
+    refused({"module_name": module, "model_path": str(tmp_path)}, rf"no \.safetensors.*pytorch_model\{suffix}")
+
+
+@pytest.mark.parametrize("path", ["", "   ", "../../etc", "~/models", "/etc/passwd", 7, None])
+def test_model_paths_that_are_no_model_folder_are_refused(nothing_loads, path):
+    refused({"module_name": "models.distilbert_sst2", "model_path": path}, "model_path")
+
+
+def test_remote_code_shipped_with_weights_is_never_run(tiny_models, make_adapter, tmp_path):
+    """A folder whose config asks for its own classes (auto_map) still loads the library's classes, and no code."""
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_models["distilbert"], folder)
+    marker = tmp_path / "ran"
+    for name, key, target in (("config.json", "AutoModelForSequenceClassification", "evil.Model"),
+                              ("tokenizer_config.json", "AutoTokenizer", ["evil.Tokenizer", None])):
+        config = json.loads((folder / name).read_text())
+        config["auto_map"] = {key: target, "AutoConfig": "evil.Config"}
+        (folder / name).write_text(json.dumps(config))
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    adapter = make_adapter("models.distilbert_sst2", model_path=str(folder))
+    assert len(answers(adapter.predict([legacy_item({"p": ["fine"]})])[0])) == 1
+    assert type(adapter.model).__module__.startswith("transformers.") and not marker.exists()
+
+
+@pytest.mark.parametrize("value", [True, "true", 1, "yes", ["x"], {"enabled": True}])
+def test_trust_remote_code_is_refused_in_any_spelling(nothing_loads, value):
+    for module in MODULES:
+        refused({"module_name": module, "model_path": "t5-base", "trust_remote_code": value}, "trust_remote_code")
+
+
+# ----- absurd settings -----
+@pytest.mark.parametrize("module, override, match", [
+    ("models.t5_email", {"n_gen": 10**6}, "'n_gen' must be <= 16"),
+    ("models.t5_email", {"token_count": -1}, "'token_count' must be >= 1"),
+    ("models.t5_email", {"token_count": 10**9}, "'token_count' must be <= 2048"),
+    ("models.t5_email", {"num_beams": 10**6}, "'num_beams' must be <= 16"),
+    ("models.t5_email", {"n_gen": 4, "num_beams": 2, "do_sample": True}, "beam sampling returns at most num_beams"),
+    ("models.t5_email", {"temperature": math.nan}, "'temperature' must be a finite number"),
+    ("models.t5_email", {"top_p": math.nan}, "'top_p' must be a finite number"),
+    ("models.t5_email", {"seed": -1}, "'seed' must be >= 0"),
+    ("models.dialogpt_large", {"max_new_tokens": 10**6}, "'max_new_tokens' must be <= 2048"),
+    ("models.dialogpt_large", {"temperature": math.inf}, "'temperature' must be a finite number"),
+    ("models.distilbert_sst2", {"batch_size": 10**9}, "'batch_size' must be <= 1024"),
+    ("models.distilbert_sst2", {"max_batch_tokens": 10**12}, "'max_batch_tokens' must be <= 1048576"),
+    ("models.distilbert_sst2", {"max_batch_tokens": 1}, "'max_batch_tokens' must be >= 16"),
+    ("models.distilbert_sst2", {"device": "cuda:0; rm -rf /"}, "'device'"),
+    ("models.bart_large_mnli", {"candidate_labels": [f"l{i}" for i in range(10**4)]}, "give 1 to 100 labels"),
+    ("models.bart_large_mnli", {"candidate_labels": ["a", "a"]}, "unique"),
+    ("models.bart_large_mnli", {"hypothesis_template": "{}{}"}, "exactly one"),
+])
+def test_absurd_settings_are_refused_before_loading(nothing_loads, module, override, match):
+    refused({"module_name": module, "model_path": "t5-base", **override}, match)
+
+
+def test_absurd_prompt_metadata_skips_the_question_not_the_batch(make_adapter):
+    adapter = make_adapter("models.bart_large_mnli")
+    item = {"prompts": {"1": [{"mimetype": "text", "value": "hostile"},
+                              {"mimetype": "metadata", "value": {"candidate_labels": list(map(str, range(10**5)))}}],
+                        "2": [{"mimetype": "text", "value": "fine"}]}}
+    (collection,) = adapter.predict([item])
+    assert [p for p, _, _ in answers(collection)] == ["2"]
+    (skipped,) = adapter.last_report.skipped
+    assert skipped.prompt_key == "1" and "give 1 to 100 labels" in skipped.reason
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                       max_size=3), max_leaves=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(MODULES), st.data())
+def test_any_value_of_any_setting_is_refused_or_within_its_declared_bounds(module, data):
+    declared = {s.name: s for s in (*BASE_SETTINGS, *load_model_module(module).HuggingAdapter.settings)}
+    name = data.draw(st.sampled_from(sorted(set(declared) - {"module_name"})))
+    value = data.draw(json_values)
+    try:
+        resolved = resolve_configuration(module, declared.values(), {name: value})[name]
+    except ConfigurationError as error:
+        assert name in str(error)
+        return
+    setting = declared[name]
+    assert resolved is None and setting.nullable or isinstance(resolved, setting.kinds)
+    if isinstance(resolved, (int, float)) and not isinstance(resolved, bool):
+        assert math.isfinite(resolved)
+        assert setting.minimum is None or resolved >= setting.minimum
+        assert setting.maximum is None or resolved <= setting.maximum

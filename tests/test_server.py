@@ -1,0 +1,383 @@
+"""`python -m adapters serve`: the real server in a subprocess on a loopback port, plus in-process app checks."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from adapters.cli import build_parser
+from adapters.cli.serve import configurations
+from adapters.errors import ConfigurationError
+from adapters.server import create_app
+from adapters.server.limits import MAX_TEXTS
+from adapters.settings import MAX_BEAMS, MAX_GENERATIONS, MAX_NEW_TOKENS
+from tests.conftest import ROOT
+from tests.prompt_factory import current_item, legacy_item
+
+NAMES = {"dialogpt-large": "gpt2", "bart-large-mnli": "bart", "distilbert-sst2": "distilbert", "t5-email": "t5"}
+BODY_LIMIT = 64 * 1024
+MARKER = "zebra-marker-7731"  # user text that must never reach the server's log
+STARTUP_SECONDS = 90
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models, tmp_path_factory):
+    """One server with all four tiny models for the whole module; always terminated."""
+    state = tmp_path_factory.mktemp("server-state")
+    port = free_loopback_port()
+    command = [sys.executable, "-m", "adapters", "serve", *NAMES, "--port", str(port),
+               "--max-body-bytes", str(BODY_LIMIT),
+               "--set", "dialogpt-large.max_new_tokens=8", "--set", "t5-email.token_count=8"]
+    for name, tiny in NAMES.items():
+        command += ["--model-path", f"{name}={tiny_models[tiny]}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DATALOOP_PATH": str(state / "dl"),
+           "HOME": str(state), "PYTHONPATH": str(ROOT)}
+    log_path = state / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not healthy after {STARTUP_SECONDS}s:\n{log_path.read_text()}")
+            time.sleep(0.25)
+        yield {"url": base, "log": log_path}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server["url"], timeout=60) as http:
+        yield http
+
+
+# ----- routes -----
+
+def test_health_and_models(client):
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "models": sorted(NAMES)}
+    listing = {m["name"]: m for m in client.get("/models").json()}
+    assert set(listing) == set(NAMES)
+    t5 = listing["t5-email"]
+    assert t5["loaded"] and t5["module"] == "models.t5_email"
+    assert t5["defaults"]["token_count"] == 250 and t5["configuration"]["token_count"] == 8
+
+
+def test_predict_reads_both_formats_and_reports_skips(client):
+    items = [legacy_item({"1": ["How are you?", {"mimetype": "image/png", "value": "x"}]}),
+             current_item({"1": ["Hello there"], "2": ["What's up?"]})]
+    body = client.post("/models/dialogpt-large/predict", json=items).json()
+    assert [item["name"] for item in body["items"]] == ["batch[0]", "batch[1]"]
+    first, second = (item["annotations"] for item in body["items"])
+    assert [a["metadata"]["system"]["promptId"] for a in first] == ["1"]
+    assert [a["metadata"]["system"]["promptId"] for a in second] == ["1", "2"]
+    for annotation in first + second:
+        assert annotation["type"] == "text" and isinstance(annotation["coordinates"], str)
+        assert annotation["metadata"]["user"]["model"]["name"] == "dialogpt-large"
+        assert 0.0 <= annotation["metadata"]["user"]["model"]["confidence"] <= 1.0
+    assert body["failed_items"] == []
+    assert [(s["item"], s["element_key"]) for s in body["skipped"]] == [("batch[0]", "question-2")]
+    assert "non-text" in body["skipped"][0]["reason"]
+    single = client.post("/models/distilbert-sst2/predict", json=legacy_item({"p": ["Great product"]})).json()
+    assert len(single["items"]) == 1 and len(single["items"][0]["annotations"]) == 1
+
+
+def test_sentiment_accepts_a_list_a_json_string_and_a_data_uri(client, make_adapter):
+    texts = ["I love apple", "I hate apple", "The battery died after two days."]
+    encoded = base64.b64encode(json.dumps(texts).encode()).decode()
+    answers = [client.post("/models/distilbert-sst2/classify", json={"texts": form}).json()
+               for form in (texts, json.dumps(texts), f"data:application/json;base64,{encoded}")]
+    assert answers[0] == answers[1] == answers[2]
+    body = answers[0]
+    assert set(body) == {"model", "predicted_labels", "labels", "confidences"}
+    id2label = {0: "NEGATIVE", 1: "POSITIVE"}
+    assert [id2label[i] for i in body["predicted_labels"]] == body["labels"]
+    # The same predict path as the Dataloop adapter: identical confidences in-process.
+    adapter = make_adapter("models.distilbert_sst2")
+    [collection] = adapter.predict([current_item({str(i): [t] for i, t in enumerate(texts)})])
+    assert body["confidences"] == [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
+
+
+def test_zero_shot_matches_seed_000_shape(client):
+    single = client.post("/models/bart-large-mnli/classify",
+                         json={"sequences": "Replicate, I think I might...like you a lot!"}).json()
+    assert single["sequence"] == "Replicate, I think I might...like you a lot!"
+    assert sorted(single["labels"]) == ["negative", "neutral", "positive"]  # the manifest's default labels
+    assert single["scores"] == sorted(single["scores"], reverse=True)
+    assert sum(single["scores"]) == pytest.approx(1.0, abs=1e-5)
+    many = client.post("/models/bart-large-mnli/classify", json={
+        "sequences": ["billing is broken", "the app is great"], "candidate_labels": ["billing", "mobile", "website"],
+        "hypothesis_template": "This text is about {}.", "multi_label": True}).json()
+    assert [r["sequence"] for r in many] == ["billing is broken", "the app is great"]
+    for result in many:
+        assert sorted(result["labels"]) == ["billing", "mobile", "website"]
+        assert result["multi_label"] is True and result["hypothesis_template"] == "This text is about {}."
+        assert all(0.0 <= s <= 1.0 for s in result["scores"])
+
+
+def test_generate_takes_seed_004_fields(client):
+    request = {"prompt": "we will have a system update on friday. please backup your work",
+               "token_count": 6, "temperature": 0.7, "n_gen": 3, "seed": 11}
+    body = client.post("/models/t5-email/generate", json=request).json()
+    assert body["model"] == "t5-email" and len(body["generations"]) == 3
+    assert all(g["generated_tokens"] <= 6 and 0.0 <= g["confidence"] <= 1.0 for g in body["generations"])
+    assert client.post("/models/t5-email/generate", json=request).json() == body  # seeded: reproducible
+
+
+def test_per_request_overrides_do_not_leak(client):
+    plain = {"prompt": MARKER + " reminder about the team lunch", "seed": 3}
+    before = client.post("/models/t5-email/generate", json=plain).json()
+    overridden = client.post("/models/t5-email/generate", json={**plain, "token_count": 1, "n_gen": 2}).json()
+    assert len(overridden["generations"]) == 2 and all(g["generated_tokens"] <= 1 for g in overridden["generations"])
+    assert client.post("/models/t5-email/generate", json=plain).json() == before
+
+
+def test_chat_answers_every_turn(client):
+    body = client.post("/models/dialogpt-large/chat",
+                       json={"turns": ["Hi there!", "Do you want to grab a coffee?"], "seed": 5}).json()
+    assert len(body["replies"]) == 2 and body["reply"] == body["replies"][-1]
+    assert 0.0 <= body["confidence"] <= 1.0
+
+
+# ----- bad input: 4xx that says what to fix -----
+
+BAD_REQUESTS = [
+    ("/models/t5-email/generate", {"prompt": "x", "token_count": MAX_NEW_TOKENS + 1}, "token_count"),
+    ("/models/t5-email/generate", {"prompt": "x", "n_gen": MAX_GENERATIONS + 1}, "n_gen"),
+    ("/models/t5-email/generate", {"prompt": "x", "num_beams": MAX_BEAMS + 1}, "num_beams"),
+    ("/models/t5-email/generate", {"prompt": "x", "n_gen": 2, "temperature": 0}, "num_beams >= n_gen"),
+    ("/models/t5-email/generate", {"prompt": "x", "token_count": "8"}, "token_count"),
+    ("/models/t5-email/generate", {"prompt": "x", "temperature": True}, "temperature"),
+    ("/models/t5-email/generate", {"prompt": "x", "tokens": 8}, "tokens"),
+    ("/models/t5-email/generate", {"token_count": 8}, "prompt: Field required"),
+    ("/models/t5-email/generate", {"prompt": "   "}, "prompt is empty"),
+    ("/models/distilbert-sst2/classify", {"texts": []}, "at least one text"),
+    ("/models/distilbert-sst2/classify", {"texts": ["fine", ""]}, "texts[1] is empty"),
+    ("/models/distilbert-sst2/classify", {"texts": [1, 2]}, "texts.0"),
+    ("/models/distilbert-sst2/classify", {"texts": "I love apple"}, "JSON list"),
+    ("/models/distilbert-sst2/classify", {"texts": '{"a": 1}'}, "must be a list"),
+    ("/models/distilbert-sst2/classify", {"texts": "data:application/json;base64,%%%"}, "base64"),
+    ("/models/distilbert-sst2/classify", {"texts": "data:application/json;base64"}, "data URI"),
+    ("/models/distilbert-sst2/classify", {"texts": ["x"] * (MAX_TEXTS + 1)}, f"limit of {MAX_TEXTS}"),
+    ("/models/distilbert-sst2/classify", {}, "texts: Field required"),
+    ("/models/bart-large-mnli/classify", {"sequences": "x", "candidate_labels": ["a", "a"]}, "unique"),
+    ("/models/bart-large-mnli/classify", {"sequences": "x", "candidate_labels": []}, "candidate_labels"),
+    ("/models/bart-large-mnli/classify", {"sequences": "x", "hypothesis_template": "no slot"}, "'{}'"),
+    ("/models/bart-large-mnli/classify", {"sequences": []}, "at least one text"),
+    ("/models/bart-large-mnli/classify", {"sequences": [1]}, "sequences.list.0"),
+    ("/models/bart-large-mnli/classify", {"sequences": "  "}, "sequences is empty"),
+    # A hypothesis longer than the tiny model's 128-token window: the request's fault, not the server's.
+    ("/models/bart-large-mnli/classify", {"sequences": "hi", "candidate_labels": ["word " * 300, "b"]},
+     "could not prepare the question"),
+    ("/models/dialogpt-large/chat", {"turns": []}, "at least one text"),
+    ("/models/dialogpt-large/chat", {"turns": ["hi"], "max_new_tokens": 128}, "context window"),
+    ("/models/dialogpt-large/chat", {"turns": "hi"}, "turns"),
+    ("/models/t5-email/predict", [], "at least one prompt item"),
+    ("/models/t5-email/predict", [{"name": "x"}], "prompts: Field required"),
+    ("/models/t5-email/predict", {"prompts": [1]}, "prompts"),
+]
+
+
+@pytest.mark.parametrize("path,body,fix", BAD_REQUESTS, ids=[f"{p.split('/')[2]}-{i}" for i, (p, _, _)
+                                                               in enumerate(BAD_REQUESTS)])
+def test_bad_input_is_a_422_that_says_what_to_fix(client, path, body, fix):
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert fix in response.json()["detail"]
+
+
+def test_invalid_json_and_unknown_model(client):
+    response = client.post("/models/t5-email/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "not valid JSON" in response.json()["detail"]
+    missing = client.post("/models/gpt-9/predict", json=legacy_item({"1": ["hi"]}))
+    assert missing.status_code == 404 and "not a model of this app" in missing.json()["detail"]
+
+
+def test_bodies_over_the_limit_are_413_by_header_and_by_stream(client):
+    big = json.dumps({"texts": ["a" * (BODY_LIMIT + 10)]}).encode()
+    declared = client.post("/models/distilbert-sst2/classify", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and str(BODY_LIMIT) in declared.json()["detail"]
+
+    def chunks():  # no Content-Length: the server must count what actually arrives
+        for start in range(0, len(big), 8192):
+            yield big[start:start + 8192]
+    streamed = client.post("/models/distilbert-sst2/classify", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert client.get("/health").status_code == 200
+
+
+def test_concurrent_clients_get_consistent_answers(client, server):
+    texts = ["Great product, works exactly as described.", "Terrible customer support."]
+    expected = client.post("/models/distilbert-sst2/classify", json={"texts": texts}).json()
+    zero_shot = client.post("/models/bart-large-mnli/classify", json={"sequences": texts}).json()
+    email = {"prompt": "the meeting on monday is cancelled", "seed": 9}
+    expected_email = client.post("/models/t5-email/generate", json=email).json()
+
+    def worker(index: int) -> list[bool]:
+        with httpx.Client(base_url=server["url"], timeout=60) as http:
+            results = []
+            for round_ in range(3):
+                kind = (index + round_) % 3
+                if kind == 0:
+                    results.append(http.post("/models/distilbert-sst2/classify", json={"texts": texts}).json() == expected)
+                elif kind == 1:
+                    results.append(http.post("/models/bart-large-mnli/classify",
+                                             json={"sequences": texts}).json() == zero_shot)
+                else:
+                    results.append(http.post("/models/t5-email/generate", json=email).json() == expected_email)
+                results.append(http.get("/health").status_code == 200)
+            return results
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = [future.result(timeout=120) for future in [pool.submit(worker, i) for i in range(8)]]
+    assert all(all(results) for results in outcomes)
+
+
+def test_logs_hold_no_request_text(client, server):
+    client.post("/models/distilbert-sst2/classify", json={"texts": [MARKER + " is great"]})
+    client.post("/models/dialogpt-large/chat", json={"turns": [MARKER]})
+    client.post("/models/bart-large-mnli/classify", json={"sequences": MARKER, "candidate_labels": [MARKER, MARKER]})
+    client.post("/models/t5-email/predict", json=legacy_item({"1": [MARKER, {"mimetype": "image/png", "value": MARKER}]}))
+    assert client.get("/health").status_code == 200
+    log = server["log"].read_text()
+    assert "POST /models/t5-email/predict" in log  # the log is being written...
+    assert MARKER not in log  # ...but never with the user's text
+
+
+# ----- in-process app -----
+
+def run_async(scenario):
+    return asyncio.run(asyncio.wait_for(scenario, timeout=60))
+
+
+def asgi_client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://in-process")
+
+
+def test_routes_of_models_not_loaded_are_404():
+    async def scenario():
+        async with asgi_client(create_app({})) as http:
+            return [await http.post(path, json=body) for path, body in [
+                ("/models/t5-email/generate", {"prompt": "hi"}),
+                ("/models/distilbert-sst2/classify", {"texts": ["hi"]}),
+                ("/models/bart-large-mnli/classify", {"sequences": "hi"}),
+                ("/models/dialogpt-large/chat", {"turns": ["hi"]}),
+                ("/models/t5-email/predict", legacy_item({"1": ["hi"]}))]]
+    for response in run_async(scenario()):
+        assert response.status_code == 404
+        assert "is not loaded by this server" in response.json()["detail"]
+
+
+def test_model_calls_are_serialized_and_health_stays_responsive(make_adapter):
+    adapter = make_adapter("models.distilbert_sst2")
+    real_predict, gate, guard = adapter.predict, threading.Event(), threading.Lock()
+    state = {"active": 0, "peak": 0, "calls": 0}
+
+    def watched(batch, **kwargs):
+        with guard:
+            state["active"] += 1
+            state["calls"] += 1
+            state["peak"] = max(state["peak"], state["active"])
+        try:
+            gate.wait(timeout=20)
+            return real_predict(batch, **kwargs)
+        finally:
+            with guard:
+                state["active"] -= 1
+
+    adapter.predict = watched
+
+    async def scenario():
+        async with asgi_client(create_app({"distilbert-sst2": adapter})) as http:
+            calls = [asyncio.create_task(http.post("/models/distilbert-sst2/classify", json={"texts": [f"text {i}"]}))
+                     for i in range(6)]
+            for _ in range(2000):  # until a model call is held at the gate
+                if state["active"]:
+                    break
+                await asyncio.sleep(0.01)
+            health = await http.get("/health")
+            gate.set()
+            return health, await asyncio.gather(*calls)
+
+    health, responses = run_async(scenario())
+    assert health.status_code == 200
+    assert [r.status_code for r in responses] == [200] * 6
+    assert state == {"active": 0, "peak": 1, "calls": 6}
+
+
+def test_overrides_are_validated_and_restored_in_process(make_adapter):
+    adapter = make_adapter("models.t5_email")
+    app = create_app({"t5-email": adapter})
+    runner = app.state.runners["t5-email"]
+    with pytest.raises(ConfigurationError, match="token_count"):
+        runner.resolve({"token_count": 0})
+    configuration, budget = dict(adapter.configuration), adapter.generation_config.max_new_tokens
+
+    async def scenario():
+        async with asgi_client(app) as http:
+            return await http.post("/models/t5-email/generate", json={"prompt": "hi", "token_count": 2, "n_gen": 2})
+
+    response = run_async(scenario())
+    assert response.status_code == 200 and len(response.json()["generations"]) == 2
+    assert adapter.configuration == configuration == runner.configuration
+    assert adapter.generation_config.max_new_tokens == budget == 8
+
+
+def test_openapi_describes_every_route():
+    schema = create_app({}).openapi()
+    assert {"/health", "/models", "/models/{name}/predict", "/models/t5-email/generate",
+            "/models/distilbert-sst2/classify", "/models/bart-large-mnli/classify",
+            "/models/dialogpt-large/chat"} <= set(schema["paths"])
+    token_count = schema["components"]["schemas"]["GenerateRequest"]["properties"]["token_count"]
+    assert str(MAX_NEW_TOKENS) in token_count["description"] and token_count["examples"]
+
+
+# ----- the command line -----
+
+def test_cli_checks_names_and_settings(tiny_models):
+    built = configurations(["t5-email", "t5-email"], [("t5-email", "/m")],
+                           ["t5-email.token_count=8", "t5-email.prefix=email: "])
+    assert built == {"t5-email": {"module_name": "models.t5_email", "model_path": "/m", "token_count": 8,
+                                  "prefix": "email: "}}
+    with pytest.raises(ConfigurationError, match="tokens"):
+        configurations(["t5-email"], [], ["t5-email.tokens=8"])
+    with pytest.raises(ConfigurationError, match="token_count"):
+        configurations(["t5-email"], [], [f"t5-email.token_count={MAX_NEW_TOKENS + 1}"])
+    with pytest.raises(ConfigurationError, match="not among the models"):
+        configurations(["t5-email"], [("distilbert-sst2", "/m")], [])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "gpt-9"])
+    args = build_parser().parse_args(["serve", "t5-email"])
+    assert (args.host, args.port) == ("127.0.0.1", 8008)

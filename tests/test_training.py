@@ -1,0 +1,301 @@
+"""Fine-tuning and evaluation from the Dataloop data layout, offline, on tiny models and synthetic data."""
+import json
+import random
+import shutil
+from pathlib import Path
+
+import dtlpy as dl
+import pytest
+
+from adapters.cli import main as cli_main
+from adapters.local_runner import LocalRunner
+from adapters.model_adapter import ModelAdapter
+from adapters.training.dataset import DatasetError, read_layout
+from adapters.training.layout import text_annotation, write_item
+from adapters.training.metrics import accuracy, lcs_length, macro_f1, rouge_l, rouge_l_pair
+from tests.model_factory import build_t5
+from tests.prompt_factory import current_item, legacy_item
+
+POSITIVE = ["great", "wonderful", "love", "excellent", "happy", "beautiful"]
+NEGATIVE = ["awful", "terrible", "boring", "worst", "broken", "disappointing"]
+EMAILS = [("meeting monday", "the meeting is cancelled"), ("invoice friday", "please send the invoice"),
+          ("team lunch", "lunch is at noon"), ("new release", "the release is available")]
+# Tiny random models learn only with a large step; real models keep the manifest's defaults.
+FAST = {"learning_rate": 1e-2, "train_batch_size": 8, "warmup_ratio": 0.0, "seed": 0}
+
+
+def sentiment_layout(root: Path, labels=("pos", "neg"), train=32, validation=12, template="the film was {} today",
+                     say_label=False):
+    """A learnable rule: a positive word means labels[0], a negative word labels[1] (or the text says the label)."""
+    rng = random.Random(0)
+    for subset, count in (("train", train), ("validation", validation)):
+        for i in range(count):
+            label = labels[i % 2]
+            word = label if say_label else rng.choice(POSITIVE if label == labels[0] else NEGATIVE)
+            write_item(root / subset, f"{subset}-{i}", current_item({"1": [template.format(word)]}),
+                       [text_annotation("1", label)])
+    return root
+
+
+def email_layout(root: Path) -> Path:
+    """A memorisable mapping subject -> email; validation repeats train, so learning it shows in ROUGE-L."""
+    for subset in ("train", "validation"):
+        for i, (subject, email) in enumerate(EMAILS):
+            write_item(root / subset, f"{subset}-{i}", legacy_item({"1": [subject]}), [text_annotation("1", email)])
+    return root
+
+
+def chat_layout(root: Path) -> Path:
+    """Two-turn conversations (current format: the prompts of an item are its turns) with reference replies."""
+    for subset in ("train", "validation"):
+        for i, (subject, email) in enumerate(EMAILS):
+            write_item(root / subset, f"{subset}-{i}", current_item({"1": [subject], "2": ["and then?"]}),
+                       [text_annotation("1", email), text_annotation("2", email + " too")])
+    return root
+
+
+def local_adapter(name: str, model_path, **overrides) -> tuple[ModelAdapter, list]:
+    """A ModelAdapter on an offline dl.Model from the manifest; model.metrics.create collects its samples."""
+    runner = LocalRunner(name, {"model_path": str(model_path), **overrides})
+    collected: list = []
+    runner.model.metrics.create = lambda samples, dataset_id=None: collected.extend(samples)
+    return runner.adapter, collected
+
+
+def predicted_texts(adapter: ModelAdapter, texts: list[str]) -> list[str]:
+    collections = adapter.predict([current_item({"1": [text]}) for text in texts])
+    return [collection.annotations[0].coordinates for collection in collections]
+
+
+# ----- metrics -----
+def test_metrics_follow_their_definitions():
+    assert lcs_length("abcbdab", "bdcaba") == 4
+    # LCS("the cat sat", "the cat was sat") = 3: P = 3/3, R = 3/4, F = 2PR/(P+R) = 6/7
+    assert rouge_l_pair("The cat sat.", "the cat was sat") == pytest.approx(6 / 7)
+    assert rouge_l(["the cat", "dog"], [["a cat", "the cat"], ["bird"]]) == pytest.approx(0.5)
+    assert accuracy(["a", "b", "a"], [["a"], ["a"], ["a", "c"]]) == pytest.approx(2 / 3)
+    # label a: P 1, R 2/3 -> F1 0.8; label b: never right -> 0; macro = 0.4
+    assert macro_f1(["a", "b", "a"], [["a"], ["a"], ["a"]]) == pytest.approx(0.4)
+
+
+# ----- each model learns -----
+def test_distilbert_learns_new_labels_saves_and_reloads(tiny_models, tmp_path):
+    data = sentiment_layout(tmp_path / "data")
+    adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=6, **FAST)
+    progress = []
+    history = adapter.train(str(data), str(tmp_path / "out"), on_epoch_end_callback=lambda i, n: progress.append(i))
+    assert progress == list(range(6))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["validation_loss"] < history[0]["validation_loss"]
+    assert history[-1]["accuracy"] >= 0.9 and history[-1]["macro_f1"] >= 0.9
+    figures = {(s.figure, s.legend) for s in samples}
+    assert {("loss", "train"), ("loss", "validation"), ("accuracy", "validation")} <= figures
+    assert len([s for s in samples if s.figure == "accuracy"]) == 6
+
+    adapter.save(str(tmp_path / "out"))
+    saved = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "model.safetensors" in saved and "config.json" in saved and "training_metrics.json" in saved
+    assert not {name for name in saved if name.endswith((".bin", ".pt", ".pth"))}
+    texts = ["the film was wonderful today", "the film was terrible today"]
+    expected = predicted_texts(adapter, texts)
+    assert expected == ["pos", "neg"]
+    by_path, _ = local_adapter("distilbert-sst2", tmp_path / "out")         # model_path -> the saved folder
+    assert predicted_texts(by_path, texts) == expected
+    by_artifacts = ModelAdapter(model_entity=by_path.model_entity)          # load() of the next run
+    by_artifacts.load(str(tmp_path / "out"))
+    assert predicted_texts(by_artifacts, texts) == expected
+
+
+def test_bart_nli_learns_from_labels_with_the_hypothesis_template(tiny_models, tmp_path):
+    # Rule: the hypothesis "This example is <w>." is entailed when the text says <w> (premise-hypothesis match).
+    data = sentiment_layout(tmp_path / "data", labels=("great", "awful"), train=16, validation=8,
+                            say_label=True)
+    adapter, _ = local_adapter("bart-large-mnli", tiny_models["bart"], epochs=3, **FAST,
+                               candidate_labels=["great", "awful"])
+    hugging = adapter.hugging
+    question = read_layout(data)["train"].items[0].parsed.questions[0]
+    rows = hugging.training_rows(question, [], "great")
+    assert [row["labels"] for row in rows] == [hugging.entailment_id, hugging.contradiction_id]
+    assert rows[0]["input_ids"] == hugging.preprocess(question, [])[0]["input_ids"]
+    before = adapter.evaluate_path(str(data))["accuracy"]
+    history = adapter.train(str(data), str(tmp_path / "out"))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["accuracy"] >= 0.9 > before
+
+
+def test_t5_memorises_emails_loss_falls_and_rouge_rises(tmp_path):
+    # The shared tiny T5 is drawn with a huge init scale (varied untrained output); training wants the normal one.
+    model = build_t5(tmp_path / "t5", config_overrides={"initializer_factor": 1.0})
+    adapter, samples = local_adapter("t5-email", model, epochs=12, **FAST, token_count=8, max_target_length=8,
+                                     do_sample=False)
+    history = adapter.train(str(email_layout(tmp_path / "data")), str(tmp_path / "out"))
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 1
+    assert history[-1]["rouge_l"] > history[0]["rouge_l"]
+    assert any(s.figure == "rouge_l" for s in samples)
+
+
+def test_dialogpt_trains_on_answer_tokens_with_predicts_history(tiny_models, tmp_path):
+    data = chat_layout(tmp_path / "data")
+    adapter, _ = local_adapter("dialogpt-large", tiny_models["gpt2"], epochs=8, **FAST, max_new_tokens=8,
+                               do_sample=False)
+    hugging = adapter.hugging
+    item = read_layout(data)["train"].items[0]
+    first, second = hugging.conversations(item.parsed)[0]
+    from adapters.hugging_adapter import Answer, Turn
+    history = [Turn(first, [Answer(item.references[first][0], 1.0)])]
+    row = hugging.training_rows(second, history, "reply")[0]
+    context = hugging.preprocess(second, history)[0]["input_ids"]
+    answer = hugging.utterance("reply")
+    assert row["input_ids"] == context + answer
+    assert row["labels"] == [-100] * len(context) + answer
+
+    result = adapter.train(str(data), str(tmp_path / "out"))
+    assert result[-1]["train_loss"] < result[0]["train_loss"] - 1
+    assert result[-1]["rouge_l"] > result[0]["rouge_l"]
+
+
+# ----- dtlpy's own train_model / evaluate_model paths -----
+def test_dtlpy_train_model_trains_and_uploads_reloadable_artifacts(tiny_models, tmp_path, monkeypatch):
+    data = sentiment_layout(tmp_path / "data")
+    adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=4, **FAST)
+    model = adapter.model_entity
+    uploaded = tmp_path / "artifacts"
+
+    def prepare_data(self, dataset, root_path=None, **kwargs):
+        shutil.copytree(data, tmp_path / "prepared")
+        self.convert_from_dtlpy(data_path=str(tmp_path / "prepared"))
+        return root_path, str(tmp_path / "prepared"), str(tmp_path / "output")
+
+    def upload(self, filepath, **kwargs):
+        shutil.copytree(Path(filepath).parent, uploaded)
+
+    monkeypatch.setattr(ModelAdapter, "prepare_data", prepare_data)
+    monkeypatch.setattr(dl.repositories.Artifacts, "upload", upload)
+    monkeypatch.setattr(dl.entities.Model, "dataset", property(lambda self: None))
+    model.wait_for_model_ready = lambda: model
+    assert adapter.train_model(model) is model
+    assert model.status == "trained"
+    assert len([s for s in samples if s.figure == "loss" and s.legend == "train"]) == 4
+    report = json.loads((uploaded / "training_metrics.json").read_text())
+    assert len(report["epochs"]) == 4 and report["seed"] == 0
+
+    next_run = ModelAdapter(model_entity=model)
+    next_run.load(str(uploaded))
+    assert next_run.hugging.model.config.id2label == {0: "neg", 1: "pos"}
+    assert predicted_texts(next_run, ["the film was happy today"]) == ["pos"]
+
+
+def test_dtlpy_evaluate_model_scores_uploaded_answers(tiny_models, tmp_path, monkeypatch):
+    adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"])
+    model = adapter.model_entity
+    model.configuration["overwrite_annotations"] = False   # dtlpy's switch: score the answers already uploaded
+    truth = ["pos", "neg", "pos", "neg"]
+    said = ["pos", "neg", "neg", "neg"]
+    folder = tmp_path / "platform"
+    for i, (reference, answer) in enumerate(zip(truth, said)):
+        predictions = dl.AnnotationCollection()   # as predict_items uploads them
+        predictions.add(annotation_definition=dl.FreeText(text=answer), prompt_id="1",
+                        model_info={"name": model.name, "confidence": 0.9})
+        other = text_annotation("1", "pos", model_name="another-model")
+        write_item(folder, f"item-{i}", current_item({"1": ["some text"]}),
+                   [text_annotation("1", reference), other, *(a.to_json() for a in predictions.annotations)])
+
+    class Items:
+        def download(self, filters, local_path, annotation_options):
+            assert annotation_options == dl.ViewAnnotationOptions.JSON
+            shutil.copytree(folder, local_path, dirs_exist_ok=True)
+
+    dataset = dl.Dataset.from_json(_json={"id": "dataset-1", "name": "eval"}, client_api=dl.client_api,
+                                   project=None, datasets=None)
+    monkeypatch.setattr(dl.entities.Dataset, "items", property(lambda self: Items()))
+    result_model, result_dataset = adapter.evaluate_model(model, dataset)
+    assert result_model is model and result_dataset is dataset
+    assert adapter.evaluation_metrics["accuracy"] == pytest.approx(0.75)
+    assert adapter.evaluation_metrics["questions"] == 4
+    assert {s.figure: s.y for s in samples}["accuracy"] == pytest.approx(0.75)
+
+
+# ----- command line -----
+def test_cli_train_then_evaluate(tiny_models, tmp_path, capsys):
+    data = sentiment_layout(tmp_path / "data")
+    out = tmp_path / "trained"
+    code = cli_main(["train", "distilbert-sst2", str(data), str(out), "--model-path", str(tiny_models["distilbert"]),
+                     "--set", "epochs=5", "--set", "learning_rate=0.01", "--set", "train_batch_size=8"])
+    trained = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(trained["epochs"]) == 5 and trained["seed"] == 42
+    assert (out / "model.safetensors").is_file()
+    code = cli_main(["evaluate", "distilbert-sst2", str(data), "--model-path", str(out)])
+    scored = json.loads(capsys.readouterr().out)
+    assert code == 0 and scored["questions"] == 12
+    assert scored["accuracy"] == pytest.approx(trained["epochs"][-1]["accuracy"])
+
+    assert cli_main(["train", "distilbert-sst2", str(tmp_path / "nothing"), str(out), "--model-path",
+                     str(tiny_models["distilbert"])]) == 1
+    assert "no 'train' subset" in capsys.readouterr().err
+    assert cli_main(["train", "distilbert-sst2", str(data), str(out), "--set", "epochs=0"]) == 2
+    assert "'epochs' must be >= 1" in capsys.readouterr().err
+
+
+# ----- bad data and configuration -----
+@pytest.fixture(scope="module")
+def distilbert_adapter(tiny_models):
+    return local_adapter("distilbert-sst2", tiny_models["distilbert"])[0]
+
+
+def test_bad_datasets_get_clear_errors(distilbert_adapter, tiny_models, tmp_path):
+    convert = distilbert_adapter.convert_from_dtlpy
+    with pytest.raises(DatasetError, match="no 'train' subset"):
+        convert(str(tmp_path))
+    (tmp_path / "empty" / "train" / "json").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="has no items"):
+        convert(str(tmp_path / "empty"))
+
+    unanswered = tmp_path / "unanswered"
+    write_item(unanswered / "train", "a", current_item({"1": ["fine"]}), [])
+    with pytest.raises(DatasetError, match="no answers"):
+        convert(str(unanswered))
+
+    unknown = sentiment_layout(tmp_path / "unknown", train=4, validation=2)
+    write_item(unknown / "validation", "odd", current_item({"1": ["meh"]}), [text_annotation("1", "neutral")])
+    with pytest.raises(DatasetError, match="'neutral' is not among the training labels"):
+        convert(str(unknown))
+
+    one_label = sentiment_layout(tmp_path / "one", labels=("pos", "pos"), train=4, validation=2)
+    with pytest.raises(DatasetError, match="at least 2 different labels"):
+        convert(str(one_label))
+
+    broken = sentiment_layout(tmp_path / "broken", train=4, validation=2)
+    (broken / "train" / "items" / "train-1.json").write_text("")
+    with pytest.raises(DatasetError, match="train-1.json.*missing or empty"):
+        convert(str(broken))
+
+    bart, _ = local_adapter("bart-large-mnli", tiny_models["bart"], candidate_labels=["positive", "negative"])
+    with pytest.raises(DatasetError, match="'pos' is not one of the candidate labels"):
+        bart.convert_from_dtlpy(str(sentiment_layout(tmp_path / "bart", train=4, validation=2)))
+
+
+def test_ambiguous_and_unanswered_questions_are_reported_not_guessed(tmp_path, caplog):
+    write_item(tmp_path / "train", "two-questions", legacy_item({"1": ["first", "second"]}),
+               [text_annotation("1", "a"), text_annotation("1", "b"), text_annotation("1", "c")])
+    write_item(tmp_path / "train", "paired", legacy_item({"1": ["first", "second"]}),
+               [text_annotation("1", "a"), text_annotation("1", "b")])
+    train = read_layout(tmp_path)["train"]
+    paired, ambiguous = train.items  # files are read in name order
+    assert ambiguous.references == {}
+    assert any("cannot tell which answer" in s.reason for s in train.skipped)
+    assert [paired.references[q] for q in paired.parsed.questions] == [["a"], ["b"]]
+    assert "cannot tell which answer" in caplog.text
+
+
+def test_training_keys_are_validated_and_seed_is_declared_once():
+    from adapters.errors import ConfigurationError
+    from adapters.local_runner import validate_configuration
+    from adapters.module_loader import available_modules, load_model_module
+
+    for module_name in available_modules():
+        names = [s.name for s in load_model_module(module_name).HuggingAdapter.settings]
+        assert len(names) == len(set(names)), module_name
+        assert {"epochs", "learning_rate", "train_batch_size", "seed"} <= set(names)
+    for bad in ({"learning_rate": 0}, {"warmup_ratio": 1.5}, {"train_batch_size": 0}, {"max_target_length": 0}):
+        with pytest.raises(ConfigurationError):
+            validate_configuration({"module_name": "models.t5_email", **bad})

@@ -34,10 +34,11 @@ def _status_kib(key: str) -> int | None:
 
 @dataclass
 class Measurement:
-    """Wall time and the process's peak resident memory during one timed block."""
+    """Wall time and the process's peak resident memory during one timed block, and how much it grew in it."""
 
     seconds: float = 0.0
     peak_rss_mb: float | None = None
+    added_rss_mb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,12 +52,14 @@ def measured() -> Iterator[Measurement]:
         resettable = True
     except OSError:
         resettable = False
+    resident = _status_kib("VmRSS")
     start = time.perf_counter()
     yield result
     result.seconds = time.perf_counter() - start
     peak = _status_kib("VmHWM")
     if resettable and peak is not None:
         result.peak_rss_mb = round(peak / 1024, 1)
+        result.added_rss_mb = round((peak - (resident or peak)) / 1024, 1)
 
 
 # ----- model FLOPs: 2 * parameters * tokens for the matmuls, plus attention's two L x L products -----

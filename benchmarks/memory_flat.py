@@ -2,7 +2,10 @@
 
 Each batch size runs in a fresh process (peak RSS only ever grows within one), on a randomly initialised
 classifier of DistilBERT-base width built offline, and reports the process's peak RSS above the loaded model, the
-largest padded micro-batch `forward` saw, and the number of micro-batches. A measurement, not a test:
+largest padded micro-batch `forward` saw, the number of micro-batches, and the RSS still held once glibc is asked
+to return freed memory (`malloc_trim`). Peak RSS is noisy: it includes freed blocks of differently shaped
+micro-batches that glibc keeps. What stays flat is the largest tensor; what the process still holds grows only by
+the per-question results (annotations), a few KB each. A measurement, not a test:
 
     python benchmarks/memory_flat.py                 # 100, 1000 and 3000 questions
     python benchmarks/memory_flat.py --sizes 100 3000 --max-batch-tokens 4096
@@ -10,6 +13,7 @@ largest padded micro-batch `forward` saw, and the number of micro-batches. A mea
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -27,6 +31,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def held_rss_mb() -> float:
+    """RSS after glibc returns the freed memory it keeps: what the process really still holds."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def measure(model_path: str, count: int, max_batch_tokens: int) -> dict:
     """Answer `count` questions of 1 to 60 words; runs in the child process."""
     from models.distilbert_sst2 import HuggingAdapter
@@ -39,10 +50,11 @@ def measure(model_path: str, count: int, max_batch_tokens: int) -> dict:
     adapter.forward = lambda inputs: (shapes.append(tuple(inputs["input_ids"].shape)), forward(inputs))[1]
     texts = [" ".join(["wonderful"] * (1 + i * 7 % 60)) for i in range(count)]
     items = [legacy_item({"p": texts[start:start + 500]}) for start in range(0, count, 500)]
-    loaded = peak_rss_mb()
+    loaded, held = peak_rss_mb(), held_rss_mb()
     collections = adapter.predict(items)
     assert sum(len(c.annotations) for c in collections) == count
     return {"questions": count, "peak_rss_above_model_mb": round(peak_rss_mb() - loaded, 1),
+            "held_after_trim_mb": round(held_rss_mb() - held, 1),
             "largest_micro_batch_tokens": max(rows * length for rows, length in shapes), "micro_batches": len(shapes)}
 
 

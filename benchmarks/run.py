@@ -106,6 +106,7 @@ def method_result(name: str, measurement: Any, workload: Workload, flops: float,
     seconds = measurement.seconds
     return {"method": name, "seconds": round(seconds, 3), "items_per_s": round(len(workload.items) / seconds, 3),
             "questions_per_s": round(questions / seconds, 3), "peak_rss_mb": measurement.peak_rss_mb,
+            "added_rss_mb": measurement.added_rss_mb,
             "model_gflop_per_s": round(flops / seconds / 1e9, 2), "fraction_of_matmul_peak": flops / seconds / peak,
             **extra}
 
@@ -259,13 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="JSON results file")
     args = parser.parse_args(argv)
 
-    from adapters.local_runner import quiet_platform_logs
-
-    logging.basicConfig(level=logging.ERROR)
-    warnings.simplefilter("ignore")
-    quiet_platform_logs()
-    importlib.import_module("transformers").utils.logging.disable_progress_bar()
-    logging.getLogger("adapters").setLevel(logging.ERROR)  # truncation notices: long texts are part of the workload
     suites = [s for s in all_suites(args.quick, args.new_tokens) if not args.only or s.name in args.only]
     if args.only and len(suites) != len(args.only):
         parser.error(f"--only: known suites are {[s.name for s in all_suites(args.quick, args.new_tokens)]}")
@@ -290,5 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def quiet_process_logs() -> None:
+    """Errors only, for a command-line run (not for callers such as the smoke test, whose logging is their own)."""
+    from adapters.local_runner import quiet_platform_logs
+
+    logging.basicConfig(level=logging.ERROR)
+    warnings.simplefilter("ignore")
+    quiet_platform_logs()
+    importlib.import_module("transformers").utils.logging.disable_progress_bar()
+    logging.getLogger("adapters").setLevel(logging.ERROR)  # truncation notices: long texts are part of the workload
+
+
 if __name__ == "__main__":
+    quiet_process_logs()
     sys.exit(main())

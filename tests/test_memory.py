@@ -64,9 +64,9 @@ def test_an_oversized_hypothesis_is_reported_and_its_neighbours_answered(make_ad
 def test_chat_prompt_plus_answer_budget_never_passes_the_window(make_adapter, budget):
     adapter = make_adapter("models.dialogpt_large", max_new_tokens=budget, do_sample=False)
     shapes = spy_forward(adapter)
-    turns = ["hello there", LONG, "how are you?", "short again"]
-    collections = adapter.predict([legacy_item({"p": turns}), current_item({"1": [LONG], "2": ["and then?"]})])
-    assert [len(c.annotations) for c in collections] == [4, 2]
+    collections = adapter.predict([legacy_item({"p": ["hello there", LONG]}),
+                                   current_item({"1": [LONG], "2": ["and then?"]})])
+    assert [len(c.annotations) for c in collections] == [2, 2]
     assert all(length + budget <= adapter.max_input_tokens for _, length in shapes)
     assert all(a.metadata["user"]["model_output"]["generated_tokens"] <= budget for c in collections
                for a in c.annotations)
@@ -96,20 +96,27 @@ def peak_padded_tokens(adapter, count: int) -> tuple[int, int]:
 
 
 def test_peak_micro_batch_stays_flat_as_the_batch_grows(make_adapter):
-    """The count cap alone (1024 rows) would let 3000 questions build a 1024 x 42 tensor; the token cap holds it."""
-    peaks = {n: peak_padded_tokens(make_adapter("models.distilbert_sst2", batch_size=1024, max_batch_tokens=1024), n)
-             for n in (100, 3000)}
-    (small, small_batches), (large, large_batches) = peaks[100], peaks[3000]
-    assert small == large == 1024  # both batches fill micro-batches up to the cap, never past it
-    assert large_batches >= 20 * small_batches  # 30x the questions: more micro-batches, not bigger ones
-    uncapped, _ = peak_padded_tokens(make_adapter("models.distilbert_sst2", batch_size=1024,
-                                                  max_batch_tokens=MAX_BATCH_TOKENS), 3000)
-    assert uncapped > 40 * 1024  # without the token cap, 1024 rows of up to 42 tokens: a 40x larger tensor
+    small, small_batches = peak_padded_tokens(make_adapter("models.distilbert_sst2", batch_size=256,
+                                                           max_batch_tokens=1024), 100)
+    large, large_batches = peak_padded_tokens(make_adapter("models.distilbert_sst2", batch_size=256,
+                                                           max_batch_tokens=1024), 3000)
+    assert 512 < small <= 1024 and 512 < large <= 1024
+    assert large_batches >= 15 * small_batches  # 30x the questions: more micro-batches, not bigger ones
+
+
+def test_the_token_cap_not_the_row_count_bounds_a_micro_batch(make_adapter):
+    """Filling micro-batches greedily, the row cap alone (256) lets 3000 questions build a 256 x 42 tensor."""
+    peaks = []
+    for cap in (MAX_BATCH_TOKENS, 1024):
+        adapter = make_adapter("models.distilbert_sst2", batch_size=256, max_batch_tokens=cap)
+        adapter.min_batch_tokens = None  # greedy: each micro-batch as full as the caps allow
+        peaks.append(peak_padded_tokens(adapter, 3000)[0])
+    assert peaks[0] > 10 * 1024 and peaks[1] <= 1024
 
 
 def test_generation_micro_batches_count_the_answers_they_will_grow(make_adapter):
     adapter = make_adapter("models.t5_email", token_count=4, n_gen=2, seed=0, batch_size=1024, max_batch_tokens=512)
     shapes = spy_forward(adapter)
-    (collection, *_) = adapter.predict([legacy_item({"p": [" ".join(["word"] * (1 + i % 30)) for i in range(150)]})])
-    assert len(answers(collection)) == 300
+    (collection, *_) = adapter.predict([legacy_item({"p": [" ".join(["word"] * (1 + i % 30)) for i in range(80)]})])
+    assert len(answers(collection)) == 160
     assert max(rows * 2 * (length + 4) for rows, length in shapes) <= 512

@@ -79,6 +79,19 @@ def test_pickle_checkpoints_are_refused_before_loading(nothing_loads, tmp_path, 
     refused({"module_name": module, "model_path": str(tmp_path)}, rf"no \.safetensors.*pytorch_model\{suffix}")
 
 
+def test_pickle_checkpoints_are_refused_with_the_onnx_runtime_too(nothing_loads, tmp_path, monkeypatch):
+    """runtime 'onnx' exports a non-ONNX model_path first, through the same safetensors-only loader."""
+    from adapters import onnx_backend
+    monkeypatch.setattr(onnx_backend, "AutoTokenizer", loading.AutoTokenizer)
+    monkeypatch.setattr(onnx_backend, "AutoConfig", loading.AutoTokenizer)
+    monkeypatch.setenv("HF_ADAPTERS_ONNX_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    refused({"module_name": "models.distilbert_sst2", "model_path": str(tmp_path / "model"), "runtime": "onnx"},
+            "pickle")
+    assert not list((tmp_path / "cache").rglob("*"))  # nothing exported
+
+
 @pytest.mark.parametrize("path", ["", "   ", "../../etc", "~/models", "/etc/passwd", 7, None])
 def test_model_paths_that_are_no_model_folder_are_refused(nothing_loads, path):
     refused({"module_name": "models.distilbert_sst2", "model_path": path}, "model_path")

@@ -20,8 +20,8 @@ SAMPLING_SETTINGS: tuple[Setting, ...] = (
     Setting("temperature", (float,), "softmax temperature when sampling; 0 means greedy", minimum=0.0, maximum=100.0),
     Setting("top_k", (int,), "sample among the k most likely tokens; 0 disables", minimum=0, maximum=100_000),
     Setting("top_p", (float,), "nucleus sampling mass", minimum=1e-6, maximum=1.0),
-    Setting("seed", (int,), "seed for reproducible sampling; null draws a fresh one", minimum=0, maximum=2**32 - 1,
-            nullable=True),
+    Setting("seed", (int,), "seed for reproducible sampling (and training); null draws a fresh one", minimum=0,
+            maximum=2**32 - 1, nullable=True),
 )
 
 

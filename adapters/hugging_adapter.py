@@ -94,7 +94,8 @@ class HuggingAdapter:
         self.setup()
 
     # ----- hooks for model modules -----
-    def check_configuration(self, configuration: dict) -> None:
+    @classmethod
+    def check_configuration(cls, configuration: dict) -> None:
         """Cross-key checks that must refuse a configuration before any weights are loaded."""
 
     def setup(self) -> None:
@@ -119,6 +120,18 @@ class HuggingAdapter:
     def batch_cost(self, rows: int, longest: int) -> int:
         """Memory cost of a micro-batch in padded tokens; generative modules add their answer budget."""
         return rows * longest
+
+    @contextmanager
+    def configured(self, configuration: dict) -> Iterator[None]:
+        """Run with another validated configuration (one request's overrides), then restore; callers serialize."""
+        saved = self.configuration
+        self.configuration = configuration
+        try:
+            self.setup()
+            yield
+        finally:
+            self.configuration = saved
+            self.setup()
 
     # ----- shared helpers -----
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, where: str = "",
@@ -213,7 +226,7 @@ class HuggingAdapter:
                         raise RuntimeError("the model failed on its batch (see the error logged above)")
                     question_answers = self.postprocess(question, outputs[start:end])
                 except Exception as error:  # noqa: BLE001
-                    self._fail(question, report, _error_text(error, question))
+                    self._fail(question, report, _error_text(error, question), kind="model")
                     broken.add(index)
                     continue
                 answers[id(question)] = question_answers
@@ -239,8 +252,8 @@ class HuggingAdapter:
         return outputs
 
     @staticmethod
-    def _fail(question: Question, report: PredictionReport, reason: str) -> None:
-        report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason))
+    def _fail(question: Question, report: PredictionReport, reason: str, kind: str = "input") -> None:
+        report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason, kind))
 
     def _collection(self, parsed: ParsedItem | None, answers: dict[int, list[Answer]]) -> dl.AnnotationCollection:
         collection = dl.AnnotationCollection()

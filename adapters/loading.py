@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from .cpu_kernels import use_onednn_linears
 from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ def load_pretrained(model_class: Any, model_path: str, device: torch.device, run
     model = model_class.from_pretrained(model_path, use_safetensors=True, trust_remote_code=False)
     model.to(device)
     model.eval()
+    if device.type == "cpu":
+        use_onednn_linears(model)
     logger.info("loaded %s from %s on %s", type(model).__name__, model_path, device)
     return model, tokenizer
 

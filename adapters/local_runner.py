@@ -55,8 +55,7 @@ def validate_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
         raise ConfigurationError(f"{module_name} does not read the configuration keys {unknown}; "
                                  f"valid keys: {sorted(known)}")
     resolved = resolve_configuration(module_name, adapter_class.settings, configuration)
-    # check_configuration is the module's pre-load hook: it reads only the configuration, never weights.
-    adapter_class.check_configuration(adapter_class.__new__(adapter_class), resolved)
+    adapter_class.check_configuration(resolved)  # the module's pre-load hook: configuration only, no weights
     return resolved
 
 

@@ -51,6 +51,8 @@ class Skipped:
     prompt_key: str | None
     element_key: str | None
     reason: str
+    # Whose fault: "input" (the item or question cannot be answered as given) or "model" (it failed on valid input).
+    kind: str = "input"
 
     def describe(self) -> str:
         where = f"item {self.item!r}"

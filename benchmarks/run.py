@@ -8,6 +8,7 @@ achieved model FLOP/s as a fraction of the dense matmul FLOP/s measured in the s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import importlib
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -28,8 +29,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
+from adapters.cpu_kernels import DISABLE_VARIABLE  # noqa: E402
+
 from .baselines import best_batch_size  # noqa: E402
-from .measure import classifier_flops, generation_flops, matmul_peak_flops, measured  # noqa: E402
+from .measure import classifier_flops, generation_flops, matmul_peak_flops, matmul_rates, measured  # noqa: E402
 from .suites import Suite, all_suites  # noqa: E402
 from .workload import Workload, build_workload  # noqa: E402
 
@@ -130,7 +133,11 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
                               zero_shot=suite.module_name == "models.bart_large_mnli")
     module = importlib.import_module(suite.module_name)
     adapter = module.HuggingAdapter({"model_path": str(folder), **suite.configuration})
-    model, tokenizer = adapter.model, adapter.tokenizer
+    # The baselines get the model as `from_pretrained` gives it, with torch's default CPU kernels; this package
+    # routes its dense layers through oneDNN (adapters/cpu_kernels.py), measured below with and without that.
+    with default_kernels():
+        plain = module.HuggingAdapter({"model_path": str(folder), **suite.configuration})
+    model, tokenizer = plain.model, plain.tokenizer
     parameters = sum(p.numel() for p in model.parameters())
     print(f"\n== {suite.name}: {parameters / 1e6:.0f}M parameters, {len(workload.items)} items", flush=True)
 
@@ -149,10 +156,14 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
     methods = summary["methods"]
     methods.append(method_result("ours (torch)", ours, workload, flops, peak, questions))
     print_method(methods[-1])
+    default, default_answers, _ = run_predict(plain, workload, suite.kind)
+    methods.append(method_result("ours (torch, default kernels)", default, workload, flops, peak, questions,
+                                 agreement_with_ours=agreement(ours_answers, default_answers, suite.kind)))
+    print_method(methods[-1])
 
-    suite.naive(model, tokenizer, Workload(workload.items[:1], 0, 0), adapter.configuration)  # warm-up
+    suite.naive(model, tokenizer, Workload(workload.items[:1], 0, 0), plain.configuration)  # warm-up
     with measured() as naive:
-        naive_answers = suite.naive(model, tokenizer, workload, adapter.configuration)
+        naive_answers = suite.naive(model, tokenizer, workload, plain.configuration)
     methods.append(method_result("naive loop", naive, workload, flops, peak, questions,
                                  agreement_with_ours=agreement(ours_answers, naive_answers, suite.kind)))
     print_method(methods[-1])
@@ -183,6 +194,20 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
     print(f"  ours/naive = {summary['ours_over_naive']}x" +
           (f", ours/pipeline = {summary['ours_over_pipeline']}x" if pipeline_name else ""), flush=True)
     return summary
+
+
+@contextlib.contextmanager
+def default_kernels() -> Iterator[None]:
+    """Load models with torch's default CPU kernels (no oneDNN routing) inside this block."""
+    saved = os.environ.get(DISABLE_VARIABLE)
+    os.environ[DISABLE_VARIABLE] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[DISABLE_VARIABLE]
+        else:
+            os.environ[DISABLE_VARIABLE] = saved
 
 
 def run_onnx(suite: Suite, module: Any, folder: Path, workload: Workload, ours_answers: list, flops: float,
@@ -270,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
                               "machine": machine()}
-    peak = matmul_peak_flops(512 if args.quick else 2048)
-    print(f"dense float32 matmul: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads", flush=True)
+    rates = matmul_rates(512 if args.quick else 2048)
+    peak = max(rates.values())
+    report["matmul_gflop_per_s_by_kernel"] = {name: round(rate / 1e9, 1) for name, rate in rates.items()}
+    print("dense float32 matmul: " + ", ".join(f"{name} {rate / 1e9:.1f}" for name, rate in rates.items())
+          + f" GFLOP/s on {torch.get_num_threads()} threads; peak = the best", flush=True)
     report["suites"] = {}
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as onnx_dir:
         for suite in suites:

@@ -35,7 +35,8 @@ class HuggingAdapter(GenerativeAdapter):
     def generations_per_question(self) -> int:
         return self.configuration["n_gen"]
 
-    def check_configuration(self, configuration: dict) -> None:
+    @classmethod
+    def check_configuration(cls, configuration: dict) -> None:
         sampling = configuration["do_sample"] and configuration["temperature"] > 0
         if not sampling and configuration["n_gen"] > configuration["num_beams"]:
             raise ConfigurationError("n_gen > 1 without sampling needs num_beams >= n_gen (or set do_sample true "

@@ -5,10 +5,9 @@ answers back from the annotations, so every route runs exactly the path a Datalo
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import anyio
 import dtlpy as dl
@@ -17,10 +16,6 @@ from ..errors import ConfigurationError
 from ..hugging_adapter import HuggingAdapter, PredictionReport
 from ..prompt_items import METADATA_MIMETYPE
 from ..settings import resolve_configuration, setting_names
-
-# The core's reason for a question it could not turn into model rows: the request's fault, not the server's.
-PREPARE_FAILURE = "could not prepare the question"
-
 
 class RequestRejected(ValueError):
     """The request is well-formed but the model cannot answer it as asked (422)."""
@@ -82,9 +77,10 @@ class ModelRunner:
     def predict(self, items: list[Any], configuration: dict[str, Any] | None = None) -> Prediction:
         """`adapter.predict(items)` under the lock, with `configuration` (from `resolve`) for this call only."""
         with self._lock:
-            with self._configured(configuration):
-                collections = self.adapter.predict(items)
-                return Prediction(collections, self.adapter.last_report)
+            if configuration is None or configuration == self.configuration:
+                return Prediction(self.adapter.predict(items), self.adapter.last_report)
+            with self.adapter.configured(configuration):
+                return Prediction(self.adapter.predict(items), self.adapter.last_report)
 
     async def run(self, items: list[Any], configuration: dict[str, Any] | None = None) -> Prediction:
         """`predict` in a worker thread; requests queue here in the event loop, so /health stays responsive."""
@@ -96,10 +92,10 @@ class ModelRunner:
                      configuration: dict[str, Any] | None = None) -> list[list[Reply]]:
         """The replies to each text (one prompt each), or an error when any text went unanswered."""
         prediction = await self.run([prompt_item(texts, metadata)], configuration)
-        problems = [s.describe() for s in (*prediction.report.failed_items, *prediction.report.skipped)]
-        if problems:
-            error = RequestRejected if any(PREPARE_FAILURE in p for p in problems) else PredictionFailed
-            raise error(f"{self.name} did not answer every text: " + "; ".join(problems))
+        unanswered = (*prediction.report.failed_items, *prediction.report.skipped)
+        if unanswered:
+            error = PredictionFailed if any(s.kind == "model" for s in unanswered) else RequestRejected
+            raise error(f"{self.name} did not answer every text: " + "; ".join(s.describe() for s in unanswered))
         by_prompt: dict[str, list[Reply]] = {}
         for annotation in prediction.collections[0].annotations:
             by_prompt.setdefault(annotation.metadata["system"]["promptId"], []).append(Reply.of(annotation))
@@ -107,18 +103,3 @@ class ModelRunner:
         if not all(replies):
             raise PredictionFailed(f"{self.name} returned no answer for some texts")
         return replies
-
-    @contextlib.contextmanager
-    def _configured(self, configuration: dict[str, Any] | None) -> Iterator[None]:
-        """Run with `configuration` and the state `setup()` derives from it (e.g. the generation config), then restore."""
-        if configuration is None or configuration == self.configuration:
-            yield
-            return
-        saved = dict(vars(self.adapter))
-        try:
-            self.adapter.configuration = configuration
-            self.adapter.setup()
-            yield
-        finally:
-            vars(self.adapter).clear()
-            vars(self.adapter).update(saved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -28,6 +29,9 @@ def configure_logging(verbose: bool) -> None:
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)
     logging.getLogger("dtlpy").setLevel(level)
+    if not verbose:  # transformers' own weight-loading bars are noise around a JSON answer
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        importlib.import_module("transformers").utils.logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

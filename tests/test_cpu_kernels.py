@@ -1,0 +1,39 @@
+"""oneDNN routing of dense layers: same numbers as torch's default kernel, and training untouched."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from adapters.cpu_kernels import onednn_available, use_onednn_linears
+
+pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+
+
+def test_routed_layers_match_the_default_kernel_and_keep_autograd():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), Conv1D(8, 32))
+    reference = nn.Sequential(nn.Linear(16, 32), nn.GELU(), Conv1D(8, 32))
+    reference.load_state_dict(model.state_dict())
+    assert use_onednn_linears(model) == 2
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(3, 5, 16)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), reference(x), atol=1e-5)
+    loss = model(x).square().mean()  # gradients recorded: the standard path, so training works
+    loss.backward()
+    assert model[0].weight.grad is not None and model[2].weight.grad is not None
+
+
+def test_adapters_route_their_layers_on_cpu_only_for_inference(make_adapter):
+    adapter = make_adapter("models.distilbert_sst2")
+    linear = adapter.model.pre_classifier
+    assert linear.forward.__func__.__name__ == "_linear_forward"
+    x = torch.randn(2, linear.in_features)
+    with torch.inference_mode():
+        assert torch.allclose(linear(x), F.linear(x, linear.weight, linear.bias), atol=1e-5)
+
+
+def test_the_environment_switch_keeps_default_kernels(monkeypatch):
+    monkeypatch.setenv("HF_ADAPTERS_ONEDNN", "0")
+    assert use_onednn_linears(nn.Sequential(nn.Linear(4, 4))) == 0

@@ -8,6 +8,7 @@ becomes model rows (`preprocess`), how a padded batch runs (`forward`) and how r
 """
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import math
@@ -19,10 +20,9 @@ import dtlpy as dl
 import torch
 
 from .batching import plan_micro_batches
-from .errors import MalformedItemError
+from .errors import ConfigurationError, MalformedItemError
 from .loading import context_window, load_pretrained, resolve_device
 from .manifest import model_entries
-from .onnx_backend import check_runtime_supported
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
 from .settings import Setting, resolve_configuration
 
@@ -69,7 +69,7 @@ class PredictionReport:
         logger.warning("not answered: %s", skipped.describe())
 
 
-class HuggingAdapter:
+class HuggingAdapter(abc.ABC):
     """Base of every model module; subclasses set `model_class` and implement preprocess/forward/postprocess."""
 
     model_class: ClassVar[Any]
@@ -81,7 +81,6 @@ class HuggingAdapter:
 
     def __init__(self, configuration: dict | None = None, model_name: str | None = None):
         module_name = type(self).__module__
-        check_runtime_supported(configuration, self.settings, module_name)
         self.configuration = resolve_configuration(module_name, self.settings, configuration)
         self.check_configuration(self.configuration)
         self.model_name = model_name or _manifest_name(module_name)
@@ -105,17 +104,17 @@ class HuggingAdapter:
         """Questions that depend on each other's answers, in turn order; by default every question stands alone."""
         return [[question] for question in parsed.questions]
 
+    @abc.abstractmethod
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         """The model rows (token ids) that answer `question`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[Any]:
         """Run one padded micro-batch; return one output per row."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
         """Turn the outputs of `question`'s rows into its answers."""
-        raise NotImplementedError
 
     def batch_cost(self, rows: int, longest: int) -> int:
         """Memory cost of a micro-batch in padded tokens; generative modules add their answer budget."""
@@ -272,8 +271,18 @@ class HuggingAdapter:
         """Fit the model to the train subset's answers before rows are built (e.g. a head for new labels)."""
 
     def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
-        """Rows with `labels` that teach the model to answer `question` (after `history`) with `reference`."""
-        raise NotImplementedError(f"{type(self).__module__} does not support fine-tuning")
+        """Rows with `labels` that teach the model to answer `question` (after `history`) with `reference`.
+
+        A module that does not override this cannot be fine-tuned: `check_trainable` refuses it up front.
+        """
+        self.check_trainable()
+        return []
+
+    @classmethod
+    def check_trainable(cls) -> None:
+        """Refuse fine-tuning, before any data is read, for a module that defines no `training_rows`."""
+        if cls.training_rows is HuggingAdapter.training_rows:
+            raise ConfigurationError(f"{cls.__module__} cannot be fine-tuned: it defines no training_rows")
 
     @contextmanager
     def training_input_limit(self) -> Iterator[None]:

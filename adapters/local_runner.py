@@ -126,6 +126,9 @@ class LocalRunner:
 
         self.entry, self.configuration = manifest_configuration(model_name, overrides)
         self.model = local_model_entity(self.entry, self.configuration)
+        # Training reports its per-epoch plot samples to `model.metrics`: offline they are kept here.
+        self.metric_samples: list[Any] = []
+        self.model.metrics.create = lambda samples, dataset_id=None: self.metric_samples.extend(samples)
         self.adapter = ModelAdapter()
         # An empty artifacts folder: stale files under DATALOOP_PATH/models must not replace model_path.
         with tempfile.TemporaryDirectory(prefix="hf-adapter-artifacts-") as artifacts, _quiet_stdout():

@@ -13,13 +13,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .errors import ConfigurationError
 from .settings import Setting
 
 logger = logging.getLogger(__name__)
@@ -27,14 +26,6 @@ logger = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnx")
 RUNTIME_SETTING = Setting("runtime", (str,), "'torch', or 'onnx' for ONNX Runtime (see docs/performance.md)",
                           choices=RUNTIMES)
-
-
-def check_runtime_supported(configuration: dict | None, settings: Iterable[Setting], module_name: str) -> None:
-    """Refuse a non-torch runtime for a module that does not declare the setting, instead of ignoring the key."""
-    runtime = (configuration or {}).get("runtime")
-    if runtime not in (None, "torch") and RUNTIME_SETTING not in tuple(settings):
-        raise ConfigurationError(f"configuration 'runtime' {runtime!r} is not supported by {module_name}, which "
-                                 "runs on PyTorch only; remove the key or set it to 'torch'")
 
 
 class OnnxModel:

@@ -23,6 +23,10 @@ DTLPY_KEYS = frozenset({
     "include_model_annotations", "column",
 })
 
+# Keys that choose what runs, so a module that does not read them must refuse them rather than ignore them;
+# each maps to the value that means "as if unset".
+NOT_TO_IGNORE = {"runtime": "torch"}
+
 # Hard caps on what one request may ask for, whatever the configuration says.
 MAX_BATCH_SIZE = 1024
 MAX_BATCH_TOKENS = 1 << 20
@@ -98,7 +102,8 @@ BASE_SETTINGS: tuple[Setting, ...] = (
 def resolve_configuration(module_name: str, settings: Iterable[Setting], configuration: dict | None) -> dict[str, Any]:
     """Merge `configuration` over the manifest defaults of `module_name` and validate every key.
 
-    Unknown keys are logged (they are usually typos) and dropped; `trust_remote_code` is refused outright.
+    Unknown keys are logged (they are usually typos) and dropped, except those that choose what runs
+    (`NOT_TO_IGNORE`); `trust_remote_code` is refused outright.
     """
     configuration = dict(configuration or {})
     if configuration.get("trust_remote_code") not in (None, False):
@@ -108,6 +113,10 @@ def resolve_configuration(module_name: str, settings: Iterable[Setting], configu
     merged = defaults_for_module(module_name)
     merged["module_name"] = module_name
     unknown = sorted(k for k in configuration if k not in settings and k not in DTLPY_KEYS and k != "trust_remote_code")
+    for key in unknown:
+        if key in NOT_TO_IGNORE and configuration[key] not in (None, NOT_TO_IGNORE[key]):
+            raise ConfigurationError(f"configuration {key!r} {configuration[key]!r} is not supported by {module_name}; "
+                                     f"remove the key or set it to {NOT_TO_IGNORE[key]!r}")
     if unknown:
         logger.warning("ignoring configuration keys that %s does not read: %s (valid keys: %s)",
                        module_name, unknown, sorted(settings))

@@ -24,13 +24,16 @@ def sharpen(model_dir, seed=0):
     return model_dir
 
 
+def sharpened_models(root, build, label_sets: dict) -> dict:
+    """One sharpened model per named label set (None: the builder's default labels), each with its own weights."""
+    return {name: sharpen(build(root / name, id2label=labels), seed)
+            for seed, (name, labels) in enumerate(label_sets.items())}
+
+
 @pytest.fixture(scope="module")
 def sentiment_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("classifiers")
-    return {
-        "two": sharpen(build_distilbert_classifier(root / "two")),
-        "three": sharpen(build_distilbert_classifier(root / "three", id2label={0: "neg", 1: "neu", 2: "pos"}), 1),
-    }
+    return sharpened_models(tmp_path_factory.mktemp("classifiers"), build_distilbert_classifier,
+                            {"two": None, "three": {0: "neg", 1: "neu", 2: "pos"}})
 
 
 @pytest.mark.parametrize("which", ["two", "three"])
@@ -52,12 +55,9 @@ def test_sentiment_equals_text_classification_pipeline(sentiment_dirs, which):
 
 @pytest.fixture(scope="module")
 def nli_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nli")
-    return {
-        "mnli": sharpen(build_bart_nli(root / "mnli")),
-        # another NLI checkpoint whose entailment label sits at index 0
-        "swapped": sharpen(build_bart_nli(root / "swapped", id2label={0: "ENTAILMENT", 1: "neutral", 2: "CONTRADICTION"}), 2),
-    }
+    # "swapped": another NLI checkpoint whose entailment label sits at index 0
+    return sharpened_models(tmp_path_factory.mktemp("nli"), build_bart_nli,
+                            {"mnli": None, "swapped": {0: "ENTAILMENT", 1: "neutral", 2: "CONTRADICTION"}})
 
 
 @pytest.mark.parametrize("which", ["mnli", "swapped"])

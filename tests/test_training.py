@@ -299,3 +299,18 @@ def test_training_keys_are_validated_and_seed_is_declared_once():
     for bad in ({"learning_rate": 0}, {"warmup_ratio": 1.5}, {"train_batch_size": 0}, {"max_target_length": 0}):
         with pytest.raises(ConfigurationError):
             validate_configuration({"module_name": "models.t5_email", **bad})
+
+
+def test_a_module_without_training_rows_is_refused_before_the_data_is_read(make_adapter, tmp_path):
+    from adapters.errors import ConfigurationError
+    from adapters.hugging_adapter import HuggingAdapter
+    from adapters.training.trainer import prepare
+    from models.distilbert_sst2 import HuggingAdapter as Sentiment
+
+    class Untrainable(Sentiment):
+        training_rows = HuggingAdapter.training_rows
+
+    adapter = make_adapter("models.distilbert_sst2")
+    adapter.__class__ = Untrainable
+    with pytest.raises(ConfigurationError, match="cannot be fine-tuned"):
+        prepare(adapter, tmp_path / "no-such-folder")

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from ._common import CommandError
 from ..manifest import model_entries, model_entry
 from ..module_loader import load_model_module
 from ..server.limits import MAX_BODY_BYTES
@@ -99,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         adapters = load(configurations(args.models, args.model_path, args.settings))
     except (ConfigurationError, OSError, ValueError) as error:  # bad settings, weights not found offline
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error)) from None
     if not _is_loopback(args.host):
         logger.warning("binding %s: the server is reachable from other machines and has no authentication",
                        args.host)

@@ -14,31 +14,35 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+
+from ._common import EXIT_OK, add_model_arguments, add_override_arguments, data_errors, open_runner
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from adapters.training.local import add_model_arguments
-
     parser = commands.add_parser("train", help="fine-tune a model of the app on a local Dataloop-layout folder",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
+    add_data_argument(parser)
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path, help="where the trained model is saved")
+    add_override_arguments(parser)
     parser.set_defaults(run=run)
 
 
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", metavar="DATA_DIR",
+                        help="folder with <subset>/items and <subset>/json, as dtlpy's prepare_data writes it")
+
+
 def run(args: argparse.Namespace) -> int:
-    from adapters.training.local import EXIT_OK, run_safely
+    adapter = open_runner(args).adapter
 
-    def train(adapter: Any) -> int:
-        def progress(epoch: int, epochs: int) -> None:
-            print(f"epoch {epoch + 1}/{epochs} done", file=sys.stderr)
+    def progress(epoch: int, epochs: int) -> None:
+        print(f"epoch {epoch + 1}/{epochs} done", file=sys.stderr)
 
+    with data_errors():
         history = adapter.train(str(args.data_dir), str(args.output_dir), on_epoch_end_callback=progress)
-        adapter.save(str(args.output_dir))
-        document = {"model": args.model, "output_dir": str(args.output_dir), "seed": adapter.training_seed,
-                    "epochs": history}
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-        return EXIT_OK
-
-    return run_safely(args, train)
+    adapter.save(str(args.output_dir))
+    document = {"model": args.model, "output_dir": str(args.output_dir), "seed": adapter.training_seed,
+                "epochs": history}
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    return EXIT_OK

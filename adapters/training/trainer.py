@@ -77,6 +77,7 @@ def build_rows(adapter: Any, subset: Subset) -> list[Row]:
 
 def prepare(adapter: Any, data_path: str | Path) -> Prepared:
     """Read and validate `data_path`, fit the model to its labels, and build every row (errors name the data)."""
+    adapter.check_trainable()
     runtime = adapter.configuration.get("runtime", "torch")
     if runtime != "torch":
         raise ConfigurationError(f"fine-tuning needs runtime 'torch' (the weights are trained), not {runtime!r}")

@@ -1,0 +1,72 @@
+"""What the model commands share: their arguments, loading a manifest model offline, and how they fail.
+
+A command raises `CommandError` for anything the user has to fix; `adapters.cli.main` prints it as one line
+on stderr and exits with its code.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from typing import Any, Iterator
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+logger = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """A one-line reason and the exit code that goes with it."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a model name from `python -m adapters list`")
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-path", help="local folder of save_pretrained weights (default: the hub id of "
+                                             "the manifest)")
+    parser.add_argument("--set", dest="assignments", metavar="KEY=VALUE", action="append", default=[],
+                        help="override a configuration key; VALUE is parsed as JSON when it can be (repeatable)")
+
+
+def open_runner(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The `LocalRunner` of `args.model` with --set/--model-path (and `overrides`); CommandError if it can't load."""
+    from adapters.errors import ConfigurationError
+    from adapters.local_runner import LocalRunner, parse_assignments, quiet_platform_logs
+    from adapters.manifest import model_entry
+
+    try:
+        model_entry(args.model)  # an unknown name fails before the weights are looked for
+        configuration = parse_assignments(args.assignments)
+        if args.model_path is not None:
+            configuration["model_path"] = args.model_path
+        configuration.update({k: v for k, v in overrides.items() if v is not None})
+        if not args.verbose:
+            quiet_platform_logs()
+        return LocalRunner(args.model, configuration)
+    except KeyError as error:
+        raise CommandError(error.args[0]) from None
+    except ConfigurationError as error:
+        raise CommandError(str(error)) from None
+    except Exception as error:  # noqa: BLE001 - e.g. weights not found offline: say it in one line
+        logger.debug("model load failed", exc_info=True)
+        raise CommandError(f"could not load model {args.model!r}: {error}") from None
+
+
+@contextlib.contextmanager
+def data_errors() -> Iterator[None]:
+    """Training and evaluation: unusable data exits 1, a configuration the data exposes exits 2."""
+    from adapters.errors import ConfigurationError
+    from adapters.training.dataset import DatasetError
+
+    try:
+        yield
+    except DatasetError as error:
+        raise CommandError(str(error), EXIT_PARTIAL) from None
+    except ConfigurationError as error:
+        raise CommandError(str(error)) from None

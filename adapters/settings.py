@@ -96,6 +96,7 @@ BASE_SETTINGS: tuple[Setting, ...] = (
             minimum=1, maximum=MAX_BATCH_SIZE),
     Setting("max_batch_tokens", (int,), "padded tokens per forward pass, bounds memory", minimum=16,
             maximum=MAX_BATCH_TOKENS),
+    Setting("reanswer", (bool,), "answer prompts this model already answered again, replacing its earlier answers"),
 )
 
 

@@ -47,4 +47,4 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"## Test\n\n```bash\n(.+)\n```", README).group(1)
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert ci[-1] == command
-    assert any("pip install" in line and "requirements.txt" in line for line in ci)
+    assert any("pip install" in line and "requirements-dev.txt" in line for line in ci)

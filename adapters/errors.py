@@ -7,3 +7,11 @@ class ConfigurationError(ValueError):
 
 class MalformedItemError(ValueError):
     """A prompt item cannot be read at all; the other items of the batch are still answered."""
+
+
+class ModelFailure(RuntimeError):
+    """The model failed on input it accepted (a forward pass raised, out of memory): not the input's fault.
+
+    `predict` raises it so the platform marks the execution failed (it can be retried) and dtlpy skips the batch's
+    annotation upload, leaving the items' earlier answers untouched.
+    """

@@ -40,14 +40,17 @@ class GenerativeAdapter(HuggingAdapter):
         return [generated[i:i + n] for i in range(0, len(generated), n)]
 
     def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
-        answers = []
-        for index, generated in enumerate(outputs[0]):
-            details: dict[str, Any] = {"generated_tokens": len(generated.token_ids)}
-            if self.generations_per_question > 1:
-                details["generation"] = index
-            text = self.tokenizer.decode(generated.token_ids, skip_special_tokens=True).strip()
-            answers.append(Answer(text, generated.confidence, details))
-        return answers
+        """One answer per question, whatever `n_gen` is: the platform shows one answer per model per prompt.
+
+        Its text is the most confident generation (the first on a tie); `generations` in the details holds every
+        generation, in generation order, with its confidence.
+        """
+        generations = [{"text": self.tokenizer.decode(g.token_ids, skip_special_tokens=True).strip(),
+                        "confidence": g.confidence, "generated_tokens": len(g.token_ids)} for g in outputs[0]]
+        best = max(range(len(generations)), key=lambda i: (generations[i]["confidence"], -i))
+        chosen = generations[best]
+        return [Answer(chosen["text"], chosen["confidence"], {
+            "generated_tokens": chosen["generated_tokens"], "generation": best, "generations": generations})]
 
     # ----- fine-tuning -----
     metric_family: ClassVar[str] = "generation"

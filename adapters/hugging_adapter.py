@@ -12,6 +12,7 @@ import abc
 import json
 import logging
 import math
+import reprlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Sequence
@@ -19,8 +20,9 @@ from typing import Any, ClassVar, Iterator, Sequence
 import dtlpy as dl
 import torch
 
+from .answers import StoredAnswer, answers_by, prompt_item_answers, stored_answers
 from .batching import plan_micro_batches
-from .errors import ConfigurationError, MalformedItemError
+from .errors import ConfigurationError, MalformedItemError, ModelFailure
 from .loading import context_window, load_pretrained, resolve_device
 from .manifest import model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
@@ -29,6 +31,8 @@ from .settings import Setting, resolve_configuration
 logger = logging.getLogger(__name__)
 
 Row = dict[str, list[int]]
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 40
 
 
 @dataclass
@@ -50,23 +54,31 @@ class Turn:
 
 @dataclass
 class LoadedItem:
-    """A prompt item as read by `prepare_item_func`; `error` says why it could not be read."""
+    """A prompt item as read by `prepare_item_func`, with the answers already on it; `error` says why it could
+    not be read."""
 
     name: str
     data: Any = None
     error: str | None = None
+    answers: list[StoredAnswer] = field(default_factory=list)
 
 
 @dataclass
 class PredictionReport:
-    """What one `predict` call did not answer: unreadable items and skipped or failed questions."""
+    """What one `predict` call did not answer: unreadable items, skipped questions, and questions whose prompt this
+    model had already answered (`kept`: their answers stand, see the `reanswer` key)."""
 
     failed_items: list[Skipped] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    kept: list[Skipped] = field(default_factory=list)
 
     def add(self, skipped: Skipped, failed_item: bool = False) -> None:
         (self.failed_items if failed_item else self.skipped).append(skipped)
         logger.warning("not answered: %s", skipped.describe())
+
+    def keep(self, kept: Skipped) -> None:
+        self.kept.append(kept)
+        logger.info("kept: %s", kept.describe())
 
 
 class HuggingAdapter(abc.ABC):
@@ -149,31 +161,70 @@ class HuggingAdapter(abc.ABC):
 
     # ----- the Dataloop side -----
     def prepare_item_func(self, item: Any) -> LoadedItem:
-        """Read a `dl.Item` / `dl.PromptItem` into JSON; never raises, since dtlpy maps it over the whole batch."""
+        """Read a prompt item and the answers already on it; never raises, since dtlpy maps it over the whole batch.
+
+        A `dl.Item` is read as `dl.PromptItem.fetch` reads one (its JSON, then `item.annotations.list()`), but
+        through this package's parser, which also reads the legacy format and any `text/*` mimetype; an item that
+        is not a prompt item is refused before anything of it is read.
+        """
         name = str(getattr(item, "name", None) or getattr(item, "id", None) or "")
         try:
             if isinstance(item, dl.PromptItem):
-                return LoadedItem(name, item.to_json())
+                return LoadedItem(name, item.to_json(), answers=prompt_item_answers(item))
             if isinstance(item, dl.Item):
-                buffer = item.download(save_locally=False)
-                return LoadedItem(name, json.loads(buffer.read()))
+                refusal = not_a_prompt_item(item)
+                if refusal:
+                    return LoadedItem(name, error=refusal)
+                data = json.loads(item.download(save_locally=False).read())
+                return LoadedItem(name, data, answers=stored_answers(item.annotations.list()))
             if isinstance(item, dict):
-                return LoadedItem(str(item.get("name") or ""), item)
+                annotations = item.get("annotations")
+                if annotations is not None and not isinstance(annotations, list):
+                    return LoadedItem(str(item.get("name") or ""), error="'annotations' must be a list of annotations")
+                return LoadedItem(str(item.get("name") or ""), item, answers=stored_answers(annotations))
             return LoadedItem(name, error=f"cannot read a {type(item).__name__} as a prompt item")
         except Exception as error:  # noqa: BLE001 - reported per item, the batch goes on
             return LoadedItem(name, error=f"could not read the item: {error}")
 
     def predict(self, batch: Sequence[Any], **kwargs: Any) -> list[dl.AnnotationCollection]:
-        """Answer every text question of every item; one collection per item, in batch order."""
+        """Answer every text question of every item that this model has not answered yet; one collection per item.
+
+        Raises `ModelFailure` when the model fails (nothing is returned, so dtlpy uploads and deletes nothing for
+        the batch); bad input is skipped and reported in `last_report` instead.
+        """
         report = PredictionReport()
-        parsed_items = [self._parse(index, entry, report) for index, entry in enumerate(batch)]
-        conversations = [c for parsed in parsed_items if parsed for c in self._conversations(parsed, report)]
-        answers = self._answer(conversations, report)
         self.last_report = report
+        loaded = [entry if isinstance(entry, LoadedItem) else self.prepare_item_func(entry) for entry in batch]
+        parsed_items = [self._parse(index, entry, report) for index, entry in enumerate(loaded)]
+        earlier = self._earlier_answers(parsed_items, loaded, report)
+        conversations = [c for parsed in parsed_items if parsed for c in self._conversations(parsed, report)]
+        answers = self._answer(conversations, report, earlier)
         return [self._collection(parsed, answers) for parsed in parsed_items]
 
-    def _parse(self, index: int, entry: Any, report: PredictionReport) -> ParsedItem | None:
-        loaded = entry if isinstance(entry, LoadedItem) else self.prepare_item_func(entry)
+    def _earlier_answers(self, parsed_items: list[ParsedItem | None], loaded: list[LoadedItem],
+                         report: PredictionReport) -> dict[int, list[Answer]]:
+        """This model's stored answer to each question of a prompt it already answered (none with `reanswer`).
+
+        Those questions are not run again; their answers, as they stand (a person may have edited them), are the
+        history later turns of a conversation see.
+        """
+        if self.configuration.get("reanswer"):
+            return {}
+        earlier: dict[int, list[Answer]] = {}
+        for parsed, entry in zip(parsed_items, loaded):
+            stored = answers_by(self.model_name, entry.answers) if parsed else {}
+            by_prompt: dict[str, list[Question]] = {}
+            for question in parsed.questions if parsed else []:
+                by_prompt.setdefault(question.prompt_key, []).append(question)
+            for prompt_key, questions in by_prompt.items():
+                texts = stored.get(prompt_key)
+                for position, question in enumerate(questions if texts else []):
+                    earlier[id(question)] = [Answer(texts[min(position, len(texts) - 1)], 1.0)]
+                    report.keep(Skipped(question.item_name, prompt_key, question.element_key,
+                                        f"already answered by {self.model_name}; set reanswer to answer it again"))
+        return earlier
+
+    def _parse(self, index: int, loaded: LoadedItem, report: PredictionReport) -> ParsedItem | None:
         loaded.name = loaded.name or f"batch[{index}]"
         try:
             if loaded.error:
@@ -195,8 +246,13 @@ class HuggingAdapter(abc.ABC):
                 self._fail(question, report, f"could not order the item's questions: {_error_text(error, question)}")
             return []
 
-    def _answer(self, conversations: list[list[Question]], report: PredictionReport) -> dict[int, list[Answer]]:
-        """Answer conversations turn by turn; each turn batches every conversation that has one."""
+    def _answer(self, conversations: list[list[Question]], report: PredictionReport,
+                earlier: dict[int, list[Answer]] | None = None) -> dict[int, list[Answer]]:
+        """Answer conversations turn by turn; each turn batches every conversation that has one.
+
+        A question in `earlier` is not run: its stored answer joins the conversation's history.
+        """
+        earlier = earlier or {}
         answers: dict[int, list[Answer]] = {}
         histories: list[list[Turn]] = [[] for _ in conversations]
         broken: set[int] = set()
@@ -207,6 +263,9 @@ class HuggingAdapter(abc.ABC):
                 if turn >= len(conversation):
                     continue
                 question = conversation[turn]
+                if id(question) in earlier:
+                    histories[index].append(Turn(question, earlier[id(question)]))
+                    continue
                 if index in broken:
                     self._fail(question, report, "an earlier turn of this conversation was not answered")
                     continue
@@ -221,19 +280,20 @@ class HuggingAdapter(abc.ABC):
             outputs = self._forward_rows(rows)
             for index, question, start, end in pending:
                 try:
-                    if any(out is None for out in outputs[start:end]):
-                        raise RuntimeError("the model failed on its batch (see the error logged above)")
                     question_answers = self.postprocess(question, outputs[start:end])
-                except Exception as error:  # noqa: BLE001
-                    self._fail(question, report, _error_text(error, question), kind="model")
-                    broken.add(index)
-                    continue
+                except Exception as error:  # noqa: BLE001 - the module failed on model output: not the input's fault
+                    raise ModelFailure(f"{self.model_name} could not read the model's output for {question.where}: "
+                                       f"{type(error).__name__}: {_error_text(error, question)}") from error
                 answers[id(question)] = question_answers
                 histories[index].append(Turn(question, question_answers))
         return answers
 
     def _forward_rows(self, rows: list[Row]) -> list[Any]:
-        """Run rows in length-sorted micro-batches and put the outputs back in row order (None where a batch failed)."""
+        """Run rows in length-sorted micro-batches and put the outputs back in row order.
+
+        A failing micro-batch (an exception in the forward pass, out of memory) raises `ModelFailure` for the
+        whole call: returning without its answers would let the platform replace earlier answers with nothing.
+        """
         outputs: list[Any] = [None] * len(rows)
         plan = plan_micro_batches([len(r["input_ids"]) for r in rows], self.configuration["batch_size"],
                                   self.configuration["max_batch_tokens"], self.batch_cost, self.min_batch_tokens)
@@ -243,16 +303,16 @@ class HuggingAdapter(abc.ABC):
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
                 with torch.inference_mode():
                     results = self.forward(inputs)
-            except Exception:  # noqa: BLE001 - the questions of this batch are reported, the rest go on
-                logger.exception("model forward failed on a micro-batch of %d rows", len(indices))
-                continue
+            except Exception as error:  # noqa: BLE001 - any failure here is the model's, reported as such
+                raise ModelFailure(f"{self.model_name} failed on a micro-batch of {len(indices)} rows: "
+                                   f"{type(error).__name__}: {_short(error)}") from error
             for i, result in zip(indices, results):
                 outputs[i] = result
         return outputs
 
     @staticmethod
-    def _fail(question: Question, report: PredictionReport, reason: str, kind: str = "input") -> None:
-        report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason, kind))
+    def _fail(question: Question, report: PredictionReport, reason: str) -> None:
+        report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason))
 
     def _collection(self, parsed: ParsedItem | None, answers: dict[int, list[Answer]]) -> dl.AnnotationCollection:
         collection = dl.AnnotationCollection()
@@ -309,6 +369,23 @@ def _error_text(error: Exception, question: Question) -> str:
         if text.strip():
             message = message.replace(text, "<question text>")
     return message
+
+
+def _short(error: Exception, limit: int = 300) -> str:
+    """An exception's message cut to `limit` characters: a model error is logged, and some quote whole tensors."""
+    message = str(error)
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
+def not_a_prompt_item(item: dl.Item) -> str | None:
+    """Why `item` is refused before it is read (it is not a prompt item), or None."""
+    system = (item.metadata or {}).get("system") if isinstance(item.metadata, dict) else None
+    shebang = system.get("shebang") if isinstance(system, dict) else None
+    dltype = shebang.get("dltype") if isinstance(shebang, dict) else None
+    if dltype == "prompt":
+        return None
+    return (f"item {_SHORT.repr(str(item.name or item.id))} is not a prompt item (metadata.system.shebang.dltype is "
+            f"{_SHORT.repr(dltype)}, not 'prompt'): refused, nothing of it was read")
 
 
 def _manifest_name(module_name: str) -> str:

@@ -1,13 +1,15 @@
 """Run a manifest model on local prompt-item files through dtlpy's own `ModelAdapter.predict_items`, offline.
 
-The point is parity with the platform: the same `dl.Model` configuration, the same item download, batching
-and annotation metadata code of dtlpy. Only the network edges are replaced: configuration writes stay on the
-local entity, items are local files read through a `file://` link, and annotations are collected instead of
-uploaded. The CLI (`python -m adapters predict`) and the REST server both build on `LocalRunner`.
+The point is parity with the platform: the same `dl.Model` configuration, the same item download, batching,
+annotation metadata and upload code. Only the network edges are replaced: configuration writes stay on the local
+entity, items are local files read through a `file://` link, and each item's annotation repository is local: it
+lists the answers the file already holds (its "annotations" list, as the platform's item JSON has them) and keeps
+what the model uploads. The CLI (`python -m adapters predict`) builds on `LocalRunner`.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -81,14 +83,58 @@ def local_model_entity(entry: dict[str, Any], configuration: dict[str, Any]) -> 
 
 
 def local_item(path: Path, name: str, item_id: str) -> Any:
-    """A `dl.Item` whose content is the local file at `path`, read by `item.download` through a file:// link."""
+    """A `dl.Item` whose content is the local file at `path`, read by `item.download` through a file:// link, and
+    whose annotations live in a `LocalAnnotations` repository."""
     import dtlpy as dl
 
-    return dl.Item.from_json(_json={
+    item = dl.Item.from_json(_json={
         "id": item_id, "name": name, "filename": "/" + name.lstrip("/"), "type": "file",
         "metadata": {"system": {"mimetype": "application/json", "shebang": {
             "dltype": "prompt", "linkInfo": {"type": "url", "ref": path.resolve().as_uri()}}}},
     }, client_api=dl.client_api, dataset=None, project=None)
+    item._repositories = item._repositories._replace(annotations=_local_annotations_class()(item, path))
+    return item
+
+
+@functools.lru_cache(maxsize=1)
+def _local_annotations_class() -> type:
+    """`LocalAnnotations`, defined on first use so that importing this module does not import dtlpy."""
+    import dtlpy as dl
+
+    class LocalAnnotations(dl.repositories.Annotations):
+        """An item's annotations without a platform: the file's own "annotations", and what gets uploaded."""
+
+        def __init__(self, item: Any, path: Path):
+            super().__init__(client_api=dl.client_api, item=item)
+            self.path = path
+            self.uploaded: list[Any] = []
+            self.deleted: list[str] = []
+
+        def list(self, filters: Any = None, page_offset: Any = None, page_size: Any = None) -> Any:
+            stored = file_annotations(self.path)
+            return dl.AnnotationCollection(item=self.item, annotations=[
+                dl.Annotation.from_json(_json=a, item=self.item) for a in stored if isinstance(a, dict)])
+
+        def upload(self, annotations: Any, merge: bool = False) -> Any:
+            annotations = list(getattr(annotations, "annotations", annotations))
+            self.uploaded.extend(annotations)
+            return dl.AnnotationCollection(item=self.item, annotations=annotations)
+
+        def delete(self, annotation: Any = None, annotation_id: str | None = None, filters: Any = None) -> bool:
+            self.deleted.append(annotation_id or getattr(annotation, "id", None) or "filter")
+            return True
+
+    return LocalAnnotations
+
+
+def file_annotations(path: Path) -> list:
+    """The "annotations" list a local prompt-item file carries (answers from an earlier run), or []."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # the item itself is read (and its error reported) by the adapter
+    annotations = data.get("annotations") if isinstance(data, dict) else None
+    return annotations if isinstance(annotations, list) else []
 
 
 @dataclass
@@ -98,10 +144,12 @@ class FileResult:
     file: str
     annotations: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "annotations": self.annotations, "skipped": self.skipped, "error": self.error}
+        return {"file": self.file, "annotations": self.annotations, "skipped": self.skipped, "kept": self.kept,
+                "error": self.error}
 
 
 def _skip_json(skipped: Skipped) -> dict[str, Any]:
@@ -159,7 +207,6 @@ class LocalRunner:
     def _predict(self, readable: list[tuple[int, Any]], results: list[FileResult], batch_size: int | None,
                  on_batch: Callable[[int], None] | None) -> None:
         by_name = {item.name: results[index] for index, item in readable}
-        by_id = {item.id: results[index] for index, item in readable}
         hugging_predict = self.adapter.predict
 
         def predict(batch: list, **kwargs: Any) -> list:
@@ -177,21 +224,20 @@ class LocalRunner:
                 by_name[skipped.item].error = skipped.reason
             for skipped in report.skipped:
                 by_name[skipped.item].skipped.append(_skip_json(skipped))
+            for kept in report.kept:
+                by_name[kept.item].kept.append(_skip_json(kept))
             return collections
 
-        def collect(item: Any, predictions: Any) -> Any:
-            by_id[item.id].annotations.extend(annotation.to_json() for annotation in predictions)
-            return predictions
-
         self.adapter.predict = predict
-        self.adapter._upload_model_annotations = collect
         try:
             with _quiet_stdout():
                 self.adapter.predict_items([item for _, item in readable], batch_size=batch_size)
         except Exception as error:  # noqa: BLE001 - raised after every batch ran; failed files already say why
             logger.debug("predict_items reported failed batches: %s", error)
         finally:
-            del self.adapter.predict, self.adapter._upload_model_annotations
+            del self.adapter.predict
+        for index, item in readable:
+            results[index].annotations.extend(a.to_json() for a in item.annotations.uploaded)
 
 
 def quiet_platform_logs() -> None:

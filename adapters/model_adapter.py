@@ -12,6 +12,7 @@ import dtlpy as dl
 
 # Absolute imports: Dataloop loads this entry point by file path, where relative imports have no parent package.
 
+from adapters.answers import stored_answers
 from adapters.module_loader import load_model_module
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
@@ -48,6 +49,26 @@ class ModelAdapter(dl.BaseModelAdapter):
 
     def predict(self, batch: list, **kwargs: Any) -> list[dl.AnnotationCollection]:
         return self.hugging.predict(batch, **kwargs)
+
+    def _upload_model_annotations(self, item: dl.Item, predictions: Any) -> Any:
+        """Replace only what was answered again: upload the new answers, then delete this model's earlier answers
+        on those prompts and nowhere else.
+
+        dtlpy's default deletes every annotation of the model on the item first, which would wipe the answers to
+        prompts this call kept (see `reanswer`). Uploading before deleting means a failed upload loses nothing.
+        """
+        annotations = list(predictions.annotations if isinstance(predictions, dl.AnnotationCollection) else predictions)
+        if not annotations:
+            return predictions
+        answered = {str(a.metadata["system"]["promptId"]) for a in annotations}
+        replaced = [answer.annotation_id for answer in stored_answers(item.annotations.list())
+                    if answer.model_name == self.model_entity.name and answer.prompt_key in answered
+                    and answer.annotation_id]
+        uploaded = item.annotations.upload(annotations=annotations)
+        if replaced:
+            item.annotations.delete(filters=dl.Filters(resource=dl.FiltersResource.ANNOTATION, field="id",
+                                                       values=replaced, operator=dl.FiltersOperations.IN))
+        return uploaded
 
     # ----- training -----
     @property

@@ -3,6 +3,10 @@
 Legacy (seed 001):  {"prompts": {"<prompt>": {"<question>": {"mimetype": ..., "value": ...}, ...}}}
 Current (dtlpy):    {"prompts": {"<prompt>": [{"mimetype": ..., "value": ...}, ...,
                                              {"mimetype": "metadata", "value": {"role": "user", ...}}]}}
+
+A legacy prompt holds several questions, each answered on its own. A current-format prompt is one user message,
+as `dl.PromptItem` and Dataloop's LLM apps read it: its text elements, joined in order by a newline, are one
+question with one answer.
 """
 from __future__ import annotations
 
@@ -123,24 +127,31 @@ def _parse_current_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, 
     if role != "user":
         parsed.skipped.append(Skipped(parsed.name, prompt_key, None, f"prompt role {_REPR.repr(role)} is not a user prompt"))
         return
+    texts: list[tuple[str, str]] = []
     for index, element in enumerate(elements):
         if isinstance(element, dict) and element.get("mimetype") == METADATA_MIMETYPE:
             continue
-        _add_element(parsed, item_index, prompt_key, str(index), element, metadata)
+        reason = _element_problem(element)
+        if reason is None:
+            texts.append((str(index), element["value"]))
+        else:
+            parsed.skipped.append(Skipped(parsed.name, prompt_key, str(index), reason))
+    if texts:  # one user message, one answer: its text elements are read together, in order
+        _add_question(parsed, item_index, prompt_key, texts[0][0], "\n".join(text for _, text in texts), metadata)
 
 
 def _parse_legacy_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, questions: dict) -> None:
     for question_key, element in questions.items():
-        _add_element(parsed, item_index, prompt_key, str(question_key), element, {})
+        reason = _element_problem(element)
+        if reason is None:
+            _add_question(parsed, item_index, prompt_key, str(question_key), element["value"], {})
+        else:
+            parsed.skipped.append(Skipped(parsed.name, prompt_key, str(question_key), reason))
 
 
-def _add_element(parsed: ParsedItem, item_index: int, prompt_key: str, element_key: str, element: Any,
-                 metadata: dict) -> None:
-    reason = _element_problem(element)
-    if reason is not None:
-        parsed.skipped.append(Skipped(parsed.name, prompt_key, element_key, reason))
-        return
-    text, replaced = _SURROGATE.subn("\ufffd", element["value"])
+def _add_question(parsed: ParsedItem, item_index: int, prompt_key: str, element_key: str, value: str,
+                  metadata: dict) -> None:
+    text, replaced = _SURROGATE.subn("\ufffd", value)
     question = Question(item_index, parsed.name, prompt_key, element_key, text, metadata)
     if replaced:
         logger.warning("%s: %d lone surrogate(s) replaced by U+FFFD, as a UTF-8 decoder does", question.where, replaced)

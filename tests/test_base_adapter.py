@@ -1,26 +1,16 @@
 """The generic base: every question answered in order, bad items reported, inputs of every kind accepted."""
-import json
 
 import dtlpy as dl
 import pytest
 
+from adapters.errors import ModelFailure
 from adapters.hugging_adapter import LoadedItem
 from adapters.model_adapter import ModelAdapter
+from tests.fake_platform import FakePlatform, linked_item
 from tests.prompt_factory import answers, current_item, legacy_item
 
 MODULES = ["models.distilbert_sst2", "models.bart_large_mnli", "models.dialogpt_large", "models.t5_email"]
 UNICODE = ["Ünïcödé ✓ — 日本語のテキスト", "emoji 😂🎉 only?", "tab\tand\nnewline", "x" * 3]
-
-
-def local_item(tmp_path, name, data, item_id="item-1"):
-    """A dl.Item whose content dtlpy reads from a local file, as it reads a linked item."""
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return dl.Item.from_json(_json={
-        "id": item_id, "name": name, "filename": f"/{name}", "type": "file",
-        "metadata": {"system": {"mimetype": "application/json",
-                                "shebang": {"dltype": "prompt", "linkInfo": {"type": "url", "ref": f"file://{path}"}}}},
-    }, client_api=dl.client_api, dataset=None, project=None)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -35,7 +25,7 @@ def test_every_question_of_every_item_is_answered_in_order(make_adapter, module)
     per_answer = 1
     assert [p for p, _, _ in answers(collections[0])] == ["p1"] * 2 * per_answer + ["p2"] * per_answer
     assert collections[1].annotations == []
-    assert [p for p, _, _ in answers(collections[2])] == ["1"] * len(UNICODE) + ["2"]
+    assert [p for p, _, _ in answers(collections[2])] == ["1", "2"]  # a current-format prompt gets one answer
     assert [p for p, _, _ in answers(collections[3])] == ["p"]
     assert all(0.0 <= c <= 1.0 for col in collections for _, _, c in answers(col))
     assert all(a.metadata["user"]["model"]["name"] == adapter.model_name for col in collections for a in col.annotations)
@@ -54,7 +44,8 @@ def test_batching_does_not_change_classifier_answers(make_adapter, module):
         assert a[:2] == b[:2] and a[2] == pytest.approx(b[2], abs=1e-5)
 
 
-def test_a_failing_micro_batch_is_reported_and_the_others_answered(make_adapter):
+def test_a_failing_micro_batch_fails_the_whole_call(make_adapter):
+    """A model failure is not bad input: `predict` raises instead of returning the batch short of answers."""
     adapter = make_adapter("models.distilbert_sst2", batch_size=1)
     forward = adapter.forward
 
@@ -63,20 +54,21 @@ def test_a_failing_micro_batch_is_reported_and_the_others_answered(make_adapter)
             raise RuntimeError("simulated device error")
         return forward(inputs)
     adapter.forward = flaky
-    (collection,) = adapter.predict([legacy_item({"p": ["short", "long " * 40, "tiny"]})])
-    assert len(collection.annotations) == 2
-    (skipped,) = adapter.last_report.skipped
-    assert skipped.element_key == "question-2" and "failed" in skipped.reason
+    with pytest.raises(ModelFailure, match="distilbert-sst2 failed on a micro-batch of 1 rows: RuntimeError: "
+                                           "simulated device error"):
+        adapter.predict([legacy_item({"p": ["short", "long " * 40, "tiny"]})])
+    assert adapter.last_report.skipped == []  # a model failure is never passed off as a skipped question
 
 
-def test_accepts_prompt_items_items_and_loaded_items(make_adapter, tmp_path):
+def test_accepts_prompt_items_items_and_loaded_items(make_adapter, tmp_path, monkeypatch):
+    platform = FakePlatform().install(monkeypatch)
     adapter = make_adapter("models.distilbert_sst2")
     prompt_item = dl.PromptItem(name="from-sdk")
     prompt = dl.Prompt(key="1")
     prompt.add_element(value="what a great day", mimetype=dl.PromptType.TEXT)
     prompt_item.prompts.append(prompt)
-    item = local_item(tmp_path, "linked.json", legacy_item({"p": ["linked question"]}))
-    broken = local_item(tmp_path, "broken.json", {})
+    item = platform.add_item(linked_item(tmp_path, "linked.json", legacy_item({"p": ["linked question"]}), "item-1"))
+    broken = platform.add_item(linked_item(tmp_path, "broken.json", {}, "item-2"))
     (tmp_path / "broken.json").write_text("{not json")
     loaded = [adapter.prepare_item_func(x) for x in (prompt_item, item, broken)]
     assert all(isinstance(x, LoadedItem) for x in loaded) and loaded[2].error
@@ -94,17 +86,16 @@ def offline_model(name, configuration):
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_model_adapter_drives_a_module_through_dtlpy_predict_items(tiny_models, tmp_path, module):
+def test_model_adapter_drives_a_module_through_dtlpy_predict_items(tiny_models, tmp_path, module, monkeypatch):
     from tests.conftest import FAST_SETTINGS, MODULE_MODELS
+    platform = FakePlatform().install(monkeypatch)
     configuration = {"module_name": module, "model_path": str(tiny_models[MODULE_MODELS[module]]),
                      **FAST_SETTINGS.get(module, {})}
     adapter = ModelAdapter(model_entity=offline_model("my-model", configuration))
-    uploaded = []
-    adapter._upload_model_annotations = lambda item, predictions: (uploaded.append(item.id), predictions)[1]
-    items = [local_item(tmp_path, f"{i}.json", legacy_item({"p": [f"question {i}", "another"]}), f"id-{i}")
-             for i in range(3)]
+    items = [platform.add_item(linked_item(tmp_path, f"{i}.json", legacy_item({"p": [f"question {i}", "another"]}),
+                                           f"id-{i}")) for i in range(3)]
     _, annotations = adapter.predict_items(items)
-    assert sorted(uploaded) == ["id-0", "id-1", "id-2"]
+    assert [len(platform.annotations[f"id-{i}"]) for i in range(3)] == [2, 2, 2]
     assert len(annotations) == 6
     for annotation in annotations:
         assert annotation.type == "text" and annotation.metadata["system"]["promptId"] == "p"

@@ -69,7 +69,7 @@ def test_zero_shot_equals_pipeline(nli_dirs, which, multi_label):
     adapter = HuggingAdapter({"model_path": str(nli_dirs[which]), "candidate_labels": labels,
                               "hypothesis_template": template, "multi_label": multi_label, "batch_size": 3})
     classifier = pipeline("zero-shot-classification", model=str(nli_dirs[which]))
-    (collection,) = adapter.predict([current_item({"1": TEXTS[:3], "2": TEXTS[3:]})])
+    (collection,) = adapter.predict([current_item({str(i): [text] for i, text in enumerate(TEXTS)})])
     assert len(collection.annotations) == len(TEXTS)
     for annotation, text in zip(collection.annotations, TEXTS):
         expected = classifier(text, candidate_labels=labels, hypothesis_template=template, multi_label=multi_label)

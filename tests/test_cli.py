@@ -19,7 +19,7 @@ EXAMPLES = ROOT / "examples"
 TINY = {"distilbert-sst2": "distilbert", "bart-large-mnli": "bart", "dialogpt-large": "gpt2", "t5-email": "t5"}
 # Small answer budgets keep generation inside the tiny models' 128-token window; t5 writes two emails per question.
 FAST = {"dialogpt-large": ["--set", "max_new_tokens=8"], "t5-email": ["--set", "token_count=8", "--set", "n_gen=2"]}
-ANSWERS_PER_QUESTION = {"t5-email": 2}
+GENERATIONS = {"t5-email": 2}
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +37,29 @@ def cli(tmp_path_factory):
     return run
 
 
-def text_elements(path: Path) -> dict[str, int]:
-    """Text questions per prompt key of an example, counted independently of the adapter's parser."""
+def expected_answers(path: Path) -> dict[str, int]:
+    """Answers per prompt key of an example, counted independently of the adapter's parser: one per text question
+    of a legacy prompt, one per current-format prompt (a user message, however many text elements it has)."""
     prompts = json.loads(path.read_text(encoding="utf-8"))["prompts"]
-    return {key: sum(1 for e in (elements if isinstance(elements, list) else elements.values())
-                     if e["mimetype"] != "metadata") for key, elements in prompts.items()}
+    expected = {}
+    for key, elements in prompts.items():
+        texts = sum(1 for e in (elements if isinstance(elements, list) else elements.values())
+                    if e["mimetype"] != "metadata")
+        expected[key] = min(texts, 1) if isinstance(elements, list) else texts
+    return expected
 
 
 def check_answers(model: str, entry: dict, path: Path) -> None:
-    expected = {key: n * ANSWERS_PER_QUESTION.get(model, 1) for key, n in text_elements(path).items()}
     got: dict[str, int] = {}
     for annotation in entry["annotations"]:
         assert annotation["type"] == "text" and isinstance(annotation["coordinates"], str)
         assert annotation["metadata"]["user"]["model"]["name"] == model
         assert 0.0 <= annotation["metadata"]["user"]["model"]["confidence"] <= 1.0
+        if model in GENERATIONS:
+            assert len(annotation["metadata"]["user"]["model_output"]["generations"]) == GENERATIONS[model]
         prompt = annotation["metadata"]["system"]["promptId"]
         got[prompt] = got.get(prompt, 0) + 1
-    assert got == expected, entry["file"]
+    assert got == expected_answers(path), entry["file"]
     assert entry["skipped"] == [] and entry["error"] is None
 
 

@@ -116,21 +116,30 @@ def test_seed_makes_sampling_reproducible(make_adapter, module):
     assert all(0.0 <= c <= 1.0 for _, _, c in first)
 
 
-def test_t5_writes_n_gen_emails_per_question_with_the_prefix(make_adapter):
+def test_t5_writes_n_gen_emails_per_question_in_one_answer_with_the_prefix(make_adapter):
     adapter = make_adapter("models.t5_email", n_gen=3, seed=1, prefix="write an email: ")
     seen = spy_rows(adapter)
     legacy_answers, current_answers = adapter.predict([legacy_item({"p": ["system update friday", "lunch"]}),
                                                        current_item({"1": ["meeting moved"]})])
-    assert [p for p, _, _ in answers(legacy_answers)] == ["p"] * 6
-    assert [a.metadata["user"]["model_output"]["generation"] for a in legacy_answers.annotations] == [0, 1, 2] * 2
-    assert len(current_answers.annotations) == 3
+    assert [p for p, _, _ in answers(legacy_answers)] == ["p", "p"]  # one answer per question, not per generation
+    assert len(current_answers.annotations) == 1
+    for annotation in (*legacy_answers.annotations, *current_answers.annotations):
+        output = annotation.metadata["user"]["model_output"]
+        generations = output["generations"]
+        assert len(generations) == 3
+        best = max(range(3), key=lambda i: (generations[i]["confidence"], -i))
+        assert output["generation"] == best and annotation.coordinates == generations[best]["text"]
+        assert annotation.metadata["user"]["model"]["confidence"] == pytest.approx(generations[best]["confidence"])
     assert seen[0][1].startswith("write an email: system update friday")
 
 
 def test_t5_beam_search_returns_n_gen_distinct_beams(make_adapter):
     adapter = make_adapter("models.t5_email", n_gen=2, num_beams=4, do_sample=False)
     (collection,) = adapter.predict([legacy_item({"p": ["quarterly report attached"]})])
-    texts = [a.coordinates for a in collection.annotations]
-    confidences = [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
-    assert len(texts) == 2 and all(0 < c <= 1 for c in confidences)
-    assert confidences[0] >= confidences[1]
+    (annotation,) = collection.annotations
+    generations = annotation.metadata["user"]["model_output"]["generations"]
+    texts = [g["text"] for g in generations]
+    confidences = [g["confidence"] for g in generations]
+    assert len(texts) == 2 and len(set(texts)) == 2  # two different beams, not one beam twice
+    assert all(0 < c <= 1 for c in confidences)
+    assert confidences[0] >= confidences[1]  # beams come best first

@@ -16,7 +16,9 @@ import pytest
 from adapters.model_adapter import ModelAdapter
 from tests.conftest import FAST_SETTINGS, MODULE_MODELS
 from tests.prompt_factory import current_item, legacy_item
-from tests.test_base_adapter import local_item, offline_model
+from adapters.errors import ModelFailure
+from tests.fake_platform import FakePlatform, linked_item
+from tests.test_base_adapter import offline_model
 
 MODULES = list(MODULE_MODELS)
 
@@ -45,9 +47,7 @@ def hostile_batch(secrets: list[str], tmp_path) -> list:
     s = [secret() for _ in range(9)]
     secrets.extend(s)
     long = f"{s[0]} " + "a very long message indeed " * 300
-    unreadable = tmp_path / "unreadable.json"
-    unreadable.write_text(f'{{"prompts": {{"p": "{s[1]}"')  # cut short: not JSON
-    return [
+    items = [
         legacy_item({"p": [s[2], f"{s[3]} lone \ud800 surrogate", "", long],
                      "q": [{"mimetype": "image/png", "value": s[5]}, {"mimetype": "text", "value": 42}],
                      "r": ["fail me " + s[4]]}),
@@ -55,24 +55,21 @@ def hostile_batch(secrets: list[str], tmp_path) -> list:
                      metadata={"3": {"role": "assistant"}}),
         {"prompts": [s[1]]},
         {"no prompts": s[1]},
-        local_item(tmp_path, "unreadable.json", {}),
+        linked_item(tmp_path, "unreadable.json", {}, "id-unreadable"),
     ]
+    (tmp_path / "unreadable.json").write_text(f'{{"prompts": {{"p": "{s[1]}"')  # cut short: not JSON
+    return items
 
 
 def break_some_questions(adapter) -> None:
-    """A third-party error that quotes the question, and a micro-batch that fails on the device."""
-    preprocess, forward = adapter.preprocess, adapter.forward
+    """A third-party error that quotes the question."""
+    preprocess = adapter.preprocess
 
     def quoting(question, history):
         if question.text.startswith("fail me"):
             raise ValueError(f"cannot tokenize {question.text!r}")
         return preprocess(question, history)
-
-    def failing(inputs):
-        if inputs["input_ids"].shape[0] == 1 and inputs["input_ids"].shape[1] > 100:
-            raise RuntimeError("simulated device error")
-        return forward(inputs)
-    adapter.preprocess, adapter.forward = quoting, failing
+    adapter.preprocess = quoting
 
 
 def leaked(records, texts: list[str]) -> list[str]:
@@ -93,7 +90,8 @@ def answer_texts(collections) -> list[str]:
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_no_prompt_or_answer_text_in_logs_above_debug(make_adapter, records, recwarn, tmp_path, module):
+def test_no_prompt_or_answer_text_in_logs_above_debug(make_adapter, records, recwarn, tmp_path, module, monkeypatch):
+    FakePlatform().install(monkeypatch)
     adapter = make_adapter(module, batch_size=1, **({"candidate_labels": ["x", "y"]} if "mnli" in module else {}))
     break_some_questions(adapter)
     secrets: list[str] = []
@@ -102,7 +100,6 @@ def test_no_prompt_or_answer_text_in_logs_above_debug(make_adapter, records, rec
     assert sum(len(c.annotations) for c in collections) > 0
     assert [f.item for f in report.failed_items] == ["batch[2]", "batch[3]", "unreadable.json"]
     reasons = " | ".join(s.reason for s in (*report.skipped, *report.failed_items))
-    assert "simulated device error" not in reasons and "failed on its batch" in reasons  # the failure path ran
     assert "cannot tokenize '<question text>'" in reasons  # the quoting error ran, and was redacted
     texts = secrets + answer_texts(collections)
     assert not [s for s in secrets if s in reasons]
@@ -112,16 +109,33 @@ def test_no_prompt_or_answer_text_in_logs_above_debug(make_adapter, records, rec
     assert [str(w.message) for w in recwarn if any(t in str(w.message) for t in texts)] == []
 
 
-def test_dtlpy_predict_items_logs_no_user_text(tiny_models, records, tmp_path):
+@pytest.mark.parametrize("module", MODULES)
+def test_a_model_failure_names_no_user_text(make_adapter, records, module):
+    adapter = make_adapter(module, batch_size=1, **({"candidate_labels": ["x", "y"]} if "mnli" in module else {}))
+    forward = adapter.forward
+
+    def failing(inputs):
+        if inputs["input_ids"].shape[1] > 30:
+            raise RuntimeError("simulated device error")
+        return forward(inputs)
+    adapter.forward = failing
+    secrets = [secret() for _ in range(2)]
+    with pytest.raises(ModelFailure, match="simulated device error") as failure:
+        adapter.predict([legacy_item({"p": [secrets[0], f"{secrets[1]} " * 20]})])
+    assert not [s for s in secrets if s in str(failure.value)]
+    assert leaked(records.records, secrets) == []
+
+
+def test_dtlpy_predict_items_logs_no_user_text(tiny_models, records, tmp_path, monkeypatch):
+    platform = FakePlatform().install(monkeypatch)
     module = "models.dialogpt_large"
     configuration = {"module_name": module, "model_path": str(tiny_models[MODULE_MODELS[module]]),
                      **FAST_SETTINGS[module]}
     adapter = ModelAdapter(model_entity=offline_model("chat", configuration))
-    adapter._upload_model_annotations = lambda item, predictions: predictions
     secrets = [secret() for _ in range(3)]
-    broken = local_item(tmp_path, "broken.json", {}, "id-broken")
+    broken = platform.add_item(linked_item(tmp_path, "broken.json", {}, "id-broken"))
     (tmp_path / "broken.json").write_text(f"[{secrets[0]}")
-    items = [local_item(tmp_path, "good.json", legacy_item({"p": secrets[1:]}), "id-good"), broken]
+    items = [platform.add_item(linked_item(tmp_path, "good.json", legacy_item({"p": secrets[1:]}), "id-good")), broken]
     _, annotations = adapter.predict_items(items)  # raises, with the error text, if predict ever raised
     assert len(annotations) == 2
     assert leaked(records.records, secrets + answer_texts([SimpleNamespace(annotations=annotations)])) == []

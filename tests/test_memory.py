@@ -75,8 +75,9 @@ def test_chat_prompt_plus_answer_budget_never_passes_the_window(make_adapter, bu
 def test_email_answer_budget_caps_every_generation(make_adapter):
     adapter = make_adapter("models.t5_email", token_count=5, n_gen=3, seed=0)
     (collection,) = adapter.predict([legacy_item({"p": [LONG, "lunch friday"]})])
-    assert len(collection.annotations) == 6
-    assert all(a.metadata["user"]["model_output"]["generated_tokens"] <= 5 for a in collection.annotations)
+    generations = [g for a in collection.annotations for g in a.metadata["user"]["model_output"]["generations"]]
+    assert len(collection.annotations) == 2 and len(generations) == 6
+    assert all(g["generated_tokens"] <= 5 for g in generations)
 
 
 # ----- memory -----
@@ -118,5 +119,6 @@ def test_generation_micro_batches_count_the_answers_they_will_grow(make_adapter)
     adapter = make_adapter("models.t5_email", token_count=4, n_gen=2, seed=0, batch_size=1024, max_batch_tokens=512)
     shapes = spy_forward(adapter)
     (collection, *_) = adapter.predict([legacy_item({"p": [" ".join(["word"] * (1 + i % 30)) for i in range(80)]})])
-    assert len(answers(collection)) == 160
+    assert len(answers(collection)) == 80
+    assert all(len(a.metadata["user"]["model_output"]["generations"]) == 2 for a in collection.annotations)
     assert max(rows * 2 * (length + 4) for rows, length in shapes) <= 512

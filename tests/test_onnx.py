@@ -29,7 +29,7 @@ def scored_answers(module_name, configuration):
     adapter = importlib.import_module(module_name).HuggingAdapter(
         {"candidate_labels": LABELS, "batch_size": 4, **configuration} if "bart" in module_name else
         {"batch_size": 4, **configuration})
-    batch = [legacy_item({"p": TEXTS[:3]}), current_item({"1": TEXTS[3:], "2": ["a short one"]})]
+    batch = [legacy_item({"p": TEXTS[:3]}), current_item({**{str(i): [t] for i, t in enumerate(TEXTS[3:])}, "9": ["a short one"]})]
     results = []
     for collection in adapter.predict(batch):
         for annotation in collection.annotations:

@@ -18,8 +18,8 @@ def test_current_format_reads_metadata_and_skips_it_as_a_question():
     item = current_item({"1": ["hi"], "2": ["there", "you"]}, metadata={"2": {"candidate_labels": ["x"]}})
     parsed = parse_prompt_item(item, 3, "y.json")
     assert parsed.format == "current"
-    assert [(q.item_index, q.prompt_key, q.text) for q in parsed.questions] == [(3, "1", "hi"), (3, "2", "there"),
-                                                                               (3, "2", "you")]
+    # a current-format prompt is one user message: its text elements are one question, read in order
+    assert [(q.item_index, q.prompt_key, q.text) for q in parsed.questions] == [(3, "1", "hi"), (3, "2", "there\nyou")]
     assert parsed.questions[1].prompt_metadata == {"role": "user", "candidate_labels": ["x"]}
 
 

@@ -8,7 +8,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ModelFailure
 from ..hugging_adapter import HuggingAdapter
 from .limits import MAX_BODY_BYTES, MAX_TEXTS, BodySizeLimit
 from .routes import router
@@ -34,6 +34,7 @@ def create_app(adapters: dict[str, HuggingAdapter], *, max_body_bytes: int = MAX
     app.add_exception_handler(ConfigurationError, _unprocessable)
     app.add_exception_handler(RequestRejected, _unprocessable)
     app.add_exception_handler(PredictionFailed, _model_failed)
+    app.add_exception_handler(ModelFailure, _model_failed)
     app.add_exception_handler(Exception, _server_fault)
     return app
 
@@ -57,7 +58,7 @@ async def _unprocessable(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
-async def _model_failed(request: Request, error: PredictionFailed) -> JSONResponse:
+async def _model_failed(request: Request, error: Exception) -> JSONResponse:
     logger.error("%s %s: %s", request.method, request.url.path, error)
     return JSONResponse({"detail": str(error)}, status_code=500)
 

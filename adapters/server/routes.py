@@ -77,10 +77,8 @@ async def predict(name: str, request: Request,
 async def generate(body: GenerateRequest, runner: ModelRunner = Depends(loaded("t5-email"))) -> GenerateResponse:
     """Write `n_gen` emails from the key points in `prompt` (seed 004's request)."""
     configuration = runner.resolve(body.overrides())
-    [replies] = await runner.answer([body.prompt], configuration=configuration)
-    return GenerateResponse(model=runner.name, generations=[
-        Generation(text=r.text, confidence=r.confidence, generated_tokens=r.details["generated_tokens"])
-        for r in replies])
+    [[reply]] = await runner.answer([body.prompt], configuration=configuration)
+    return GenerateResponse(model=runner.name, generations=[Generation(**g) for g in reply.details["generations"]])
 
 
 @router.post("/models/distilbert-sst2/classify", response_model=SentimentResponse, responses=ERRORS,

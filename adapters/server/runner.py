@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import anyio
 import dtlpy as dl
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ModelFailure
 from ..hugging_adapter import HuggingAdapter, PredictionReport
 from ..prompt_items import METADATA_MIMETYPE
 from ..settings import resolve_configuration, setting_names
@@ -91,11 +91,14 @@ class ModelRunner:
     async def answer(self, texts: Sequence[str], metadata: dict[str, Any] | None = None,
                      configuration: dict[str, Any] | None = None) -> list[list[Reply]]:
         """The replies to each text (one prompt each), or an error when any text went unanswered."""
-        prediction = await self.run([prompt_item(texts, metadata)], configuration)
+        try:
+            prediction = await self.run([prompt_item(texts, metadata)], configuration)
+        except ModelFailure as failure:
+            raise PredictionFailed(str(failure)) from failure
         unanswered = (*prediction.report.failed_items, *prediction.report.skipped)
         if unanswered:
-            error = PredictionFailed if any(s.kind == "model" for s in unanswered) else RequestRejected
-            raise error(f"{self.name} did not answer every text: " + "; ".join(s.describe() for s in unanswered))
+            raise RequestRejected(f"{self.name} did not answer every text: "
+                                  + "; ".join(s.describe() for s in unanswered))
         by_prompt: dict[str, list[Reply]] = {}
         for annotation in prediction.collections[0].annotations:
             by_prompt.setdefault(annotation.metadata["system"]["promptId"], []).append(Reply.of(annotation))

@@ -25,28 +25,37 @@ def free_loopback_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], log_path: Path, ready: Callable[[], bool]) -> Iterator[None]:
-    """Start `command` in its own process group, wait until `ready()`, and on exit end the whole group.
-
-    `ready` may raise httpx.TransportError while the server is still starting, and pytest.fail when it never will.
-    """
+def started(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """`command` running in its own process group; on exit the whole group is ended (the server and its workers)."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{command} exited with {process.returncode}:\n{log_path.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if ready():
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"{command} not ready after {STARTUP_SECONDS}s:\n{log_path.read_text()}")
-            time.sleep(0.25)
-        yield
+        yield process
     finally:
         stop_group(process)
+
+
+def wait_until_ready(process: subprocess.Popen, log_path: Path, ready: Callable[[], bool]) -> None:
+    """Poll `ready()` until it is true; it may raise httpx.TransportError while the server starts, or pytest.fail."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args} exited with {process.returncode}:\n{log_path.read_text()}")
+        with contextlib.suppress(httpx.TransportError):
+            if ready():
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{process.args} not ready after {STARTUP_SECONDS}s:\n{log_path.read_text()}")
+        time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], log_path: Path, ready: Callable[[], bool]) -> Iterator[None]:
+    """`started`, then waited for until `ready()`."""
+    with started(command, env, log_path) as process:
+        wait_until_ready(process, log_path, ready)
+        yield
 
 
 def stop_group(process: subprocess.Popen) -> None:

@@ -139,10 +139,11 @@ class DistilbertSst2(AppModel):
 
     model_name = "distilbert-sst2"
 
+    # Cog's build reads each description as one plain string literal: no concatenation, no escapes.
     def run(
         self,
-        texts: str = Input(description='A JSON list of texts such as ["I love apple", "I hate apple"], a data URI '
-                                       'of one, or a single text'),
+        texts: str = Input(
+            description='A JSON list of texts such as ["I love apple", "I hate apple"], a data URI of one, or a text'),
     ) -> SentimentOutput:
         batch = text_list(texts, "texts")
         best = [replies[0] for replies in self.ask(prompt_item(batch), _keys(batch), {})]
@@ -165,13 +166,12 @@ class BartLargeMnli(AppModel):
     def run(
         self,
         input: str = Input(description="The sequence to classify"),
-        labels: Optional[str] = Input(default=None, description="Comma-separated candidate labels; default: the "
-                                                                "model's configured candidate_labels"),
-        hypothesis_template: Optional[str] = Input(default=None, description="Turns a label into a hypothesis, with "
-                                                                             "one {} for the label; default: the "
-                                                                             "configured one"),
-        multi_label: Optional[bool] = Input(default=None, description="Score each label on its own instead of as "
-                                                                      "one distribution; default: the configured one"),
+        labels: Optional[str] = Input(
+            default=None, description="Comma-separated candidate labels; default: the configured candidate_labels"),
+        hypothesis_template: Optional[str] = Input(
+            default=None, description="Makes each label a hypothesis, with one {} for it; default: the configured one"),
+        multi_label: Optional[bool] = Input(
+            default=None, description="Score labels one by one, not as one distribution; default: the configured one"),
     ) -> ZeroShotOutput:
         sequence = required_text(input, "input")
         candidates = None if labels is None else [label.strip() for label in required_text(labels, "labels").split(",")]
@@ -188,12 +188,12 @@ class T5Email(AppModel):
     def run(
         self,
         prompt: str = Input(description="The key points of the email"),
-        token_count: Optional[int] = Input(default=None, description="Longest email, in tokens; default: the "
-                                                                     "configured token_count"),
-        temperature: Optional[float] = Input(default=None, description="Sampling temperature, 0 for greedy; default: "
-                                                                       "the configured one"),
-        n_gen: Optional[int] = Input(default=None, description="How many emails to write; default: the configured "
-                                                               "n_gen"),
+        token_count: Optional[int] = Input(
+            default=None, description="Longest email, in tokens; default: the configured token_count"),
+        temperature: Optional[float] = Input(
+            default=None, description="Sampling temperature, 0 for greedy; default: the configured one"),
+        n_gen: Optional[int] = Input(
+            default=None, description="How many emails to write; default: the configured n_gen"),
     ) -> list[str]:
         key_points = required_text(prompt, "prompt")
         overrides = sent(token_count=token_count, temperature=temperature, n_gen=n_gen)
@@ -211,15 +211,14 @@ class DialogptLarge(AppModel):
 
     def run(
         self,
-        turns: str = Input(description='The user\'s turns, oldest first: a JSON list such as ["Hi!", "How are '
-                                       'you?"], or a single text'),
-        replies: Optional[str] = Input(default=None, description="The assistant's earlier replies as a JSON list, "
-                                                                 "reply i answering turn i; turns without one are "
-                                                                 "answered first"),
-        max_new_tokens: Optional[int] = Input(default=None, description="Longest reply, in tokens; default: the "
-                                                                        "configured max_new_tokens"),
-        temperature: Optional[float] = Input(default=None, description="Sampling temperature, 0 for greedy; default: "
-                                                                       "the configured one"),
+        turns: str = Input(
+            description='The user turns, oldest first: a JSON list such as ["Hi!", "Coffee?"], or one text'),
+        replies: Optional[str] = Input(
+            default=None, description="Earlier replies as a JSON list, reply i to turn i; other turns are answered"),
+        max_new_tokens: Optional[int] = Input(
+            default=None, description="Longest reply, in tokens; default: the configured max_new_tokens"),
+        temperature: Optional[float] = Input(
+            default=None, description="Sampling temperature, 0 for greedy; default: the configured one"),
         seed: Optional[int] = Input(default=None, description="Seed for a reproducible reply"),
     ) -> str:
         conversation = text_list(turns, "turns")

@@ -245,3 +245,37 @@ def test_replies_given_are_the_history_and_only_the_newest_turn_is_generated(cha
     given = "The home team scored twice in the final minutes."
     reply = run(chat, turns=json.dumps(CHAT), replies=json.dumps([given]), temperature=0)
     assert reply == greedy_reply(chat, [CHAT[0], given, CHAT[1]])
+
+
+# ----- what `cog build` reads without running the code -----
+
+def test_cog_yaml_builds_a_predictor_of_this_module():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "cog.yaml").read_text(encoding="utf-8"))
+    assert config["build"]["python_version"] == "3.11"
+    assert (ROOT / config["build"]["python_requirements"]).is_file()
+    module, _, name = config["predict"].partition(":")
+    assert module == "cog_predictors.py" and name in {cls.__name__ for cls in cog_predictors.PREDICTORS.values()}
+
+
+@pytest.mark.parametrize("cls", cog_predictors.PREDICTORS.values(), ids=lambda cls: cls.__name__)
+def test_cog_build_can_read_each_predictor_statically(cls):
+    """Cog 0.23 builds the schema from the source: `run` in the class's own body, every default a literal, every
+    description one plain string literal (it neither joins adjacent literals nor reads escapes)."""
+    import ast
+
+    source = (ROOT / "cog_predictors.py").read_text(encoding="utf-8")
+    [class_node] = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+    [run_node] = [n for n in class_node.body if isinstance(n, ast.FunctionDef) and n.name == "run"]
+    assert run_node.returns is not None
+    arguments = run_node.args.args[1:]
+    assert len(run_node.args.defaults) == len(arguments) and all(a.annotation is not None for a in arguments)
+    for default in run_node.args.defaults:
+        assert isinstance(default, ast.Call) and default.func.id == "Input"
+        for keyword in default.keywords:
+            assert isinstance(keyword.value, ast.Constant), ast.unparse(keyword)
+            if keyword.arg == "description":
+                literal = ast.get_source_segment(source, keyword.value)
+                quote = literal[0]
+                assert literal[-1] == quote and quote not in literal[1:-1] and "\\" not in literal, literal

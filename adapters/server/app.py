@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import ConfigurationError, ModelFailure
 from ..hugging_adapter import HuggingAdapter
+from . import compat
 from .limits import MAX_BODY_BYTES, MAX_TEXTS, BodySizeLimit
 from .routes import router
 from .runner import ModelRunner, PredictionFailed, RequestRejected
@@ -29,6 +30,7 @@ def create_app(adapters: dict[str, HuggingAdapter], *, max_body_bytes: int = MAX
     app = FastAPI(title="Hugging Face NLP models", description=DESCRIPTION, version="0.1.0")
     app.state.runners = {name: ModelRunner(name, adapter) for name, adapter in adapters.items()}
     app.include_router(router)
+    app.include_router(compat.router)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(ConfigurationError, _unprocessable)

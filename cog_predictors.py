@@ -198,10 +198,7 @@ class T5Email(AppModel):
         key_points = required_text(prompt, "prompt")
         overrides = sent(token_count=token_count, temperature=temperature, n_gen=n_gen)
         [replies] = self.ask(prompt_item([key_points]), ["0"], overrides)
-        generations = replies[0].details.get("generations")
-        if generations is None:  # before issue 10's contract 2 landed: one annotation per generation
-            return [reply.text for reply in replies]
-        return [generation["text"] for generation in generations]
+        return [generation["text"] for generation in replies[0].details["generations"]]
 
 
 class DialogptLarge(AppModel):

@@ -239,8 +239,6 @@ def test_turns_without_replies_are_answered_first_and_kept_as_history(chat):
     assert run(chat, turns=json.dumps(CHAT), temperature=0) == greedy_reply(chat, [CHAT[0], first, CHAT[1]])
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 10's contract 3 (a prompt's stored answer is its history); "
-                                       "remove this mark once it is on main")
 def test_replies_given_are_the_history_and_only_the_newest_turn_is_generated(chat):
     given = "The home team scored twice in the final minutes."
     reply = run(chat, turns=json.dumps(CHAT), replies=json.dumps([given]), temperature=0)

@@ -96,6 +96,10 @@ def local_item(path: Path, name: str, item_id: str) -> Any:
     return item
 
 
+# Fields the platform sets on every annotation it stores; a hand-written answer in a local file may leave them out.
+PLATFORM_FIELDS = {"creator": None, "createdAt": None, "updatedBy": None, "updatedAt": None}
+
+
 @functools.lru_cache(maxsize=1)
 def _local_annotations_class() -> type:
     """`LocalAnnotations`, defined on first use so that importing this module does not import dtlpy."""
@@ -113,7 +117,8 @@ def _local_annotations_class() -> type:
         def list(self, filters: Any = None, page_offset: Any = None, page_size: Any = None) -> Any:
             stored = file_annotations(self.path)
             return dl.AnnotationCollection(item=self.item, annotations=[
-                dl.Annotation.from_json(_json=a, item=self.item) for a in stored if isinstance(a, dict)])
+                dl.Annotation.from_json(_json={**PLATFORM_FIELDS, **a}, item=self.item) for a in stored
+                if isinstance(a, dict) and isinstance(a.get("type"), str)])
 
         def upload(self, annotations: Any, merge: bool = False) -> Any:
             annotations = list(getattr(annotations, "annotations", annotations))

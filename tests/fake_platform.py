@@ -1,6 +1,6 @@
 """The Dataloop platform for tests: an in-memory annotation store behind dtlpy's own repositories.
 
-Only the methods that would make HTTP calls are replaced (`Annotations.list/delete/upload`, `Items.get`); every
+Only the methods that would make HTTP calls are replaced (`Annotations.list/delete/upload/update`, `Items.get`); every
 other line that runs is dtlpy's (`predict_items`, `_update_predictions_metadata`, `_upload_model_annotations`,
 `PromptItem`) or the project's. Items are real `dl.Item` entities whose JSON dtlpy reads from a local file through
 a `file://` link, as it reads a linked item.
@@ -49,8 +49,7 @@ class FakePlatform:
     # ----- test-side helpers -----
     def add_item(self, item: dl.Item, annotations: list[dict] | None = None) -> dl.Item:
         self.items[item.id] = item
-        self.annotations[item.id] = [{**a, "id": a.get("id") or self._new_id(), "itemId": item.id}
-                                     for a in annotations or []]
+        self.annotations[item.id] = [self._stored(a, item.id) for a in annotations or []]
         return item
 
     def texts(self, item_id: str) -> list[tuple[str, str, str | None]]:
@@ -76,7 +75,7 @@ class FakePlatform:
             uploaded = []
             for annotation in annotations:
                 data = annotation.to_json() if isinstance(annotation, dl.Annotation) else dict(annotation)
-                data.update(id=platform._new_id(), itemId=item.id)
+                data = platform._stored({**data, "id": None}, item.id)
                 platform.annotations.setdefault(item.id, []).append(data)
                 uploaded.append(data)
             platform.calls.append(("annotations.upload", item.id, len(uploaded)))
@@ -94,6 +93,15 @@ class FakePlatform:
             platform.calls.append(("annotations.delete", item.id, sorted(doomed)))
             return True
 
+        def annotations_update(repository: dl.repositories.Annotations, annotations: Any,
+                               system_metadata: bool = False) -> Any:
+            item = repository.item
+            for annotation in annotations if isinstance(annotations, list) else [annotations]:
+                stored = next(a for a in platform.annotations[item.id] if a["id"] == annotation.id)
+                stored["coordinates"] = annotation.coordinates
+                platform.calls.append(("annotations.update", item.id, annotation.id))
+            return annotations
+
         def items_get(repository: dl.repositories.Items, filepath: Any = None, item_id: str | None = None,
                       *args: Any, **kwargs: Any) -> dl.Item:
             platform.calls.append(("items.get", item_id))
@@ -102,11 +110,17 @@ class FakePlatform:
         monkeypatch.setattr(dl.repositories.Annotations, "list", annotations_list)
         monkeypatch.setattr(dl.repositories.Annotations, "upload", annotations_upload)
         monkeypatch.setattr(dl.repositories.Annotations, "delete", annotations_delete)
+        monkeypatch.setattr(dl.repositories.Annotations, "update", annotations_update)
         monkeypatch.setattr(dl.repositories.Items, "get", items_get)
         return self
 
     def _new_id(self) -> str:
         return f"annotation-{next(self._ids)}"
+
+    def _stored(self, annotation: dict, item_id: str) -> dict:
+        """The annotation as the platform keeps it: with an id, its item, and who made it when."""
+        return {"creator": "someone@example.com", "createdAt": "2026-12-01T00:00:00.000Z", "updatedBy": None,
+                "updatedAt": None, **annotation, "id": annotation.get("id") or self._new_id(), "itemId": item_id}
 
 
 def _matches(annotation: dict, query: Any) -> bool:

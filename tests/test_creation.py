@@ -3,6 +3,8 @@ the dtlpy calls that would reach the platform are replaced by fakes that record 
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import dtlpy as dl
@@ -70,17 +72,59 @@ def test_creation_dry_run_prints_the_app_and_its_codebase_without_logging_in(off
     assert not [f for f in files if f.startswith(("tests/", ".git/", "examples/")) or "__pycache__" in f]
 
 
+def git_checkout(folder: Path, tracked: dict[str, str]) -> Path:
+    """A git repository in `folder` whose commit holds `tracked` (path -> text)."""
+    for name, text in tracked.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    for command in (["init", "-q"], ["add", "-A"],
+                    ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "source"]):
+        subprocess.run(["git", *command], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def test_the_codebase_is_the_tracked_source_and_nothing_a_user_left_in_the_checkout(tmp_path):
+    root = git_checkout(tmp_path, {"dataloop.json": "{}", "requirements.txt": "torch==2.13.0\n",
+                                   "adapters/model_adapter.py": "", "models/t5_email.py": "", "tests/test_x.py": "",
+                                   "benchmarks/run.py": "", "docs/app.md": "", "Dockerfile": "", "cog.yaml": "",
+                                   ".gitignore": "benchmarks/results/\n"})
+    left_behind = ["benchmarks/results/run.json", "trained/model.safetensors", "trained/config.json",
+                   "data/train/items/a.json", "emails.json", "weights.safetensors", "models/scratch.py"]
+    for name in left_behind:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("{}")
+    assert creation.codebase_files(root) == ["adapters/model_adapter.py", "dataloop.json", "models/t5_email.py",
+                                             "requirements.txt"]
+
+
+def test_publishing_from_outside_a_git_checkout_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(creation.PublishError, match="not a git checkout"):
+        creation.codebase_files(tmp_path)
+
+
+def test_runner_images_can_come_from_another_repository():
+    dpk = creation.build_dpk(runner_image_repository="registry.example.com/me/hf-runner")
+    images = {config.runtime["runnerImage"] for config in dpk.components.compute_configs}
+    version = load_manifest()["version"]
+    assert images == {f"registry.example.com/me/hf-runner:{kind}-{version}" for kind in ("cpu", "gpu")}
+
+
 def test_creation_publishes_the_manifest_and_installs_it(offline, capsys):
     codebase = dl.ItemCodebase(item_id="codebase-1", client_api=dl.client_api)
     published = dl.Dpk.from_json(_json={**load_manifest(), "id": "dpk-1"}, client_api=dl.client_api)
+    packed: list[str] = []
+
+    def pack(directory, name, extension):
+        packed.extend(str(p.relative_to(directory)) for p in Path(directory).rglob("*") if p.is_file())
+        return codebase
     project = SimpleNamespace(
-        codebases=Recorder(pack=codebase), dpks=Recorder(publish=published),
+        codebases=Recorder(pack=pack), dpks=Recorder(publish=published),
         apps=Recorder(get=dl.exceptions.NotFound("404", "app not found"), install=SimpleNamespace(name="installed")))
     seen = offline(project)
     assert creation.main(["--project-id", "project-1", "--env", "rc"]) == 0
     assert (seen.env, seen.login, seen.project_id) == ("rc", 1, "project-1")
-    (_, pack), = project.codebases.calls
-    assert pack["directory"] == str(creation.ROOT) and "tests" in pack["ignore_directories"]
+    assert sorted(packed) == creation.tracked_files(creation.ROOT)
+    assert "adapters/model_adapter.py" in packed and not [f for f in packed if f.startswith("tests/")]
     (_, publish), = project.dpks.calls
     sent = publish["dpk"].to_json()
     assert sent["codebase"] == codebase.to_json()

@@ -65,6 +65,45 @@ def test_compute_configs_are_known_pods_that_scale_from_zero():
         assert runtime["runnerImage"], config.name
 
 
+def test_model_compute_configs_use_the_purposes_dtlpy_reads():
+    """A model's `computeConfigs` maps the purposes the platform looks up (deploy, train, default) to configs."""
+    for model in MODELS:
+        assert set(model["computeConfigs"]) == {"deploy", "train", "default"}, model["name"]
+        assert model["computeConfigs"]["default"] == model["computeConfigs"]["deploy"], model["name"]
+
+
+def test_services_run_on_the_python_3_11_images_the_dockerfile_builds():
+    """Every compute config names the image the Dockerfile builds for its kind of pod, tagged with the app's
+    version, and the Dockerfile builds both on Dataloop's Python 3.11 runner images."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    for config in DPK.components.compute_configs:
+        kind = "gpu" if config.runtime["podType"].startswith("gpu") else "cpu"
+        image = f"ghcr.io/huggingface-nlp-adapters/runner:{kind}-{MANIFEST['version']}"
+        assert config.runtime["runnerImage"] == image, config.name
+        assert f"docker build -t {image}" in dockerfile and f"docker push {image}" in dockerfile
+    assert "ARG RUNNER=gpu:python3.11_cuda11.8_pytorch2\nFROM hub.dataloop.ai/dtlpy-runner-images/${RUNNER}" in dockerfile
+    assert "--build-arg RUNNER=cpu:python3.11_pytorch2" in dockerfile
+    assert "-r /tmp/hf-adapters-requirements.txt" in dockerfile
+
+
+def test_requirements_split_runtime_from_test_tools():
+    runtime = (ROOT / "requirements.txt").read_text(encoding="utf-8").lower()
+    dev = (ROOT / "requirements-dev.txt").read_text(encoding="utf-8").lower()
+    for tool in ("pytest", "hypothesis", "httpx", "cog", "mutmut"):
+        assert not any(line.startswith(tool) for line in runtime.splitlines()), tool
+    assert "-r requirements.txt" in dev.splitlines() and "torch==2.13.0" in runtime.splitlines()
+
+
+@pytest.mark.parametrize("name, license_tag", [("distilbert-sst2", "license:apache-2.0"),
+                                               ("t5-email", "license:apache-2.0"),
+                                               ("bart-large-mnli", "license:mit"), ("dialogpt-large", "license:mit")])
+def test_each_model_carries_its_weights_license(name, license_tag):
+    (model,) = [m for m in MODELS if m["name"] == name]
+    assert [tag for tag in model["tags"] if tag.startswith("license:")] == [license_tag]
+    assert sorted(MANIFEST["attributes"]["License"]) == ["Apache 2.0", "MIT"]
+    assert MANIFEST["attributes"]["NLP"] != "Conversational"  # not every model of the app chats
+
+
 def test_models_are_sized_cpu_for_distilbert_gpu_for_the_large_ones():
     pod_of = {config.name: config.runtime["podType"] for config in DPK.components.compute_configs}
     for model in MODELS:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dtlpy as dl
 
+from adapters.errors import ConfigurationError
 from adapters.manifest import MANIFEST_PATH, load_manifest
 
 ROOT = Path(__file__).resolve().parent
@@ -122,12 +123,16 @@ def parse_platform_args(parser: argparse.ArgumentParser, argv: Sequence[str] | N
 
 
 def run_on_platform(args: argparse.Namespace, action: Callable[[dl.Project], str]) -> int:
-    """Connect, run `action` on the project and print what it did; a refusal by the platform exits 1."""
+    """Connect, run `action` on the project and print what it did; a refusal by the platform exits 1, a request
+    the project's state makes invalid (e.g. a name in use) exits 2."""
     try:
         done = action(connect(args.env, args.project_id))
     except dl.exceptions.PlatformException as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(done)
     return 0
 

@@ -1,17 +1,24 @@
 """Create a model entity of the installed app (see creation.py): one of the manifest's models, or a custom one.
 
     python register_model.py MODEL --project-id PROJECT_ID [--name NAME] [--module-name models.x]
-                             [--set KEY=VALUE]... [--artifacts FOLDER] [--dataset-id ID] [--dry-run]
+                             [--set KEY=VALUE]... [--artifacts FOLDER] [--dataset-id ID]
+                             [--train-folder /train] [--validation-folder /validation]
+                             [--train-filter DQL] [--validation-filter DQL] [--dry-run]
 
 MODEL (a name from `python -m adapters list`) is the template: its tags, description and compute configs.
 The configuration is the manifest defaults of the module with --set applied (VALUE parsed as JSON when it can
 be), checked in full before anything is sent; nothing is loaded. --artifacts uploads a folder of
 save_pretrained files (safetensors) that the adapter then loads instead of `model_path`.
+The model is created trainable: its train and validation subsets (`metadata.system.subsets`, which dtlpy's
+`train_model` needs) are the items under --train-folder and --validation-folder of --dataset-id (recursively),
+or the DQL filters given as JSON. Without --name the model is called MODEL-<UTC time>; a name that exists in the
+project is refused before anything is created.
 Exit codes: 0 created (or dry run), 1 the platform refused, 2 usage or configuration error.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -42,7 +49,7 @@ def model_request(args: argparse.Namespace) -> dict[str, Any]:
     if args.artifacts is not None:
         check_artifacts(args.artifacts)
     return {
-        "model_name": args.name or entry["name"],
+        "model_name": args.name or default_name(entry["name"]),
         "dpk_model_name": entry["name"],
         "configuration": configuration,
         "description": args.description or (f"{module_name}, configured from the {entry['name']} template"
@@ -52,7 +59,44 @@ def model_request(args: argparse.Namespace) -> dict[str, Any]:
         "input_type": entry.get("inputType", "text"),
         "output_type": entry.get("outputType", "text"),
         "dataset_id": args.dataset_id,
+        "train_filter": subset_filter(args.train_filter, args.train_folder, "--train-filter"),
+        "validation_filter": subset_filter(args.validation_filter, args.validation_folder, "--validation-filter"),
     }
+
+
+def default_name(template: str) -> str:
+    """A new model's name when none is given: the template's, which the installed app already uses, plus the time."""
+    return f"{template}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def subset_filter(dql: str | None, folder: str, option: str) -> dict[str, Any]:
+    """A subset's item filter as `models.create` sends it: the DQL given, or every item under `folder`."""
+    if dql is not None:
+        try:
+            query = json.loads(dql)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"{option} must be a JSON DQL object: {error}") from None
+        if not isinstance(query, dict) or not query:
+            raise ConfigurationError(f"{option} must be a non-empty JSON DQL object, e.g. "
+                                     '{"filter": {"$and": [{"dir": "/train"}]}}')
+        return dl.Filters(custom_filter=query).prepare()
+    if not folder.startswith("/"):
+        raise ConfigurationError(f"the subset folder {folder!r} must be an absolute dataset path, e.g. /train")
+    return dl.Filters(field="filename", values=folder.rstrip("/") or "/").prepare()
+
+
+def refuse_name_clash(name: str, project: dl.Project | None = None) -> None:
+    """Refuse a name the app's own models use (offline) or a model of the project already has (online)."""
+    if name in {entry["name"] for entry in load_manifest()["components"]["models"]}:
+        raise ConfigurationError(f"--name {name!r} is a model the installed app already created; choose another "
+                                 "name (or leave --name out for a distinct default)")
+    if project is None:
+        return
+    try:
+        project.models.get(model_name=name)
+    except dl.exceptions.NotFound:
+        return
+    raise ConfigurationError(f"project {project.id} already has a model named {name!r}; choose another --name")
 
 
 def check_artifacts(folder: Path) -> None:
@@ -67,6 +111,7 @@ def check_artifacts(folder: Path) -> None:
 
 def register(project: dl.Project, request: dict[str, Any], artifacts: Path | None) -> dl.Model:
     """Create the model under the installed app and upload its artifacts."""
+    refuse_name_clash(request["model_name"], project)
     app = project.apps.get(app_name=load_manifest()["name"])
     model = project.models.create(app=app, project_id=project.id, **request)
     if artifacts is not None:
@@ -77,12 +122,20 @@ def register(project: dl.Project, request: dict[str, Any], artifacts: Path | Non
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = platform_parser(__doc__, "print the request; no login, nothing sent")
     parser.add_argument("model", metavar="MODEL", help="manifest model to start from")
-    parser.add_argument("--name", help="name of the new model (default: MODEL)")
+    parser.add_argument("--name", help="name of the new model (default: MODEL-<UTC time>)")
     parser.add_argument("--module-name", help="another module of models/ to run (a custom model)")
     parser.add_argument("--set", dest="assignments", metavar="KEY=VALUE", action="append", default=[],
                         help="configuration override; VALUE is parsed as JSON when it can be (repeatable)")
     parser.add_argument("--artifacts", type=Path, help="folder of save_pretrained weights to upload")
     parser.add_argument("--dataset-id", help="dataset the model trains and evaluates on")
+    parser.add_argument("--train-folder", default="/train", help="dataset folder of the train subset, recursively "
+                                                                 "(default: /train)")
+    parser.add_argument("--validation-folder", default="/validation",
+                        help="dataset folder of the validation subset, recursively (default: /validation)")
+    parser.add_argument("--train-filter", metavar="DQL", help="JSON DQL filter of the train items (instead of "
+                                                              "--train-folder)")
+    parser.add_argument("--validation-filter", metavar="DQL", help="JSON DQL filter of the validation items "
+                                                                   "(instead of --validation-folder)")
     parser.add_argument("--description", help="description (default: the template's)")
     return parse_platform_args(parser, argv)
 
@@ -91,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         request = model_request(args)
+        refuse_name_clash(request["model_name"])
     except (KeyError, ConfigurationError) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2

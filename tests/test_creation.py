@@ -147,19 +147,23 @@ def test_creation_moves_an_existing_install_to_the_new_version(offline):
 
 def test_register_builds_the_request_and_sends_it_to_the_installed_app(offline, tiny_models, capsys):
     created = SimpleNamespace(name="my-t5", id="model-1", artifacts=Recorder())
-    project = SimpleNamespace(id="project-1", apps=Recorder(get="the-app"), models=Recorder(create=created))
+    project = SimpleNamespace(id="project-1", apps=Recorder(get="the-app"),
+                              models=Recorder(get=dl.exceptions.NotFound("404", "no such model"), create=created))
     offline(project)
     code = register_model.main(["t5-email", "--project-id", "project-1", "--name", "my-t5", "--set", "n_gen=3",
                                 "--set", "prefix=write a reply: ", "--artifacts", str(tiny_models["t5"])])
     assert code == 0, capsys.readouterr().err
     assert project.apps.calls == [("get", {"app_name": load_manifest()["name"]})]
-    (_, request), = project.models.calls
+    (_, lookup), (_, request) = project.models.calls
+    assert lookup == {"model_name": "my-t5"}  # the name is checked before anything is created
     template = model_entry("t5-email")
     assert request.pop("configuration") == {**template["configuration"], "n_gen": 3, "prefix": "write a reply: "}
     assert request == {"app": "the-app", "project_id": "project-1", "model_name": "my-t5",
                        "dpk_model_name": "t5-email", "description": template["description"],
                        "tags": template["tags"], "status": "trained", "input_type": "text",
-                       "output_type": "text", "dataset_id": None}
+                       "output_type": "text", "dataset_id": None,
+                       "train_filter": dl.Filters(field="filename", values="/train").prepare(),
+                       "validation_filter": dl.Filters(field="filename", values="/validation").prepare()}
     assert created.artifacts.calls == [("upload", {"filepath": str(tiny_models["t5"] / "*")})]
     assert "model-1" in capsys.readouterr().out
 
@@ -193,3 +197,67 @@ def test_register_refuses_pickle_artifacts(offline, capsys, tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80")
     assert register_model.main(["t5-email", "--project-id", "p", "--artifacts", str(tmp_path)]) == 2
     assert "pickle" in capsys.readouterr().err
+
+
+def test_register_names_a_new_model_apart_from_the_apps_own(offline, capsys):
+    assert register_model.main(["t5-email", "--dry-run"]) == 0
+    name = json.loads(capsys.readouterr().out)["create"]["model_name"]
+    assert name.startswith("t5-email-") and name not in {e["name"] for e in load_manifest()["components"]["models"]}
+    assert register_model.main(["t5-email", "--dry-run", "--name", "distilbert-sst2"]) == 2
+    assert "already created" in capsys.readouterr().err
+
+
+def test_register_refuses_a_name_the_project_already_has_before_creating(offline, capsys):
+    project = SimpleNamespace(id="project-1", apps=Recorder(get="the-app"),
+                              models=Recorder(get=SimpleNamespace(name="taken"), create=None))
+    offline(project)
+    assert register_model.main(["t5-email", "--project-id", "project-1", "--name", "taken"]) == 2
+    assert "already has a model named 'taken'" in capsys.readouterr().err
+    assert [name for name, _ in project.models.calls] == ["get"]
+
+
+@pytest.mark.parametrize("options, train, validation", [
+    ([], "/train/**", "/validation/**"),
+    (["--train-folder", "/data/2026/train", "--validation-folder", "/data/2026/val"],
+     "/data/2026/train/**", "/data/2026/val/**"),
+])
+def test_a_registered_model_is_trainable_by_dtlpy(offline, capsys, tiny_models, tmp_path, monkeypatch, options,
+                                                  train, validation):
+    """What `models.create` stores from the request is what dtlpy's `prepare_data` (called by `train_model`) needs."""
+    from adapters.model_adapter import ModelAdapter
+    assert register_model.main(["distilbert-sst2", "--dry-run", "--dataset-id", "dataset-1", *options]) == 0
+    request = json.loads(capsys.readouterr().out)["create"]
+    metadata = dl.repositories.Models._build_model_metadata(train_filter=request["train_filter"],
+                                                            validation_filter=request["validation_filter"])
+    dataset = dl.Dataset.from_json(_json={"id": "dataset-1", "name": "prompts"}, client_api=dl.client_api,
+                                   project=None)
+    model = dl.Model.from_json(_json={
+        "id": "model-1", "name": request["model_name"], "datasetId": "dataset-1", "metadata": metadata,
+        "configuration": {**request["configuration"], "model_path": str(tiny_models["distilbert"])},
+        "inputType": "text", "outputType": "text", "status": "pre-trained"},
+        client_api=dl.client_api, project=None, package=dl.Package())
+    model._dataset = dataset
+    queried = []
+
+    def query(repository, filters):  # the HTTP request behind dataset.items.list: an empty dataset answers
+        queried.append(filters.prepare()["filter"])
+        return {"items": [], "totalItemsCount": 0, "totalPagesCount": 0, "hasNextPage": False}
+    monkeypatch.setattr(dl.repositories.Items, "_list", query)
+    monkeypatch.setattr(dl.repositories.Models, "update", lambda repository, model, *args, **kwargs: model)
+    adapter = ModelAdapter(model_entity=model)
+    # dtlpy reads the subsets and queries the dataset for each one; this fake dataset is empty, which is where it stops
+    with pytest.raises(ValueError, match="No items downloaded for subset train"):
+        adapter.prepare_data(dataset, root_path=str(tmp_path))
+    assert {part["filename"] for query in queried for part in query.get("$and", []) if "filename" in part} == {train}
+    model.metadata = {"system": {}}  # as register_model.py created models before: no subsets
+    with pytest.raises(ValueError, match="must have subsets in metadata.system.subsets"):
+        adapter.prepare_data(dataset, root_path=str(tmp_path / "again"))
+    assert metadata["system"]["subsets"]["validation"]["filter"]["$and"][-1] == {"filename": validation}
+
+
+def test_register_takes_subset_filters_as_dql(offline, capsys):
+    query = {"filter": {"$and": [{"metadata.system.tags.train": True}]}, "resource": "items"}
+    assert register_model.main(["t5-email", "--dry-run", "--train-filter", json.dumps(query)]) == 0
+    assert json.loads(capsys.readouterr().out)["create"]["train_filter"]["filter"] == query["filter"]
+    assert register_model.main(["t5-email", "--dry-run", "--train-filter", "{not json"]) == 2
+    assert "--train-filter must be a JSON DQL object" in capsys.readouterr().err

@@ -7,3 +7,7 @@ class ConfigurationError(ValueError):
 
 class MalformedItemError(ValueError):
     """A prompt item cannot be read at all; the other items of the batch are still answered."""
+
+
+class ModelFailure(RuntimeError):
+    """A model-side step (forward, generate, postprocess) failed: a fault of the model, never of the input."""

@@ -204,7 +204,7 @@ BAD_REQUESTS = [
     ("/models/dialogpt-large/chat", {"turns": ["hi"], "max_new_tokens": 128}, "context window"),
     ("/models/dialogpt-large/chat", {"turns": "hi"}, "turns"),
     ("/models/t5-email/predict", [], "at least one prompt item"),
-    ("/models/t5-email/predict", [{"name": "x"}], "prompts: Field required"),
+    ("/models/t5-email/predict", [{"name": "x"}], "item 'x': a prompt item needs a 'prompts' object"),
     ("/models/t5-email/predict", {"prompts": [1]}, "prompts"),
 ]
 

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import math
 import os
+import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +162,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as error:
         raise CommandError(str(error)) from None
     sock = bind(args.host, args.port)
-    adapters = load(configs)
+    try:
+        adapters = load(configs)
+    except BaseException:
+        sock.close()
+        raise
     if not _is_loopback(args.host):
         logger.warning("binding %s: the server is reachable from other machines and has no authentication",
                        args.host)
@@ -192,16 +197,29 @@ def serve(app: Any, sock: socket.socket, limits: ServerLimits, verbose: bool = F
     host, port = sock.getsockname()[:2]
     logging.getLogger("uvicorn.error").info("serving %s on http://%s:%d (docs at /docs)",
                                             ", ".join(sorted(app.state.runners)), host, port)
+    # uvicorn handles SIGTERM and SIGINT itself, then re-raises the signal once it has shut down; with this
+    # handler SIGTERM then ends `run` like SIGINT does, after the cancelled requests have answered 503.
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     busy = sorted(name for name, runner in app.state.runners.items() if runner.busy)
     if busy:
         logger.warning("stopped while %s was still running a request; it was abandoned", ", ".join(busy))
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+class Stopped(Exception):
+    """SIGTERM, after uvicorn's shutdown."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped()
 
 
 def _is_loopback(host: str) -> bool:

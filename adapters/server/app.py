@@ -6,16 +6,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import ConfigurationError, ModelFailure
 from ..hugging_adapter import HuggingAdapter
 from .limits import MAX_TEXTS, Message, Receive, RequestBodyGuard, Scope, Send, ServerLimits
+from .responses import JSONAnswer
 from .routes import router
-from .runner import ClientLeft, ModelRunner, PredictionFailed, QueueFull, RequestRejected, RequestTooCostly
+from .runner import ClientLeft, ModelRunner, PredictionFailed, RequestRejected, RequestTooCostly, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,8 @@ MAX_DETAIL_CHARS = 300
 
 def create_app(adapters: dict[str, HuggingAdapter], limits: ServerLimits = ServerLimits()) -> FastAPI:
     """A FastAPI app serving `adapters` (manifest name -> loaded adapter); usable in-process or under uvicorn."""
-    app = FastAPI(title="Hugging Face NLP models", description=DESCRIPTION, version="0.1.0")
+    app = FastAPI(title="Hugging Face NLP models", description=DESCRIPTION, version="0.1.0",
+                  default_response_class=JSONAnswer)
     app.state.limits = limits
     app.state.runners = {name: ModelRunner(name, adapter, limits) for name, adapter in adapters.items()}
     app.include_router(router)
@@ -40,15 +40,15 @@ def create_app(adapters: dict[str, HuggingAdapter], limits: ServerLimits = Serve
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     for error, status in ((ConfigurationError, 422), (RequestRejected, 422), (RequestTooCostly, 413),
-                          (QueueFull, 503), (ClientLeft, 499), (PredictionFailed, 500), (ModelFailure, 500)):
+                          (Unavailable, 503), (ClientLeft, 499), (PredictionFailed, 500), (ModelFailure, 500)):
         app.add_exception_handler(error, _answer_with(status))
     return app
 
 
-async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+async def _invalid_request(request: Request, error: RequestValidationError) -> JSONAnswer:
     """422 whose `detail` names each bad field and the fix, e.g. "texts: List should have at least 1 item"."""
     errors = jsonable_encoder(error.errors(), exclude={"url", "input", "ctx"})
-    return JSONResponse({"detail": "; ".join(_describe(e) for e in error.errors()), "errors": errors}, status_code=422)
+    return JSONAnswer({"detail": "; ".join(_describe(e) for e in error.errors()), "errors": errors}, status_code=422)
 
 
 def _describe(entry: dict) -> str:
@@ -60,20 +60,20 @@ def _describe(entry: dict) -> str:
     return message if message.startswith(where.split(".")[0]) else f"{where}: {message}"
 
 
-async def _http_error(request: Request, error: HTTPException) -> Any:
+async def _http_error(request: Request, error: HTTPException) -> JSONAnswer:
     if error.status_code == 400:  # FastAPI's "error parsing the body": not UTF-8, or nested past the stack
-        return JSONResponse({"detail": "the body could not be read as JSON (it is not UTF-8, or nests too "
+        return JSONAnswer({"detail": "the body could not be read as JSON (it is not UTF-8, or nests too "
                                        "deeply); send a JSON object"}, status_code=422)
-    return await http_exception_handler(request, error)
+    return JSONAnswer({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
 
 def _answer_with(status: int):
     """A handler answering `status` with the error's first line as `detail` (and its headers, if any)."""
-    async def handler(request: Request, error: Exception) -> JSONResponse:
+    async def handler(request: Request, error: Exception) -> JSONAnswer:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:MAX_DETAIL_CHARS]
         if status >= 500 and status != 503:
             logger.error("%s %s: %s", request.method, request.url.path, detail)
-        return JSONResponse({"detail": detail}, status_code=status, headers=getattr(error, "headers", None))
+        return JSONAnswer({"detail": detail}, status_code=status, headers=getattr(error, "headers", None))
     return handler
 
 
@@ -97,5 +97,5 @@ class ServerFaults:
         except Exception:  # noqa: BLE001 - the last line of defence: log once, answer 500
             logger.exception("%s %s failed", scope.get("method", ""), scope.get("path", ""))
             if scope["type"] == "http" and not started:
-                response = JSONResponse({"detail": "internal server error; see the server log"}, status_code=500)
+                response = JSONAnswer({"detail": "internal server error; see the server log"}, status_code=500)
                 await response(scope, receive, send)

@@ -14,7 +14,8 @@ from typing import Any, Awaitable, Callable
 
 import anyio
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+
+from .responses import JSONAnswer
 
 MAX_TEXTS = 256  # texts, sequences, turns, prompt items or prompt elements in one request
 MAX_IDENTIFIER_CHARS = 256  # longest prompt key /predict takes: each answer echoes it in `promptId`
@@ -71,7 +72,7 @@ class RequestBodyGuard:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            await JSONResponse({"detail": self._too_large()}, status_code=413, headers=CLOSE)(scope, receive, send)
+            await JSONAnswer({"detail": self._too_large()}, status_code=413, headers=CLOSE)(scope, receive, send)
             return
         held = 0
         deadline = anyio.current_time() + self.limits.body_timeout

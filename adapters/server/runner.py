@@ -43,12 +43,20 @@ class RequestTooCostly(ValueError):
     """The request would cost the model more than one request may (413)."""
 
 
-class QueueFull(RuntimeError):
-    """The model has as many requests as it may queue (503); `headers` say when to retry."""
+class Unavailable(RuntimeError):
+    """The model cannot take the request now (503); `headers` say when to retry."""
 
     def __init__(self, message: str, seconds: float):
         super().__init__(message)
         self.headers = retry_after(seconds)
+
+
+class QueueFull(Unavailable):
+    """The model has as many requests as it may queue."""
+
+
+class ServerStopping(Unavailable):
+    """The server is shutting down and cancelled this request."""
 
 
 class ClientLeft(Exception):
@@ -161,6 +169,11 @@ class ModelRunner:
                 return prediction
             finally:
                 self._turn.release()
+        except anyio.get_cancelled_exc_class():
+            # Only uvicorn cancels a request, when its shutdown grace is over: answer 503 rather than let the
+            # cancellation reach uvicorn, which would log a traceback per request and answer 500.
+            raise ServerStopping(f"the server stopped before {self.name} answered; retry later",
+                                 self._seconds_per_call) from None
         finally:
             self._queued -= 1
 

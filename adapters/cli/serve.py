@@ -184,7 +184,7 @@ def serve(app: Any, sock: socket.socket, limits: ServerLimits, verbose: bool = F
     import uvicorn
 
     from ..server.connections import GuardedH11Protocol, connection_cap
-    from ..server.limits import MAX_HEADER_BYTES
+    from ..server.limits import ACCEPT_BURST, MAX_HEADER_BYTES
     from ..server.logs import limit_repeats
 
     max_connections = connection_cap(limits.max_connections)
@@ -192,7 +192,7 @@ def serve(app: Any, sock: socket.socket, limits: ServerLimits, verbose: bool = F
         app, log_level="debug" if verbose else "info", lifespan="off",
         http=GuardedH11Protocol.with_limits(limits.header_timeout, max_connections),
         timeout_keep_alive=limits.keep_alive_timeout, timeout_graceful_shutdown=limits.shutdown_timeout,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=ACCEPT_BURST)
     limit_repeats()  # uvicorn.Config has just set up its log handlers
     host, port = sock.getsockname()[:2]
     logging.getLogger("uvicorn.error").info("serving %s on http://%s:%d (docs at /docs)",

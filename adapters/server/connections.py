@@ -95,7 +95,7 @@ def connection_cap(requested: int) -> int:
         soft = new_soft
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return requested
-    allowed = max(1, soft - RESERVED_FILE_HANDLES)
+    allowed = soft - min(RESERVED_FILE_HANDLES, soft // 2)
     logger.warning("serving at most %d connections: the process may open only %d files (ulimit -n)",
                    allowed, soft)
     return allowed

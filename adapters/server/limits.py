@@ -20,8 +20,11 @@ from .responses import JSONAnswer
 MAX_TEXTS = 256  # texts, sequences, turns, prompt items or prompt elements in one request
 MAX_IDENTIFIER_CHARS = 256  # longest prompt key /predict takes: each answer echoes it in `promptId`
 SHOWN_IDENTIFIER_CHARS = 64  # item names and keys echoed in responses are cut to this
-MAX_HEADER_BYTES = 16 * 1024  # request line plus headers (uvicorn's h11_max_incomplete_event_size; 400 past it)
-RESERVED_FILE_HANDLES = 64  # kept free of connections for model files, logs and the listening socket
+MAX_HEADER_BYTES = 16 * 1024  # an incomplete request head past this is a 400 (uvicorn's h11_max_incomplete_event_size)
+# asyncio accepts up to `backlog` connections in one go before any of them reaches the connection cap, so the
+# file handles kept free of connections cover two such bursts, plus model files and logs.
+ACCEPT_BURST = 128  # the listen backlog
+RESERVED_FILE_HANDLES = 2 * ACCEPT_BURST + 64
 
 CLOSE = {"Connection": "close"}  # on errors that leave a body unread: the connection cannot be reused
 

@@ -6,15 +6,21 @@ resource" (with its traceback) 214k times in 45 seconds. Python's logging has no
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable, Iterable
 
 MAX_TRACKED_MESSAGES = 1024
+_NUMBERS = re.compile(r"\d+")
 
 
 class RepeatedLogFilter(logging.Filter):
-    """Lets through `burst` WARNING-or-worse records of one message (logger, level, format string) per `window`
-    seconds; the last one let through says that further repeats are dropped. Lower levels always pass."""
+    """Lets through `burst` WARNING-or-worse records of one message per `window` seconds; the last one let
+    through says that further repeats are dropped. Lower levels always pass.
+
+    A message is its logger, level and text with numbers blanked, so "refused a connection: 193 are open" repeats
+    "...: 192 are open", while warnings about different items stay apart.
+    """
 
     def __init__(self, burst: int = 5, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
         super().__init__()
@@ -25,7 +31,7 @@ class RepeatedLogFilter(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         now = self.clock()
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, _NUMBERS.sub("#", _text(record)[:200]))
         started, count = self._seen.get(key, (now, 0))
         if now - started >= self.window:
             started, count = now, 0
@@ -44,6 +50,13 @@ class RepeatedLogFilter(logging.Filter):
         self._seen = {k: v for k, v in self._seen.items() if v[0] >= cutoff}
         if len(self._seen) >= MAX_TRACKED_MESSAGES:  # all recent and distinct: start over rather than grow
             self._seen.clear()
+
+
+def _text(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - arguments that do not fit the format: the handler reports that, not us
+        return str(record.msg)
 
 
 def limit_repeats(logger_names: Iterable[str] = ("", "uvicorn", "uvicorn.error", "uvicorn.access"),

@@ -249,6 +249,10 @@ def test_identifiers_echoed_in_responses_are_shortened_and_the_response_stays_sm
     assert len(reply.body) < len(request)  # nothing is echoed whole, let alone once per skip
     nothing = run_async(call(app, "/models/distilbert-sst2/predict", Client(body_of([{"name": name}] * 3))))
     assert nothing.status == 422 and len(nothing.body) < 2000
+    fields = {name: 1, **{f"k{i}": 1 for i in range(20_000)}}  # unknown fields, each a validation error
+    invalid = run_async(call(app, SST2, Client(body_of({"texts": ["hi"], **fields}))))
+    assert invalid.status == 422 and len(invalid.body) < 5000
+    assert invalid.json()["detail"].endswith("and 19981 more")
 
 
 # ----- bodies -----

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import ConfigurationError, ModelFailure
 from ..hugging_adapter import HuggingAdapter
-from .limits import MAX_TEXTS, Message, Receive, RequestBodyGuard, Scope, Send, ServerLimits
+from .limits import MAX_TEXTS, Message, Receive, RequestBodyGuard, Scope, Send, ServerLimits, shortened
 from .responses import JSONAnswer
 from .routes import router
 from .runner import ClientLeft, ModelRunner, PredictionFailed, RequestRejected, RequestTooCostly, Unavailable
@@ -26,6 +26,7 @@ models' settings (422 past them), and a bounded queue per model (503 with Retry-
 mistyped or out-of-range field is a 422 whose `detail` says what to fix; a model that is not loaded is a 404;
 only a fault of the server or a model is a 500."""
 MAX_DETAIL_CHARS = 300
+MAX_LISTED_ERRORS = 20
 
 
 def create_app(adapters: dict[str, HuggingAdapter], limits: ServerLimits = ServerLimits()) -> FastAPI:
@@ -46,9 +47,18 @@ def create_app(adapters: dict[str, HuggingAdapter], limits: ServerLimits = Serve
 
 
 async def _invalid_request(request: Request, error: RequestValidationError) -> JSONAnswer:
-    """422 whose `detail` names each bad field and the fix, e.g. "texts: List should have at least 1 item"."""
-    errors = jsonable_encoder(error.errors(), exclude={"url", "input", "ctx"})
-    return JSONAnswer({"detail": "; ".join(_describe(e) for e in error.errors()), "errors": errors}, status_code=422)
+    """422 whose `detail` names each bad field and the fix, e.g. "texts: List should have at least 1 item".
+
+    At most MAX_LISTED_ERRORS are listed, and field names from the body are shortened: a body of many unknown
+    or long keys must not buy an answer many times its size.
+    """
+    found = error.errors()
+    listed = [{**e, "loc": [shortened(str(part)) for part in e.get("loc", ())]} for e in found[:MAX_LISTED_ERRORS]]
+    detail = "; ".join(_describe(e) for e in listed)
+    if len(found) > MAX_LISTED_ERRORS:
+        detail += f"; and {len(found) - MAX_LISTED_ERRORS} more"
+    errors = jsonable_encoder(listed, exclude={"url", "input", "ctx"})
+    return JSONAnswer({"detail": detail, "errors": errors}, status_code=422)
 
 
 def _describe(entry: dict) -> str:

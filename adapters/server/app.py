@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 
 from ..errors import ConfigurationError, ModelFailure
 from ..hugging_adapter import HuggingAdapter
-from .limits import MAX_TEXTS, Message, Receive, RequestBodyGuard, Scope, Send, ServerLimits, shortened
+from .body_guard import Message, Receive, RequestBodyGuard, Scope, Send
+from .limits import MAX_TEXTS, ServerLimits, shortened
 from .responses import JSONAnswer
 from .routes import router
 from .runner import ClientLeft, ModelRunner, PredictionFailed, RequestRejected, RequestTooCostly, Unavailable

@@ -28,7 +28,7 @@ from cog import BaseModel, BaseRunner, Input
 from adapters.errors import ConfigurationError
 from adapters.local_runner import manifest_configuration, quiet_platform_logs
 from adapters.module_loader import load_model_module
-from adapters.server.limits import MAX_BODY_BYTES
+from adapters.server.limits import ServerLimits
 from adapters.server.runner import ModelRunner, Reply, prompt_item
 from adapters.server.texts import checked_text, checked_texts, decode_texts
 
@@ -37,7 +37,7 @@ PATH_VARIABLE = "HF_ADAPTERS_MODEL_PATH"
 CONFIGURATION_VARIABLE = "HF_ADAPTERS_CONFIGURATION"
 DEFAULT_MODEL = "distilbert-sst2"
 # No input string may be longer than the REST server's whole request body.
-MAX_INPUT_CHARS = MAX_BODY_BYTES
+MAX_INPUT_CHARS = ServerLimits().max_body_bytes
 
 
 class InvalidInput(ValueError):
@@ -119,8 +119,7 @@ class AppModel(BaseRunner):
         prediction = self.runner.predict([item], configuration)
         unanswered = [*prediction.report.failed_items, *prediction.report.skipped]
         if unanswered:
-            error = ModelFailed if any(s.kind == "model" for s in unanswered) else InvalidInput
-            raise error("; ".join(s.describe() for s in unanswered))
+            raise InvalidInput("; ".join(s.describe() for s in unanswered))  # a model failure raised ModelFailure
         replies: dict[str, list[Reply]] = {}
         for annotation in prediction.collections[0].annotations:
             replies.setdefault(annotation.metadata["system"]["promptId"], []).append(Reply.of(annotation))

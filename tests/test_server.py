@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import os
 import socket
 import subprocess
@@ -204,7 +205,7 @@ BAD_REQUESTS = [
     ("/models/dialogpt-large/chat", {"turns": ["hi"], "max_new_tokens": 128}, "context window"),
     ("/models/dialogpt-large/chat", {"turns": "hi"}, "turns"),
     ("/models/t5-email/predict", [], "at least one prompt item"),
-    ("/models/t5-email/predict", [{"name": "x"}], "prompts: Field required"),
+    ("/models/t5-email/predict", [{"name": "x"}], "item 'x': a prompt item needs a 'prompts' object"),
     ("/models/t5-email/predict", {"prompts": [1]}, "prompts"),
 ]
 
@@ -381,3 +382,16 @@ def test_cli_checks_names_and_settings(tiny_models):
         build_parser().parse_args(["serve", "gpt-9"])
     args = build_parser().parse_args(["serve", "t5-email"])
     assert (args.host, args.port) == ("127.0.0.1", 8008)
+
+
+def test_every_serve_option_is_documented_with_its_default():
+    docs = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| `?([^`|]+?)`? \|", docs, re.MULTILINE))
+    serve = next(a for a in build_parser()._actions if a.dest == "command").choices["serve"]
+    for action in serve._actions:
+        option = next((o for o in action.option_strings if o.startswith("--")), None)
+        if option in (None, "--help"):
+            continue
+        assert option in documented, option
+        if isinstance(action.default, (int, float)):
+            assert float(documented[option]) == action.default, option

@@ -1,50 +1,67 @@
-"""The app factory: routes, the body-size cap, and the mapping of errors to status codes."""
+"""The app factory: routes, the request limits, and the mapping of errors to status codes."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from ..errors import ConfigurationError, ModelFailure
 from ..hugging_adapter import HuggingAdapter
 from . import compat
-from .limits import MAX_BODY_BYTES, MAX_TEXTS, BodySizeLimit
+from .body_guard import Message, Receive, RequestBodyGuard, Scope, Send
+from .limits import MAX_TEXTS, ServerLimits, shortened
+from .responses import JSONAnswer
 from .routes import router
-from .runner import ModelRunner, PredictionFailed, RequestRejected
+from .runner import ClientLeft, ModelRunner, PredictionFailed, RequestRejected, RequestTooCostly, Unavailable
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = f"""Every loaded model of this app over REST, through the same `predict` path as the Dataloop adapter.
 
-Limits: request bodies up to the server's byte limit (413 past it), at most {MAX_TEXTS} texts per request, and
-the hard caps on tokens, generations and beams of the models' settings (422 past them). A missing, mistyped or
-out-of-range field is a 422 whose `detail` says what to fix; a model that is not loaded is a 404; only a
-server fault is a 5xx."""
+Limits: request bodies up to the server's byte limit (413 past it), at most {MAX_TEXTS} texts or prompt items per
+request, an estimated cost per request (413 past it), the hard caps on tokens, generations and beams of the
+models' settings (422 past them), and a bounded queue per model (503 with Retry-After when it is full). A missing,
+mistyped or out-of-range field is a 422 whose `detail` says what to fix; a model that is not loaded is a 404;
+only a fault of the server or a model is a 500."""
+MAX_DETAIL_CHARS = 300
+MAX_LISTED_ERRORS = 20
 
 
-def create_app(adapters: dict[str, HuggingAdapter], *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(adapters: dict[str, HuggingAdapter], limits: ServerLimits = ServerLimits()) -> FastAPI:
     """A FastAPI app serving `adapters` (manifest name -> loaded adapter); usable in-process or under uvicorn."""
-    app = FastAPI(title="Hugging Face NLP models", description=DESCRIPTION, version="0.1.0")
-    app.state.runners = {name: ModelRunner(name, adapter) for name, adapter in adapters.items()}
+    app = FastAPI(title="Hugging Face NLP models", description=DESCRIPTION, version="0.1.0",
+                  default_response_class=JSONAnswer)
+    app.state.limits = limits
+    app.state.runners = {name: ModelRunner(name, adapter, limits) for name, adapter in adapters.items()}
     app.include_router(router)
     app.include_router(compat.router)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(ServerFaults)
+    app.add_middleware(RequestBodyGuard, limits=limits)
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(ConfigurationError, _unprocessable)
-    app.add_exception_handler(RequestRejected, _unprocessable)
-    app.add_exception_handler(PredictionFailed, _model_failed)
-    app.add_exception_handler(ModelFailure, _model_failed)
-    app.add_exception_handler(Exception, _server_fault)
+    app.add_exception_handler(HTTPException, _http_error)
+    for error, status in ((ConfigurationError, 422), (RequestRejected, 422), (RequestTooCostly, 413),
+                          (Unavailable, 503), (ClientLeft, 499), (PredictionFailed, 500), (ModelFailure, 500)):
+        app.add_exception_handler(error, _answer_with(status))
     return app
 
 
-async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-    """422 whose `detail` names each bad field and the fix, e.g. "texts: List should have at least 1 item"."""
-    errors = jsonable_encoder(error.errors(), exclude={"url", "input", "ctx"})
-    return JSONResponse({"detail": "; ".join(_describe(e) for e in error.errors()), "errors": errors}, status_code=422)
+async def _invalid_request(request: Request, error: RequestValidationError) -> JSONAnswer:
+    """422 whose `detail` names each bad field and the fix, e.g. "texts: List should have at least 1 item".
+
+    At most MAX_LISTED_ERRORS are listed, and field names from the body are shortened: a body of many unknown
+    or long keys must not buy an answer many times its size.
+    """
+    found = error.errors()
+    listed = [{**e, "loc": [shortened(str(part)) for part in e.get("loc", ())]} for e in found[:MAX_LISTED_ERRORS]]
+    detail = "; ".join(_describe(e) for e in listed)
+    if len(found) > MAX_LISTED_ERRORS:
+        detail += f"; and {len(found) - MAX_LISTED_ERRORS} more"
+    errors = jsonable_encoder(listed, exclude={"url", "input", "ctx"})
+    return JSONAnswer({"detail": detail, "errors": errors}, status_code=422)
 
 
 def _describe(entry: dict) -> str:
@@ -56,15 +73,42 @@ def _describe(entry: dict) -> str:
     return message if message.startswith(where.split(".")[0]) else f"{where}: {message}"
 
 
-async def _unprocessable(request: Request, error: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(error)}, status_code=422)
+async def _http_error(request: Request, error: HTTPException) -> JSONAnswer:
+    if error.status_code == 400:  # FastAPI's "error parsing the body": not UTF-8, or nested past the stack
+        return JSONAnswer({"detail": "the body could not be read as JSON (it is not UTF-8, or nests too "
+                                       "deeply); send a JSON object"}, status_code=422)
+    return JSONAnswer({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
 
-async def _model_failed(request: Request, error: Exception) -> JSONResponse:
-    logger.error("%s %s: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": str(error)}, status_code=500)
+def _answer_with(status: int):
+    """A handler answering `status` with the error's first line as `detail` (and its headers, if any)."""
+    async def handler(request: Request, error: Exception) -> JSONAnswer:
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:MAX_DETAIL_CHARS]
+        if status >= 500 and status != 503:
+            logger.error("%s %s: %s", request.method, request.url.path, detail)
+        return JSONAnswer({"detail": detail}, status_code=status, headers=getattr(error, "headers", None))
+    return handler
 
 
-async def _server_fault(request: Request, error: Exception) -> JSONResponse:
-    logger.exception("%s %s failed", request.method, request.url.path)
-    return JSONResponse({"detail": "internal server error; see the server log"}, status_code=500)
+class ServerFaults:
+    """Any other exception: one logged traceback and a JSON 500, instead of Starlette's handler, which answers
+    and then re-raises so that uvicorn logs the same traceback a second time."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:  # noqa: BLE001 - the last line of defence: log once, answer 500
+            logger.exception("%s %s failed", scope.get("method", ""), scope.get("path", ""))
+            if scope["type"] == "http" and not started:
+                response = JSONAnswer({"detail": "internal server error; see the server log"}, status_code=500)
+                await response(scope, receive, send)

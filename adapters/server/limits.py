@@ -1,76 +1,41 @@
-"""Request-size caps of the server, and the ASGI middleware that enforces the body cap before any parsing."""
+"""What one request, one client and the whole server may take (plain values: the CLI reads them cheaply)."""
 from __future__ import annotations
 
-import json
-from typing import Any, Awaitable, Callable
+import math
+from dataclasses import dataclass
 
-MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more than a few hundred texts, small enough to parse without worry
-MAX_TEXTS = 256  # texts, sequences, turns or prompt elements in one request
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-
-class BodySizeLimit:
-    """Refuse request bodies over `max_bytes` with 413, by Content-Length and by the bytes actually streamed.
-
-    The body is read here (at most `max_bytes` of it) and replayed to the app, so a chunked upload without a
-    Content-Length cannot get a larger body past the check.
-    """
-
-    def __init__(self, app: Callable, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await _reply(send, 400, "the Content-Length header must be a whole number of bytes")
-                return
-            if int(declared) > self.max_bytes:
-                await self._too_large(send)
-                return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._too_large(send)
-                return
-        await self.app(scope, _replay(bytes(body), receive), send)
-
-    async def _too_large(self, send: Send) -> None:
-        await _reply(send, 413, f"the request body is larger than the server's limit of {self.max_bytes} bytes; "
-                                "send fewer or shorter texts per request")
+MAX_TEXTS = 256  # texts, sequences, turns, prompt items or prompt elements in one request
+MAX_IDENTIFIER_CHARS = 256  # longest prompt key /predict takes: each answer echoes it in `promptId`
+SHOWN_IDENTIFIER_CHARS = 64  # item names and keys echoed in responses are cut to this
+MAX_HEADER_BYTES = 16 * 1024  # an incomplete request head past this is a 400 (uvicorn's h11_max_incomplete_event_size)
+# asyncio accepts up to `backlog` connections in one go before any of them reaches the connection cap, so the
+# file handles kept free of connections cover two such bursts, plus model files and logs.
+ACCEPT_BURST = 128  # the listen backlog
+RESERVED_FILE_HANDLES = 2 * ACCEPT_BURST + 64
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the app the buffered body once, then passes on later messages (disconnects)."""
-    sent = False
+@dataclass(frozen=True)
+class ServerLimits:
+    """Every limit of `python -m adapters serve`; each one is a command-line option (docs/server.md)."""
 
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    max_body_bytes: int = 1 << 20  # 1 MiB: far more than a few hundred texts, small enough to parse without worry
+    max_pending_bytes: int = 64 << 20  # request bytes held at once over all requests (503 past it)
+    header_timeout: float = 10.0  # seconds to send the request line and headers (connection closed past it)
+    body_timeout: float = 30.0  # seconds to send the body once the headers are in (408 past it)
+    keep_alive_timeout: int = 5  # seconds an idle connection stays open between requests
+    max_connections: int = 1000  # open connections; more are answered 503 and closed at once
+    max_queue: int = 16  # requests per model, running or waiting (503 with Retry-After past it)
+    max_request_tokens: int = 1 << 19  # estimated padded tokens one request may cost a model (413 past it)
+    shutdown_timeout: float = 10.0  # seconds SIGTERM waits for running requests before it abandons them
 
-    return replay
+
+def shortened(identifier: str, limit: int = SHOWN_IDENTIFIER_CHARS) -> str:
+    """An item name or key as responses echo it: whole when short, else its start and how long it was."""
+    if len(identifier) <= limit:
+        return identifier
+    return f"{identifier[:limit]}...({len(identifier)} characters)"
 
 
-async def _reply(send: Send, status: int, detail: str) -> None:
-    payload = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})
+def retry_after(seconds: float) -> dict[str, str]:
+    """A Retry-After header of at least one whole second."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}

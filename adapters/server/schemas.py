@@ -182,22 +182,30 @@ class PromptItem(BaseModel):
     prompts: dict[str, Any] = Field(description="prompt key -> its elements (a list, current format) or its "
                                                 "questions (an object, legacy format)")
 
-    def element_count(self) -> int:
-        return sum(len(p) if isinstance(p, (list, dict)) else 1 for p in self.prompts.values())
+
+PROMPT_ITEM_SCHEMA = PromptItem.model_json_schema()
+JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 
-class PredictBody(RootModel[list[PromptItem]]):
-    """One prompt item or a list of them; a single item is read as a list of one."""
+class PredictBody(RootModel[list[Any]]):
+    """One prompt item or a list of them; a single item is read as a list of one.
 
-    root: Annotated[list[PromptItem], WithJsonSchema({"anyOf": [
-        {"$ref": "#/components/schemas/PromptItem"},
-        {"type": "array", "items": {"$ref": "#/components/schemas/PromptItem"}}]})] = Field(
+    Items are not validated here: an unreadable one is reported under `failed_items` and the others answered.
+    """
+
+    root: Annotated[list[Any], WithJsonSchema({"anyOf": [
+        PROMPT_ITEM_SCHEMA, {"type": "array", "items": PROMPT_ITEM_SCHEMA}]})] = Field(
         examples=[LEGACY_EXAMPLE, [LEGACY_EXAMPLE, CURRENT_EXAMPLE]])
 
     @model_validator(mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, dict) else value
+        if isinstance(value, dict):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError("send one prompt item (a JSON object) or a list of them, not "
+                             f"{JSON_TYPES.get(type(value), 'that')}")
+        return value
 
 
 class SkippedEntry(BaseModel):

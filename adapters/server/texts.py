@@ -59,6 +59,8 @@ def _json_list(payload: str, field: str) -> list[Any]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{field}: a string must hold a JSON list of texts such as '[\"I love apple\"]' or be a "
                          f"data URI of one; this one is not valid JSON ({error.msg} at position {error.pos})") from None
+    except RecursionError:  # the decoder recurses once per nesting level: "[[[[...]]]]" exhausts the stack
+        raise ValueError(f"{field}: the JSON nests too deeply; send a flat list of texts") from None
     if not isinstance(value, list):
         raise ValueError(f"{field}: the JSON must be a list of texts, got a JSON {type(value).__name__}")
     return value

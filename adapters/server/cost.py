@@ -1,0 +1,55 @@
+"""An upper estimate of what a request will cost a model, in padded tokens, made before it is queued.
+
+The unit is the one `max_batch_tokens` counts: rows x (input tokens + answer budget), with every generation
+and beam a row. Inputs are counted as their UTF-8 bytes (no tokenizer makes more tokens than bytes, bar a few
+special tokens) up to the model's context window, so nothing is tokenized to price a request; a chat turn
+counts its conversation so far, up to the window; a zero-shot question counts one row per candidate label.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..hugging_adapter import HuggingAdapter
+from ..prompt_items import ParsedItem, Question
+
+SPECIAL_TOKENS = 8  # start/end/separator tokens and a module's prefix, per row
+
+
+def request_cost(adapter: HuggingAdapter, configuration: dict[str, Any], items: Iterable[ParsedItem]) -> int:
+    window = adapter.max_input_tokens
+    budget_key = getattr(type(adapter), "budget_key", None)
+    budget = int(configuration.get(budget_key, 0)) if budget_key else 0
+    sequences = int(configuration.get("n_gen", 1)) * int(configuration.get("num_beams", 1))
+    total = 0
+    for parsed in items:
+        for conversation in _conversations(adapter, parsed):
+            context = 0
+            for question in conversation:
+                context += _bytes(question.text) + SPECIAL_TOKENS
+                rows, extra = _label_rows(question, configuration)
+                total += rows * sequences * (min(context + extra, window) + budget)
+                context += budget  # the answer becomes history for the next turn
+    return total
+
+
+def _conversations(adapter: HuggingAdapter, parsed: ParsedItem) -> list[list[Question]]:
+    try:
+        return adapter.conversations(parsed)
+    except Exception:  # noqa: BLE001 - predict reports this item's problem; price its questions one by one
+        return [[question] for question in parsed.questions]
+
+
+def _label_rows(question: Question, configuration: dict[str, Any]) -> tuple[int, int]:
+    """Rows per question (one per candidate label for zero-shot) and the bytes a hypothesis adds to each."""
+    if "candidate_labels" not in configuration:
+        return 1, 0
+    labels = question.prompt_metadata.get("candidate_labels", configuration["candidate_labels"])
+    template = question.prompt_metadata.get("hypothesis_template", configuration.get("hypothesis_template", ""))
+    if not isinstance(labels, list) or not labels:
+        labels = configuration["candidate_labels"]
+    longest = max(_bytes(label) if isinstance(label, str) else 0 for label in labels)
+    return len(labels), longest + (_bytes(template) if isinstance(template, str) else 0)
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))

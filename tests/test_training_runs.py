@@ -13,20 +13,10 @@ from safetensors.torch import load_file
 from adapters.cli import main as cli_main
 from adapters.errors import ConfigurationError
 from adapters.model_adapter import ModelAdapter
-from adapters.training.loop import Collator
 from tests.model_factory import build_gpt2_lm
-from tests.test_training import FAST, chat_layout, local_adapter, predicted_texts, sentiment_layout
+from tests.test_training import FAST, chat_layout, local_adapter, predicted_texts, rows_loss, sentiment_layout
 
 NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
-
-
-def rows_loss(adapter: ModelAdapter, subset: str = "validation") -> float:
-    """Mean loss of the model on the prepared rows of `subset`, in one batch (the same measure before and after)."""
-    prepared = adapter._prepared
-    rows = prepared.validation_rows if subset == "validation" else prepared.train_rows
-    model = adapter.hugging.model.eval()
-    with torch.no_grad():
-        return float(model(**Collator(adapter.hugging.tokenizer)(rows)).loss)
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:

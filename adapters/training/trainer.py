@@ -144,11 +144,7 @@ def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], N
     with PartialState().main_process_first():  # the first process claims the folder, the others then read it
         resume = output.begin(fingerprint(adapter, prepared), prepared.seed, stored_checkpoints)
     prepared.seed = resume.seed
-    model = adapter.model.float()  # optimizer state and mixed precision want float32 master weights
-    if configuration["gradient_checkpointing"]:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    trained = with_lora(model, configuration, adapter.metric_family == "classification") \
-        if configuration["lora_r"] else model
+    trained = trainable_model(adapter.model, configuration, adapter.metric_family == "classification")
     settings = LoopSettings(configuration, resume.seed, output.checkpoints,
                             PRIMARY[adapter.metric_family] if validation is not None else None)
     validate = (lambda: evaluate_by_predicting(adapter, validation)) if validation is not None else None
@@ -157,12 +153,25 @@ def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], N
             history = train(trained, Collator(adapter.tokenizer), prepared.train_rows, prepared.validation_rows,
                             settings, adapter.device, on_epoch, validate, resume.checkpoint)
     finally:
-        if trained is not model:
-            adapter.model = merge(trained)
-        if configuration["gradient_checkpointing"]:
-            adapter.model.activation_checkpointing_disable()
-        adapter.model.eval()
+        adapter.model = plain_model(trained, configuration)
     return history
+
+
+def trainable_model(model: Any, configuration: dict[str, Any], classifier: bool) -> Any:
+    """`model` set up for training as the configuration says: float32 master weights (what the optimizer and
+    mixed precision want), gradient checkpointing, and LoRA (a peft wrapper) when `lora_r` > 0."""
+    model = model.float()
+    if configuration["gradient_checkpointing"]:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return with_lora(model, configuration, classifier) if configuration["lora_r"] else model
+
+
+def plain_model(trained: Any, configuration: dict[str, Any]) -> Any:
+    """Undo `trainable_model`: LoRA merged into the weights, no checkpointing, eval mode."""
+    model = merge(trained) if configuration["lora_r"] else trained
+    if configuration["gradient_checkpointing"]:
+        model.activation_checkpointing_disable()
+    return model.eval()
 
 
 def is_main_process() -> bool:

@@ -68,6 +68,8 @@ class ModelAdapter(dl.BaseModelAdapter):
         logger.info("training data: %d train rows, %d validation rows", len(self._prepared.train_rows),
                     len(self._prepared.validation_rows))
 
+    @dl.Package.decorators.function(display_name="Train a Model", inputs={"model": dl.Model},
+                                    outputs={"model": dl.Model})  # as dtlpy declares it: the platform reads this
     def train_model(self, model: dl.Model, *args: Any, **kwargs: Any) -> dl.Model:
         """dtlpy's platform entry point: as dtlpy runs it, plus each epoch's checkpoint stored with the model, so
         a restarted execution (another pod, after preemption) continues from the last complete epoch."""

@@ -2,7 +2,7 @@
 
 For every model of the manifest, a randomly initialised model of the real architecture (DistilBERT-base,
 BART-large, GPT-2 large = DialoGPT-large, T5-base) takes training steps through this package's own training
-path (`trainable_model` + `training_arguments` + transformers' Trainer) on CPU, for four configurations: full
+path (`trainable_model`, `training_arguments`, `ValidatingTrainer`) on CPU, for four configurations: full
 fine-tuning, + gradient checkpointing, LoRA, LoRA + gradient checkpointing; in float32, and with `--precision
 bf16` under bf16 autocast (the CPU twin of the fp16 autocast a T4 runs, see docs/training.md).
 
@@ -50,7 +50,7 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any], str]] = {
                        dict(n_embd=1280, n_layer=36, n_head=20, n_positions=1024, vocab_size=50257), "causal"),
     "t5-email": ("T5ForConditionalGeneration", "T5Config",
                  dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12,
-                      vocab_size=32128), "seq2seq"),
+                      vocab_size=32128, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1), "seq2seq"),
 }
 
 
@@ -87,18 +87,12 @@ def rows(task: str, count: int, source: int, target: int, vocab: int) -> list[di
     return made
 
 
-def stack(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    import torch
-
-    return {key: torch.tensor([row[key] for row in batch]) for key in batch[0]}
-
-
 def measure(model_name: str, config: str, batch: int, precision: str, max_gib: float) -> dict[str, Any]:
     """Build, prepare and train for two steps; the peak of the second (full-size) step is the result."""
     import torch
     import transformers
 
-    from adapters.training.loop import LoopSettings, training_arguments
+    from adapters.training.loop import Collator, LoopSettings, ValidatingTrainer, training_arguments
     from adapters.training.trainer import trainable_model
     from benchmarks.measure import measured
 
@@ -124,7 +118,8 @@ def measure(model_name: str, config: str, batch: int, precision: str, max_gib: f
         arguments = training_arguments(LoopSettings(configuration, 0, Path(folder), None), torch.device("cpu"))
         arguments = dataclasses.replace(arguments, max_steps=2, save_strategy="no", logging_strategy="no",
                                         train_sampling_strategy="sequential")
-        trainer = transformers.Trainer(model=trained, args=arguments, data_collator=stack, train_dataset=data)
+        decoder_inputs = model.prepare_decoder_input_ids_from_labels if task == "seq2seq" else None
+        trainer = ValidatingTrainer(trained, arguments, data, [], Collator(0, decoder_inputs))
         step_times: list[float] = []
 
         class Timer(transformers.TrainerCallback):

@@ -13,7 +13,7 @@ from adapters.local_runner import LocalRunner
 from adapters.model_adapter import ModelAdapter
 from adapters.training.dataset import DatasetError, read_layout
 from adapters.training.layout import text_annotation, write_item
-from adapters.training.loop import Collator
+from adapters.training.loop import collator_for
 from adapters.training.metrics import accuracy, macro_f1, rouge, score
 from tests.model_factory import build_t5
 from tests.prompt_factory import current_item, legacy_item
@@ -68,7 +68,7 @@ def rows_loss(adapter: ModelAdapter) -> float:
     """Mean loss of the model on the prepared validation rows, in one batch: the same measure before and after."""
     model = adapter.hugging.model.eval()
     with torch.no_grad():
-        return float(model(**Collator(adapter.hugging.tokenizer)(adapter._prepared.validation_rows)).loss)
+        return float(model(**collator_for(model, adapter.hugging.tokenizer)(adapter._prepared.validation_rows)).loss)
 
 
 def untrained_scores(adapter: ModelAdapter, data: Path) -> dict:

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from adapters.cli import main as cli_main
 from adapters.errors import ConfigurationError
 from adapters.model_adapter import ModelAdapter
-from tests.model_factory import build_gpt2_lm
-from tests.test_training import FAST, chat_layout, local_adapter, predicted_texts, rows_loss, sentiment_layout
+from tests.model_factory import build_distilbert_classifier, build_gpt2_lm, build_t5
+from tests.test_training import FAST, chat_layout, email_layout, local_adapter, predicted_texts, rows_loss, sentiment_layout
 
 NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 
@@ -120,32 +120,48 @@ def test_an_interrupted_run_resumes_at_the_next_epoch(tiny_models, tmp_path, cap
 
 
 # ----- gradient accumulation -----
-def test_accumulation_gives_the_same_updates_as_a_larger_batch(tmp_path):
-    # Causal LM rows of different lengths: the loss is a mean over answer tokens, so micro-batches must be
-    # weighted by their token counts (Trainer's num_items_in_batch), not averaged, to equal the large batch.
-    model = build_gpt2_lm(tmp_path / "gpt2", config_overrides=NO_DROPOUT)
-    data = chat_layout(tmp_path / "data")
+ACCUMULATION_CASES = {  # module: builder, dropout off, layout, rows per optimizer step, settings
+    "distilbert-sst2": (build_distilbert_classifier, {"dropout": 0.0, "attention_dropout": 0.0,
+                                                      "seq_classif_dropout": 0.0}, "sentiment", 8, {}),
+    "t5-email": (build_t5, {"dropout_rate": 0.0, "initializer_factor": 1.0}, "email", 4,
+                 {"token_count": 8, "max_target_length": 8}),
+    "dialogpt-large": (build_gpt2_lm, NO_DROPOUT, "chat", 8, {"max_new_tokens": 8}),
+}
+
+
+def without_key_bias(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A key projection's bias shifts every attention score of a query equally, so softmax cancels it: its exact
+    gradient is 0 and AdamW turns float noise into full steps. Those entries are left out of the comparison."""
+    if name.endswith("attn.c_attn.bias"):  # GPT-2: query, key and value biases in one tensor
+        width = tensor.numel() // 3
+        return torch.cat([tensor[:width], tensor[2 * width:]])
+    return tensor[:0] if name.endswith(("k_lin.bias", "k_proj.bias")) else tensor
+
+
+@pytest.mark.parametrize("name", list(ACCUMULATION_CASES))
+def test_accumulation_gives_the_same_updates_as_a_larger_batch(name, tmp_path):
+    # Rows of different lengths: for generators the loss is a mean over answer tokens, so micro-batches must be
+    # weighted by their token counts, not averaged; for classifiers the micro-batch means are averaged.
+    builder, no_dropout, layout, step_rows, settings = ACCUMULATION_CASES[name]
+    model = builder(tmp_path / "model", config_overrides=no_dropout)
+    data = {"sentiment": lambda root: sentiment_layout(root, train=16), "email": email_layout,
+            "chat": chat_layout}[layout](tmp_path / "data")
     shutil.rmtree(data / "validation")  # no best-epoch choice: the last weights are compared
-    trained = {}
-    for batch, steps in ((8, 1), (4, 2), (2, 4)):
-        adapter, _ = local_adapter("dialogpt-large", model, epochs=3,
-                                   **{**FAST, "learning_rate": 1e-3, "train_batch_size": batch},
-                                   gradient_accumulation_steps=steps, lora_r=0,
-                                   gradient_checkpointing=False, max_new_tokens=8, do_sample=False)
-        adapter.train(str(data), str(tmp_path / f"out-{batch}"))
-        trained[batch] = {k: v.clone() for k, v in adapter.hugging.model.state_dict().items()}
-    untrained = weights(model)
-    assert not torch.allclose(trained[8]["transformer.h.0.mlp.c_fc.weight"], untrained["transformer.h.0.mlp.c_fc.weight"])
-    for batch in (4, 2):
-        for key, tensor in trained[8].items():
-            other = trained[batch][key]
-            if key.endswith("attn.c_attn.bias"):
-                # The key bias shifts every score of a query equally, so softmax cancels it: its exact gradient is
-                # 0 and AdamW turns float noise into full steps. Compare the query and value biases only.
-                width = tensor.numel() // 3
-                tensor, other = torch.cat([tensor[:width], tensor[2 * width:]]), torch.cat([other[:width],
-                                                                                          other[2 * width:]])
-            assert torch.allclose(other, tensor, atol=1e-6), (batch, key)
+    histories, trained = {}, {}
+    for steps in (1, 2, 4):
+        adapter, _ = local_adapter(name, model, epochs=3,
+                                   **{**FAST, "learning_rate": 1e-3, "train_batch_size": step_rows // steps},
+                                   gradient_accumulation_steps=steps, lora_r=0, gradient_checkpointing=False,
+                                   **settings)
+        histories[steps] = [epoch["train_loss"] for epoch in adapter.train(str(data), str(tmp_path / f"{steps}"))]
+        trained[steps] = {k: v.clone() for k, v in adapter.hugging.model.state_dict().items()}
+    moved = [k for k, v in trained[1].items() if k in weights(model) and not torch.equal(v, weights(model)[k])]
+    assert len(moved) > len(trained[1]) // 2
+    for steps in (2, 4):
+        assert histories[steps] == pytest.approx(histories[1], rel=1e-5)
+        for key, tensor in trained[1].items():
+            assert torch.allclose(without_key_bias(key, trained[steps][key]), without_key_bias(key, tensor),
+                                  atol=1e-6), (steps, key)
 
 
 # ----- settings -----

@@ -42,19 +42,52 @@ class Rows(torch.utils.data.Dataset):
 
 @dataclass(frozen=True)
 class Collator:
-    """Pad a batch on the right (positions then start at 0, as at inference); labels pad with IGNORE_INDEX."""
+    """Pad a batch on the right (positions then start at 0, as at inference): token ids with the pad id, labels
+    with IGNORE_INDEX, masks with 0. An encoder-decoder also gets its decoder inputs (the labels shifted right),
+    since the loss is computed outside the model (`token_loss`) and the model then never sees the labels."""
 
-    tokenizer: Any
+    pad_token_id: int
+    decoder_inputs: Callable[..., torch.Tensor] | None = None
 
     def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
-        labels = [row["labels"] for row in rows]
-        features = [{k: v for k, v in row.items() if k != "labels"} for row in rows]
-        batch = dict(self.tokenizer.pad(features, padding=True, padding_side="right", return_tensors="pt"))
-        if isinstance(labels[0], list):
-            width = max(len(label) for label in labels)
-            labels = [label + [IGNORE_INDEX] * (width - len(label)) for label in labels]
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        batch = {}
+        for key in rows[0]:
+            values = [row[key] for row in rows]
+            if isinstance(values[0], list):
+                pad = self.pad_token_id if key == "input_ids" else IGNORE_INDEX if key == "labels" else 0
+                width = max(len(value) for value in values)
+                values = [value + [pad] * (width - len(value)) for value in values]
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        if self.decoder_inputs is not None and batch["labels"].dim() == 2:  # token labels, not a class per row
+            batch["decoder_input_ids"] = self.decoder_inputs(labels=batch["labels"])
         return batch
+
+
+def collator_for(model: Any, tokenizer: Any) -> Collator:
+    """The collator of `model`'s rows; an encoder-decoder that generates builds its decoder inputs from labels."""
+    is_seq2seq = getattr(model.config, "is_encoder_decoder", False)
+    return Collator(tokenizer.pad_token_id,
+                    getattr(model, "prepare_decoder_input_ids_from_labels", None) if is_seq2seq else None)
+
+
+def token_loss(shifted: bool) -> Callable[..., torch.Tensor]:
+    """Cross-entropy summed over answer tokens and divided by the answer tokens of the whole optimizer step.
+
+    Trainer counts those tokens across accumulation steps and GPUs (`num_items_in_batch`), so accumulated
+    micro-batches of different lengths give exactly the update of one large batch. Models' own losses are a
+    mean per micro-batch (T5, BART) and would weight a short answer's tokens more. `shifted`: a causal LM's
+    logits at position i predict the label at i + 1.
+    """
+    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"].float()
+        if shifted:
+            logits, labels = logits[..., :-1, :], labels[..., 1:]
+        labels = labels.to(logits.device)
+        total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                                  ignore_index=IGNORE_INDEX, reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else labels.ne(IGNORE_INDEX).sum()
+        return total / count
+    return loss
 
 
 def precision_flags(choice: str, device: torch.device) -> dict[str, bool]:
@@ -101,10 +134,24 @@ def training_arguments(settings: LoopSettings, device: torch.device) -> Training
 
 
 class ValidatingTrainer(Trainer):
-    """Trainer whose evaluation adds the task's validation metrics (answering as `predict` does) to the loss."""
+    """Trainer whose evaluation adds the task's validation metrics (answering as `predict` does) to the loss.
 
-    def __init__(self, *args: Any, validate: Callable[[], dict[str, Any]] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    The loss is made exact under accumulation and data parallelism: token labels (generators) use `token_loss`;
+    a label per row (classifiers) keeps the model's mean over the rows, which Trainer must then average over
+    micro-batches itself (it would otherwise trust the model's `**kwargs` to normalise, and it does not).
+    """
+
+    def __init__(self, model: Any, args: TrainingArguments, train_rows: Sequence[Row],
+                 validation_rows: Sequence[Row], collator: Collator,
+                 validate: Callable[[], dict[str, Any]] | None = None, **kwargs: Any):
+        token_labels = isinstance(train_rows[0]["labels"], list)
+        shifted = not getattr(model.config, "is_encoder_decoder", False)
+        super().__init__(model=model, args=args, data_collator=collator, train_dataset=Rows(train_rows),
+                         eval_dataset=Rows(validation_rows) if validation_rows else None,
+                         compute_loss_func=token_loss(shifted) if token_labels else None, **kwargs)
+        if not token_labels:
+            self.model_accepts_loss_kwargs = False
+        self.remove_callback(PrinterCallback)  # it prints every log line to stdout, which is the CLI's JSON
         self.validate = validate
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
@@ -160,11 +207,9 @@ def train(model: Any, collator: Collator, train_rows: Sequence[Row], validation_
     patience = settings.configuration["early_stopping_patience"]
     if patience and settings.primary_metric is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    trainer = ValidatingTrainer(
-        model=model, args=training_arguments(settings, device), data_collator=collator,
-        train_dataset=Rows(train_rows), eval_dataset=Rows(validation_rows) if settings.primary_metric else None,
-        callbacks=callbacks, validate=validate)
-    trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout, which is the CLI's JSON
+    trainer = ValidatingTrainer(model, training_arguments(settings, device), train_rows,
+                                validation_rows if settings.primary_metric else [], collator, validate,
+                                callbacks=callbacks)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model.eval()
     return epoch_records(trainer.state.log_history, settings.configuration["epochs"])

@@ -21,7 +21,7 @@ from ..hugging_adapter import Answer, Turn
 from .dataset import DatasetError, Subset, read_layout
 from .evaluation import evaluate_by_predicting
 from .lora import merge, with_lora
-from .loop import Collator, LoopSettings, Row, train
+from .loop import LoopSettings, Row, collator_for, train
 from .metrics import PRIMARY
 from .output import OutputFolder
 
@@ -150,8 +150,8 @@ def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], N
     validate = (lambda: evaluate_by_predicting(adapter, validation)) if validation is not None else None
     try:
         with seeded(resume.seed):
-            history = train(trained, Collator(adapter.tokenizer), prepared.train_rows, prepared.validation_rows,
-                            settings, adapter.device, on_epoch, validate, resume.checkpoint)
+            history = train(trained, collator_for(trained, adapter.tokenizer), prepared.train_rows,
+                            prepared.validation_rows, settings, adapter.device, on_epoch, validate, resume.checkpoint)
     finally:
         adapter.model = plain_model(trained, configuration)
     return history

@@ -6,13 +6,18 @@ path (`trainable_model`, `training_arguments`, `ValidatingTrainer`) on CPU, for 
 fine-tuning, + gradient checkpointing, LoRA, LoRA + gradient checkpointing; in float32, and with `--precision
 bf16` under bf16 autocast (the CPU twin of the fp16 autocast a T4 runs, see docs/training.md).
 
+Attention dropout is off: on CPU, `scaled_dot_product_attention` with dropout falls back to the kernel that
+stores every attention matrix, while a T4 runs its memory-efficient kernel, which stores none (measured: +200 MiB
+per GPT-2-large layer and 1024-token row on CPU). Without dropout the CPU kernel stores what the T4's does.
+
 Each measurement runs in a fresh process, whose peak resident memory (VmHWM) above its memory before the
 model was built is the figure. The first step runs on 8-token rows so that the optimizer state exists; the
 second runs full-length rows (the manifest's `max_source_length` / context window / `max_target_length`) at
 the measured batch size, so its peak is the steady-state peak of training: weights, gradients, optimizer state
-and the activations of one batch. Memory grows linearly in the batch, so two batch sizes (1 and 2 by default)
-give the fixed part and the cost per row; the table extrapolates to the manifest's `train_batch_size`. A run
-that would not fit in `--max-gib` is refused by the child (RLIMIT_DATA) instead of swapping the machine.
+and the activations of one batch. The first step's peak is the fixed part (weights, gradients, optimizer
+state); the second's excess over it, per row, is the cost of a row, and the table extrapolates to the
+manifest's `train_batch_size`, which it also measures directly when the estimate fits. A run that would not
+fit in `--max-gib` is refused by the child's allocator (RLIMIT_DATA) instead of swapping the machine.
 
     python -m benchmarks.training_memory                          # everything, float32, batches 1 and 2
     python -m benchmarks.training_memory --models dialogpt-large --configs lora lora+gc --precision bf16
@@ -41,13 +46,15 @@ CONFIGS = {"full": (0, False), "full+gc": (0, True), "lora": (16, False), "lora+
 ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "distilbert-sst2": ("DistilBertForSequenceClassification", "DistilBertConfig",
                         dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072, vocab_size=30522,
-                             max_position_embeddings=512, num_labels=2), "classification"),
+                             max_position_embeddings=512, num_labels=2, attention_dropout=0.0), "classification"),
     "bart-large-mnli": ("BartForSequenceClassification", "BartConfig",
                         dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
                              decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
-                             vocab_size=50265, max_position_embeddings=1024, num_labels=3), "classification"),
+                             vocab_size=50265, max_position_embeddings=1024, num_labels=3, attention_dropout=0.0),
+                        "classification"),
     "dialogpt-large": ("GPT2LMHeadModel", "GPT2Config",
-                       dict(n_embd=1280, n_layer=36, n_head=20, n_positions=1024, vocab_size=50257), "causal"),
+                       dict(n_embd=1280, n_layer=36, n_head=20, n_positions=1024, vocab_size=50257, attn_pdrop=0.0),
+                       "causal"),
     "t5-email": ("T5ForConditionalGeneration", "T5Config",
                  dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12,
                       vocab_size=32128, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1), "seq2seq"),
@@ -87,14 +94,27 @@ def rows(task: str, count: int, source: int, target: int, vocab: int) -> list[di
     return made
 
 
+def _memory_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+        refs.write("5")  # VmHWM := VmRSS
+
+
 def measure(model_name: str, config: str, batch: int, precision: str, max_gib: float) -> dict[str, Any]:
-    """Build, prepare and train for two steps; the peak of the second (full-size) step is the result."""
+    """Build, prepare and train two steps: the first (8-token rows) peaks at weights + gradients + optimizer
+    state, the second (full rows) adds the activations of `batch` rows. Both peaks are above the memory the
+    process had before the model was built."""
     import torch
     import transformers
 
     from adapters.training.loop import Collator, LoopSettings, ValidatingTrainer, training_arguments
     from adapters.training.trainer import trainable_model
-    from benchmarks.measure import measured
 
     limit = int(max_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
@@ -106,36 +126,43 @@ def measure(model_name: str, config: str, batch: int, precision: str, max_gib: f
                      "mixed_precision": precision if precision != "fp32" else "no", "weight_decay": 0.01,
                      "warmup_ratio": 0.0, "max_grad_norm": 1.0, "early_stopping_patience": 0,
                      "lora_r": lora_r, "lora_alpha": 2 * lora_r, "lora_dropout": 0.05}
-    with measured() as built:
-        torch.manual_seed(0)
-        model = getattr(transformers, model_class)(getattr(transformers, config_class)(**sizes))
-        trained = trainable_model(model, configuration, classifier=task == "classification")
-    parameters = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    result: dict[str, Any] = {"model": model_name, "config": config, "precision": precision, "batch": batch,
+                              "source": size["source"], "target": size["target"]}
+    baseline = _memory_mib("VmRSS")
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**sizes))
+    trained = trainable_model(model, configuration, classifier=task == "classification")
+    result.update(parameters=sum(p.numel() for p in model.parameters()),
+                  trainable=sum(p.numel() for p in trained.parameters() if p.requires_grad),
+                  weights_mib=round(_memory_mib("VmRSS") - baseline))
     data = rows(task, batch, 8, min(4, size["target"]), sizes["vocab_size"]) \
         + rows(task, batch, size["source"], size["target"], sizes["vocab_size"])
+    started: list[float] = []
+
+    class Probe(transformers.TrainerCallback):
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            started.append(time.perf_counter())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 1:  # weights, gradients and optimizer state all exist by now
+                result["fixed_mib"] = round(_memory_mib("VmHWM") - baseline)
+                _reset_peak()
+            else:
+                result["full_step_seconds"] = round(time.perf_counter() - started[-1], 1)
+
     with tempfile.TemporaryDirectory() as folder:
         arguments = training_arguments(LoopSettings(configuration, 0, Path(folder), None), torch.device("cpu"))
         arguments = dataclasses.replace(arguments, max_steps=2, save_strategy="no", logging_strategy="no",
                                         train_sampling_strategy="sequential")
         decoder_inputs = model.prepare_decoder_input_ids_from_labels if task == "seq2seq" else None
-        trainer = ValidatingTrainer(trained, arguments, data, [], Collator(0, decoder_inputs))
-        step_times: list[float] = []
-
-        class Timer(transformers.TrainerCallback):
-            def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-                step_times.append(time.perf_counter())
-
-            def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-                step_times[-1] = time.perf_counter() - step_times[-1]
-
-        trainer.add_callback(Timer())
-        with measured() as steps:
+        trainer = ValidatingTrainer(trained, arguments, data, [], Collator(0, decoder_inputs), callbacks=[Probe()])
+        _reset_peak()
+        try:
             trainer.train()
-    return {"model": model_name, "config": config, "precision": precision, "batch": batch,
-            "source": size["source"], "target": size["target"], "parameters": parameters, "trainable": trainable,
-            "weights_mib": built.added_rss_mb, "peak_mib": round(built.added_rss_mb + steps.added_rss_mb, 1),
-            "full_step_seconds": round(step_times[-1], 1)}
+            result["peak_mib"] = round(_memory_mib("VmHWM") - baseline)
+        except RuntimeError as error:  # the allocator hit --max-gib: the fixed part may still be known
+            result["error"] = str(error).splitlines()[0][-200:]
+    return result
 
 
 # ----- the parent: a fresh process per measurement, then the table -----
@@ -146,28 +173,36 @@ def run_child(model: str, config: str, batch: int, precision: str, max_gib: floa
     done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"model": model, "config": config, "precision": precision, "batch": batch,
-                "error": last[-300:]}
+        return {"model": model, "config": config, "precision": precision, "batch": batch, "error": last[-300:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def fit_line(points: list[dict[str, Any]], batch: int) -> dict[str, Any] | None:
-    """Fixed MiB + MiB per row from two batch sizes, and the extrapolated peak at `batch`."""
-    ok = sorted((p for p in points if "peak_mib" in p), key=lambda p: p["batch"])
-    if len(ok) < 2:
+def estimate(points: list[dict[str, Any]], batch: int) -> dict[str, Any] | None:
+    """Fixed MiB (weights, gradients, optimizer state) + MiB per row, and the peak at `batch` rows.
+
+    The per-row cost is the largest measured (peak - fixed) / rows: a conservative line through the origin of
+    the activations. A direct measurement at `batch`, when one was made, is reported beside it.
+    """
+    fixed = max((p["fixed_mib"] for p in points if "fixed_mib" in p), default=None)
+    rows_cost = [(p["peak_mib"] - fixed) / p["batch"] for p in points if "peak_mib" in p and fixed is not None]
+    if fixed is None:
         return None
-    low, high = ok[0], ok[-1]
-    per_row = (high["peak_mib"] - low["peak_mib"]) / (high["batch"] - low["batch"])
-    fixed = low["peak_mib"] - per_row * low["batch"]
-    return {"fixed_mib": round(fixed), "per_row_mib": round(per_row), "at_batch": batch,
-            "peak_at_batch_mib": round(fixed + per_row * batch)}
+    line: dict[str, Any] = {"fixed_mib": fixed}
+    if rows_cost:
+        line.update(per_row_mib=round(max(rows_cost)), peak_at_batch_mib=round(fixed + max(rows_cost) * batch))
+    direct = [p["peak_mib"] for p in points if p.get("batch") == batch and "peak_mib" in p]
+    if direct:
+        line["measured_at_batch_mib"] = direct[0]
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 0],
+                        help="rows per step to measure; 0 = the manifest's train_batch_size, run only when the "
+                             "earlier measurements predict that it fits (default: 1 0)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--max-gib", type=float, default=18.0, help="refuse a measurement above this (default 18)")
     parser.add_argument("--out", type=Path, help="JSON results (default: benchmarks/results/training_memory-*.json)")
@@ -180,23 +215,29 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         for config in args.configs:
             points = []
+            default_batch = shapes(model)["batch"]
             for batch in args.batches:
+                if batch == 0:  # the manifest's batch, when the smaller batches predict that it fits
+                    line = estimate(points, default_batch) or {}
+                    if line.get("peak_at_batch_mib", float("inf")) > 0.9 * args.max_gib * 1024:
+                        continue
+                    batch = default_batch
                 point = run_child(model, config, batch, args.precision, args.max_gib)
                 print(json.dumps(point), file=sys.stderr, flush=True)
                 points.append(point)
             results.append({"model": model, "config": config, "precision": args.precision, "points": points,
-                            "line": fit_line(points, shapes(model)["batch"]), **shapes(model)})
+                            "line": estimate(points, default_batch), **shapes(model)})
     out = args.out or RESULTS / f"training_memory-{args.precision}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"load": os.getloadavg(), "results": results}, indent=2) + "\n", encoding="utf-8")
-    print(f"| model | configuration | trainable | peak MiB at batch {args.batches} | fixed MiB | MiB per row | "
-          f"peak at the manifest batch |\n|---|---|---|---|---|---|---|")
+    print("| model | configuration | trainable parameters | fixed MiB | MiB per row | peak MiB at the manifest batch "
+          "(estimated / measured) |\n|---|---|---|---|---|---|")
     for result in results:
         line = result["line"] or {}
-        peaks = ", ".join(str(p.get("peak_mib", "n/a")) for p in result["points"])
         trainable = next((f"{p['trainable']:,}" for p in result["points"] if "trainable" in p), "n/a")
-        print(f"| {result['model']} | {result['config']} | {trainable} | {peaks} | {line.get('fixed_mib', 'n/a')} "
-              f"| {line.get('per_row_mib', 'n/a')} | {line.get('peak_at_batch_mib', 'n/a')} (batch {result['batch']}) |")
+        print(f"| {result['model']} | {result['config']} | {trainable} | {line.get('fixed_mib', 'n/a')} "
+              f"| {line.get('per_row_mib', 'n/a')} | {line.get('peak_at_batch_mib', 'n/a')} / "
+              f"{line.get('measured_at_batch_mib', 'not run')} (batch {result['batch']}) |")
     print(f"results: {out}", file=sys.stderr)
     return 0
 

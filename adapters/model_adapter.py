@@ -83,12 +83,11 @@ class ModelAdapter(dl.BaseModelAdapter):
               **kwargs: Any) -> list[dict[str, Any]]:
         """Fine-tune in place, checkpointing into `output_path` (see adapters/training/output.py for its rules);
         each epoch's metrics go to `model.metrics` and the callback. Returns one record per epoch of the run."""
+        self._training_complete, self.training_history = False, []  # a failure from here on saves no weights
         output = OutputFolder(Path(output_path), overwrite=self.overwrite_output)
         output.check()
         if self._prepared is None or self._prepared.data_path != Path(data_path):
             self.convert_from_dtlpy(data_path)
-        self._training_complete = False
-        self.training_history = []
 
         def on_epoch(metrics: dict[str, Any]) -> None:
             self.training_history.append(metrics)

@@ -11,7 +11,8 @@ stores every attention matrix, while a T4 runs its memory-efficient kernel, whic
 per GPT-2-large layer and 1024-token row on CPU). Without dropout the CPU kernel stores what the T4's does.
 
 Each measurement runs in a fresh process, whose peak resident memory (VmHWM) above its memory before the
-model was built is the figure. The first step runs on 8-token rows so that the optimizer state exists; the
+model was built is the figure; glibc is told to return every freed block (EXACT_MALLOC), so that peak is the
+peak of live memory, not of what the allocator keeps. The first step runs on 8-token rows so that the optimizer state exists; the
 second runs full-length rows (the manifest's `max_source_length` / context window / `max_target_length`) at
 the measured batch size, so its peak is the steady-state peak of training: weights, gradients, optimizer state
 and the activations of one batch. The first step's peak is the fixed part (weights, gradients, optimizer
@@ -40,6 +41,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# glibc raises its mmap threshold as large blocks are freed, then keeps freed activations in its heap, so peak
+# RSS would count memory torch already released (measured: 86 MiB per checkpointed GPT-2-large layer instead of
+# the 5 MiB it holds). A fixed threshold maps every block over 64 KiB on its own and unmaps it when freed, so
+# the peak RSS is the peak of live memory.
+EXACT_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
 CONFIGS = {"full": (0, False), "full+gc": (0, True), "lora": (16, False), "lora+gc": (16, True)}
 
 # model -> (transformers class, config class, real-size configuration, task)
@@ -76,13 +82,16 @@ def shapes(model_name: str) -> dict[str, int]:
 
 # ----- the child: one measurement -----
 
-def rows(task: str, count: int, source: int, target: int, vocab: int) -> list[dict[str, Any]]:
+def rows(task: str, count: int, source: int, target: int, vocab: int, eos: int | None) -> list[dict[str, Any]]:
+    """Random full-length rows; a row ends in the end-of-sequence token (BART's classifier reads its state)."""
     import torch
 
     generator = torch.Generator().manual_seed(count * 1000 + source)
     made = []
     for _ in range(count):
         ids = torch.randint(5, vocab, (source,), generator=generator).tolist()
+        if eos is not None:
+            ids[-1] = eos
         row: dict[str, Any] = {"input_ids": ids, "attention_mask": [1] * source}
         if task == "classification":
             row["labels"] = 0
@@ -135,8 +144,9 @@ def measure(model_name: str, config: str, batch: int, precision: str, max_gib: f
     result.update(parameters=sum(p.numel() for p in model.parameters()),
                   trainable=sum(p.numel() for p in trained.parameters() if p.requires_grad),
                   weights_mib=round(_memory_mib("VmRSS") - baseline))
-    data = rows(task, batch, 8, min(4, size["target"]), sizes["vocab_size"]) \
-        + rows(task, batch, size["source"], size["target"], sizes["vocab_size"])
+    eos = model.config.eos_token_id
+    data = rows(task, batch, 8, min(4, size["target"]), sizes["vocab_size"], eos) \
+        + rows(task, batch, size["source"], size["target"], sizes["vocab_size"], eos)
     started: list[float] = []
 
     class Probe(transformers.TrainerCallback):
@@ -170,7 +180,8 @@ def measure(model_name: str, config: str, batch: int, precision: str, max_gib: f
 def run_child(model: str, config: str, batch: int, precision: str, max_gib: float) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.training_memory", "--child", json.dumps(
         [model, config, batch, precision, max_gib])]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+                          env={**os.environ, **EXACT_MALLOC})
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"model": model, "config": config, "precision": precision, "batch": batch, "error": last[-300:]}

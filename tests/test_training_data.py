@@ -124,3 +124,46 @@ def test_any_item_json_is_read_or_refused_with_a_dataset_error(tmp_path, value):
     except DatasetError:
         return
     assert subsets["train"].answer_count >= 1  # the good item is always read
+
+
+# ----- fuzzing the output folder's rules: without --overwrite nothing there is ever removed or changed -----
+entry_names = st.sampled_from(["checkpoints", "config.json", "model.safetensors", "notes.txt", "run.json",
+                               "checkpoint-3", "trainer_state.json", ".hidden"])
+contents = st.recursive(st.binary(max_size=4), lambda inner: st.dictionaries(entry_names, inner, max_size=3),
+                        max_leaves=6)
+
+
+def materialize(folder: Path, tree: Any) -> None:
+    for name, value in tree.items():
+        path = folder / name
+        if isinstance(value, dict):
+            path.mkdir()
+            materialize(path, value)
+        else:
+            path.write_bytes(value)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=st.dictionaries(entry_names, contents, max_size=4), our_run=st.booleans(), same_run=st.booleans())
+def test_without_overwrite_an_output_folder_is_only_ever_added_to(tmp_path_factory, tree, our_run, same_run):
+    from adapters.training.output import CHECKPOINTS, RUN_FILE, OutputError, OutputFolder
+
+    out = tmp_path_factory.mktemp("out")
+    materialize(out, tree)
+    if our_run and isinstance(tree.get(CHECKPOINTS), dict):
+        (out / CHECKPOINTS / RUN_FILE).write_text(json.dumps({"fingerprint": "this run", "seed": 3}))
+    before = snapshot(out)
+    folder = OutputFolder(out)
+    try:
+        folder.check()
+        resume = folder.begin("this run" if same_run else "another run", seed=7)
+    except OutputError:
+        assert snapshot(out) == before
+        return
+    after = snapshot(out)
+    assert all(after.get(path) == content for path, content in before.items())  # nothing removed or changed
+    assert resume.seed in (3, 7) and (out / CHECKPOINTS / RUN_FILE).is_file()

@@ -56,7 +56,8 @@ def read_run(folder: Path) -> dict | None:
         run = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return run if isinstance(run, dict) and isinstance(run.get("fingerprint"), str) else None
+    ours = isinstance(run, dict) and isinstance(run.get("fingerprint"), str) and type(run.get("seed")) is int
+    return run if ours else None
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,13 @@ class OutputFolder:
                 shutil.rmtree(self.checkpoints, ignore_errors=True)
                 shutil.copytree(fallback, self.checkpoints)
                 run = fallback_run
-        if run is not None and run["fingerprint"] == fingerprint:
+        if run is not None and run["fingerprint"] == fingerprint:  # this run: continue it, with its seed
             checkpoint = latest_checkpoint(self.checkpoints)
             if checkpoint is not None:
                 _relocate_best(self.checkpoints)
                 logger.warning("resuming the interrupted run from %s", checkpoint)
-                return Resume(checkpoint, int(run.get("seed", seed)))
-        elif self.checkpoints.exists():
+            return Resume(checkpoint, run["seed"])
+        if self.checkpoints.exists():
             if not self.overwrite:
                 raise OutputError(f"output folder {str(self.path)!r} holds checkpoints of a different run (other "
                                   "data, configuration or weights); pass --overwrite to start over, or choose "

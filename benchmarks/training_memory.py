@@ -207,6 +207,56 @@ def estimate(points: list[dict[str, Any]], batch: int) -> dict[str, Any] | None:
     return line
 
 
+# A T4 shows a process 15,109 MiB; CUDA's context and cuBLAS workspace take about 500 MiB of it, and PyTorch's
+# caching allocator loses up to ~10% to fragmentation: a configuration "fits" when its live peak is below this.
+T4_VISIBLE_MIB, CUDA_CONTEXT_MIB, FRAGMENTATION = 15109, 500, 0.10
+T4_BUDGET_MIB = int(T4_VISIBLE_MIB * (1 - FRAGMENTATION) - CUDA_CONTEXT_MIB)
+
+
+def t4_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and configuration: the estimated T4 peak (fp16 autocast) at the manifest batch, and the largest
+    batch that fits. A bf16-autocast CPU measurement is taken as the T4's fp16 figure (same autocast rules, same
+    2-byte activations); without one, the float32 figure plus a 2-byte copy of every weight is an upper bound."""
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in results:
+        if result.get("line"):
+            by_key.setdefault((result["model"], result["config"]), {})[result["precision"]] = result
+    rows_out = []
+    for (model, config), found in by_key.items():
+        source = found.get("bf16") or found["fp32"]
+        line, batch = source["line"], source["batch"]
+        if "per_row_mib" not in line:
+            continue
+        parameters = next(p["parameters"] for p in source["points"] if "parameters" in p)
+        extra = 0 if "bf16" in found else round(2 * parameters / 2**20)
+        fixed, per_row = line["fixed_mib"] + extra, line["per_row_mib"]
+        peak = fixed + per_row * batch
+        rows_out.append({"model": model, "config": config, "from": "bf16" if "bf16" in found else "fp32 + 2 B/param",
+                         "batch": batch, "t4_peak_mib": peak, "fits": peak <= T4_BUDGET_MIB,
+                         "largest_batch": max(0, int((T4_BUDGET_MIB - fixed) // max(per_row, 1)))})
+    return rows_out
+
+
+def report(files: list[Path]) -> None:
+    """Print the measured table and the T4 table from saved result files."""
+    results = [r for file in files for r in json.loads(file.read_text(encoding="utf-8"))["results"]]
+    print("| model | configuration | precision | trainable parameters | fixed MiB | MiB per row | peak MiB at the "
+          "manifest batch: estimated (measured) |\n|---|---|---|---|---|---|---|")
+    for result in results:
+        line = result["line"] or {}
+        trainable = next((f"{p['trainable']:,}" for p in result["points"] if "trainable" in p), "n/a")
+        measured = f" ({line['measured_at_batch_mib']:,})" if "measured_at_batch_mib" in line else ""
+        estimate = f"{line['peak_at_batch_mib']:,}{measured} at {result['batch']}" if "peak_at_batch_mib" in line \
+            else f"over the {result.get('max_gib', 14):g} GiB limit at 1 row"
+        print(f"| {result['model']} | {result['config']} | {result['precision']} | {trainable} | "
+              f"{line.get('fixed_mib', 'n/a'):,} | {line.get('per_row_mib', 'n/a')} | {estimate} |")
+    print(f"\n| model | configuration | from | T4 peak MiB at the manifest batch | fits {T4_BUDGET_MIB:,} MiB | "
+          "largest batch that fits |\n|---|---|---|---|---|---|")
+    for row in t4_rows(results):
+        print(f"| {row['model']} | {row['config']} | {row['from']} | {row['t4_peak_mib']:,} at {row['batch']} | "
+              f"{'yes' if row['fits'] else 'no'} | {row['largest_batch']} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
@@ -217,10 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--max-gib", type=float, default=18.0, help="refuse a measurement above this (default 18)")
     parser.add_argument("--out", type=Path, help="JSON results (default: benchmarks/results/training_memory-*.json)")
+    parser.add_argument("--report", nargs="+", type=Path, metavar="FILE",
+                        help="print the tables (measured, and T4) from saved result files instead of measuring")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(*json.loads(args.child))))
+        return 0
+    if args.report:
+        report(args.report)
         return 0
     results = []
     for model in args.models:
@@ -237,18 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(point), file=sys.stderr, flush=True)
                 points.append(point)
             results.append({"model": model, "config": config, "precision": args.precision, "points": points,
-                            "line": estimate(points, default_batch), **shapes(model)})
+                            "line": estimate(points, default_batch), "max_gib": args.max_gib, **shapes(model)})
     out = args.out or RESULTS / f"training_memory-{args.precision}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"load": os.getloadavg(), "results": results}, indent=2) + "\n", encoding="utf-8")
-    print("| model | configuration | trainable parameters | fixed MiB | MiB per row | peak MiB at the manifest batch "
-          "(estimated / measured) |\n|---|---|---|---|---|---|")
-    for result in results:
-        line = result["line"] or {}
-        trainable = next((f"{p['trainable']:,}" for p in result["points"] if "trainable" in p), "n/a")
-        print(f"| {result['model']} | {result['config']} | {trainable} | {line.get('fixed_mib', 'n/a')} "
-              f"| {line.get('per_row_mib', 'n/a')} | {line.get('peak_at_batch_mib', 'n/a')} / "
-              f"{line.get('measured_at_batch_mib', 'not run')} (batch {result['batch']}) |")
+    report([out])
     print(f"results: {out}", file=sys.stderr)
     return 0
 

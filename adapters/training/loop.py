@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from accelerate.utils import broadcast_object_list
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from ..errors import ConfigurationError
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 Row = dict[str, Any]
+VALIDATION_WAIT_SECONDS = 6 * 3600
 # Trainer's own per-epoch numbers that are not worth a plot.
 _TRAINER_ONLY = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 
@@ -130,7 +132,8 @@ def training_arguments(settings: LoopSettings, device: torch.device) -> Training
         metric_for_best_model=settings.primary_metric, greater_is_better=True if validating else None,
         restore_callback_states_from_checkpoint=True, label_names=["labels"], remove_unused_columns=False,
         dataloader_pin_memory=device.type == "cuda", report_to="none", disable_tqdm=True,
-        ddp_find_unused_parameters=False)
+        # The other processes wait while the first answers the validation items, which may take long.
+        ddp_find_unused_parameters=False, ddp_timeout=VALIDATION_WAIT_SECONDS)
 
 
 class ValidatingTrainer(Trainer):
@@ -160,7 +163,6 @@ class ValidatingTrainer(Trainer):
             prefix = kwargs.get("metric_key_prefix", "eval")
             metrics = self.validate() if self.is_world_process_zero() else None
             if self.args.world_size > 1:  # every process must take the same early-stopping decision
-                from accelerate.utils import broadcast_object_list
                 metrics = broadcast_object_list([metrics])[0]
             output.metrics.update({f"{prefix}_{k}": v for k, v in metrics.items()})
         return output

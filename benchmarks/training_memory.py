@@ -189,22 +189,47 @@ def run_child(model: str, config: str, batch: int, precision: str, max_gib: floa
 
 
 def estimate(points: list[dict[str, Any]], batch: int) -> dict[str, Any] | None:
-    """Fixed MiB (weights, gradients, optimizer state) + MiB per row, and the peak at `batch` rows.
+    """The peak at `batch` rows from the measured points, as the larger of the two phases where it can occur.
 
-    The per-row cost is the largest measured (peak - fixed) / rows: a conservative line through the origin of
-    the activations. A direct measurement at `batch`, when one was made, is reported beside it.
+    Late in the backward pass every gradient exists but few activations: peak = fixed + r * rows, r from the
+    smallest measured batch. At the start of the backward pass every activation exists but no gradient yet:
+    peak = (fixed - gradients) + a * rows, with the slope a between the two largest measured batches (or, from
+    one batch, the upper bound (peak - fixed + gradients) / rows). A measurement at `batch` is reported beside.
     """
     fixed = max((p["fixed_mib"] for p in points if "fixed_mib" in p), default=None)
-    rows_cost = [(p["peak_mib"] - fixed) / p["batch"] for p in points if "peak_mib" in p and fixed is not None]
+    measured = sorted((p["batch"], p["peak_mib"]) for p in points if "peak_mib" in p)
     if fixed is None:
         return None
     line: dict[str, Any] = {"fixed_mib": fixed}
-    if rows_cost:
-        line.update(per_row_mib=round(max(rows_cost)), peak_at_batch_mib=round(fixed + max(rows_cost) * batch))
-    direct = [p["peak_mib"] for p in points if p.get("batch") == batch and "peak_mib" in p]
+    if measured:
+        gradients = next(p["trainable"] for p in points if "trainable" in p) * 4 / 2**20
+        late = fixed + (measured[0][1] - fixed) / measured[0][0] * batch
+        if len(measured) > 1:
+            (low, low_peak), (high, high_peak) = measured[-2], measured[-1]
+            slope = (high_peak - low_peak) / (high - low)
+            early = high_peak + slope * (batch - high)
+        else:
+            early = fixed - gradients + (measured[0][1] - fixed + gradients) / measured[0][0] * batch
+        line.update(per_row_mib=round((max(late, early) - fixed) / batch), peak_at_batch_mib=round(max(late, early)))
+    direct = [peak for rows, peak in measured if rows == batch]
     if direct:
         line["measured_at_batch_mib"] = direct[0]
     return line
+
+
+def merged(files: list[Path]) -> list[dict[str, Any]]:
+    """The results of several runs, points of the same model, configuration and precision together."""
+    by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for file in files:
+        for result in json.loads(file.read_text(encoding="utf-8"))["results"]:
+            key = (result["model"], result["config"], result["precision"])
+            if key in by_key:
+                by_key[key]["points"] += result["points"]
+            else:
+                by_key[key] = dict(result)
+    for result in by_key.values():
+        result["line"] = estimate(result["points"], result["batch"])
+    return list(by_key.values())
 
 
 # A T4 shows a process 15,109 MiB; CUDA's context and cuBLAS workspace take about 500 MiB of it, and PyTorch's
@@ -231,6 +256,8 @@ def t4_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         extra = 0 if "bf16" in found else round(2 * parameters / 2**20)
         fixed, per_row = line["fixed_mib"] + extra, line["per_row_mib"]
         peak = fixed + per_row * batch
+        if "measured_at_batch_mib" in line:
+            peak = line["measured_at_batch_mib"] + extra
         rows_out.append({"model": model, "config": config, "from": "bf16" if "bf16" in found else "fp32 + 2 B/param",
                          "batch": batch, "t4_peak_mib": peak, "fits": peak <= T4_BUDGET_MIB,
                          "largest_batch": max(0, int((T4_BUDGET_MIB - fixed) // max(per_row, 1)))})
@@ -239,7 +266,7 @@ def t4_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def report(files: list[Path]) -> None:
     """Print the measured table and the T4 table from saved result files."""
-    results = [r for file in files for r in json.loads(file.read_text(encoding="utf-8"))["results"]]
+    results = merged(files)
     print("| model | configuration | precision | trainable parameters | fixed MiB | MiB per row | peak MiB at the "
           "manifest batch: estimated (measured) |\n|---|---|---|---|---|---|---|")
     for result in results:

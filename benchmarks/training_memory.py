@@ -67,10 +67,21 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any], str]] = {
 }
 
 
-def shapes(model_name: str) -> dict[str, int]:
+# --quick: the same code path on tiny widths and short rows, so the benchmark is tested and never rots.
+QUICK_SIZES = {"distilbert-sst2": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64),
+               "bart-large-mnli": dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                       decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+               "dialogpt-large": dict(n_embd=32, n_layer=2, n_head=2),
+               "t5-email": dict(d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2)}
+QUICK_SHAPES = {"source": 32, "target": 8}
+
+
+def shapes(model_name: str, quick: bool = False) -> dict[str, int]:
     """The manifest's training sizes: batch, input length and (generators) answer length of a full row."""
     from adapters.manifest import model_entry
 
+    if quick:
+        return {**shapes(model_name), **QUICK_SHAPES}
     configuration = model_entry(model_name)["configuration"]
     task = ARCHITECTURES[model_name][3]
     if task == "causal":  # the history fills the context window; the loss is on the answer budget
@@ -115,7 +126,8 @@ def _reset_peak() -> None:
         refs.write("5")  # VmHWM := VmRSS
 
 
-def measure(model_name: str, config: str, batch: int, precision: str, max_gib: float) -> dict[str, Any]:
+def measure(model_name: str, config: str, batch: int, precision: str, max_gib: float,
+            quick: bool = False) -> dict[str, Any]:
     """Build, prepare and train two steps: the first (8-token rows) peaks at weights + gradients + optimizer
     state, the second (full rows) adds the activations of `batch` rows. Both peaks are above the memory the
     process had before the model was built."""
@@ -128,7 +140,8 @@ def measure(model_name: str, config: str, batch: int, precision: str, max_gib: f
     limit = int(max_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     model_class, config_class, sizes, task = ARCHITECTURES[model_name]
-    size = shapes(model_name)
+    sizes = {**sizes, **QUICK_SIZES[model_name]} if quick else sizes
+    size = shapes(model_name, quick)
     lora_r, checkpointing = CONFIGS[config]
     configuration = {"epochs": 1, "learning_rate": 1e-5, "train_batch_size": batch,
                      "gradient_accumulation_steps": 1, "gradient_checkpointing": checkpointing,
@@ -177,9 +190,10 @@ def measure(model_name: str, config: str, batch: int, precision: str, max_gib: f
 
 # ----- the parent: a fresh process per measurement, then the table -----
 
-def run_child(model: str, config: str, batch: int, precision: str, max_gib: float) -> dict[str, Any]:
+def run_child(model: str, config: str, batch: int, precision: str, max_gib: float,
+              quick: bool = False) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.training_memory", "--child", json.dumps(
-        [model, config, batch, precision, max_gib])]
+        [model, config, batch, precision, max_gib, quick])]
     done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
                           env={**os.environ, **EXACT_MALLOC})
     if done.returncode != 0:
@@ -296,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON results (default: benchmarks/results/training_memory-*.json)")
     parser.add_argument("--report", nargs="+", type=Path, metavar="FILE",
                         help="print the tables (measured, and T4) from saved result files instead of measuring")
+    parser.add_argument("--quick", action="store_true", help="tiny widths and short rows: checks the code path only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -308,18 +323,19 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         for config in args.configs:
             points = []
-            default_batch = shapes(model)["batch"]
+            default_batch = shapes(model, args.quick)["batch"]
             for batch in args.batches:
                 if batch == 0:  # the manifest's batch, when the smaller batches predict that it fits
                     line = estimate(points, default_batch) or {}
                     if line.get("peak_at_batch_mib", float("inf")) > 0.9 * args.max_gib * 1024:
                         continue
                     batch = default_batch
-                point = run_child(model, config, batch, args.precision, args.max_gib)
+                point = run_child(model, config, batch, args.precision, args.max_gib, args.quick)
                 print(json.dumps(point), file=sys.stderr, flush=True)
                 points.append(point)
             results.append({"model": model, "config": config, "precision": args.precision, "points": points,
-                            "line": estimate(points, default_batch), "max_gib": args.max_gib, **shapes(model)})
+                            "line": estimate(points, default_batch), "max_gib": args.max_gib,
+                            **shapes(model, args.quick)})
     out = args.out or RESULTS / f"training_memory-{args.precision}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"load": os.getloadavg(), "results": results}, indent=2) + "\n", encoding="utf-8")

@@ -84,7 +84,7 @@ class ModelAdapter(dl.BaseModelAdapter):
         """Fine-tune in place, checkpointing into `output_path` (see adapters/training/output.py for its rules);
         each epoch's metrics go to `model.metrics` and the callback. Returns one record per epoch of the run."""
         self._training_complete, self.training_history = False, []  # a failure from here on saves no weights
-        output = OutputFolder(Path(output_path), overwrite=self.overwrite_output)
+        output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),))
         output.check()
         if self._prepared is None or self._prepared.data_path != Path(data_path):
             self.convert_from_dtlpy(data_path)

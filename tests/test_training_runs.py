@@ -205,6 +205,12 @@ def test_an_unusable_output_location_is_refused_before_anything_runs(tmp_path, c
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and "no 'train' subset" not in err
     assert a_file.read_text() == "keep me"
+    # A folder that holds the data (or the current folder) would be replaced by the model, even with --overwrite.
+    (tmp_path / "data").mkdir()
+    for out in (tmp_path, tmp_path / "data", Path(".")):
+        assert cli_main(["train", "distilbert-sst2", str(tmp_path / "data"), str(out), "--overwrite"]) == 2
+        assert "choose a folder of its own" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: permissions cannot be tested")

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from adapters.training.trainer import is_main_process, use_local_gpu
 
     try:
-        OutputFolder(args.output_dir, args.overwrite).check()  # before any weights or data are read
+        OutputFolder(args.output_dir, args.overwrite, keep=(Path(args.data_dir),)).check()  # before anything loads
     except OutputError as error:
         raise CommandError(str(error)) from None
     use_local_gpu()

@@ -64,6 +64,7 @@ def read_run(folder: Path) -> dict | None:
 class OutputFolder:
     path: Path
     overwrite: bool = False
+    keep: tuple[Path, ...] = ()  # folders OUT must not contain, since its old content is replaced (the data)
 
     @property
     def checkpoints(self) -> Path:
@@ -72,6 +73,11 @@ class OutputFolder:
     def check(self) -> None:
         """Refuse, before any data is read, a location training could not write or would replace unasked."""
         path = self.path
+        whole = path.resolve()
+        for kept in (Path.cwd(), *self.keep):
+            if kept.resolve().is_relative_to(whole):
+                raise OutputError(f"output folder {str(path)!r} contains {str(kept)!r}, which a finished model would "
+                                  "replace; choose a folder of its own")
         if path.exists() and not path.is_dir():
             raise OutputError(f"output folder {str(path)!r} is a file, not a folder")
         existing = path

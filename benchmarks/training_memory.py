@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -202,33 +202,50 @@ def run_child(model: str, config: str, batch: int, precision: str, max_gib: floa
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def estimate(points: list[dict[str, Any]], batch: int) -> dict[str, Any] | None:
-    """The peak at `batch` rows from the measured points, as the larger of the two phases where it can occur.
+def peak_bound(points: list[dict[str, Any]]) -> Callable[[int], float] | None:
+    """An upper bound of the peak at any number of rows, from the measured points (None without a peak).
 
-    Late in the backward pass every gradient exists but few activations: peak = fixed + r * rows, r from the
-    smallest measured batch. At the start of the backward pass every activation exists but no gradient yet:
-    peak = (fixed - gradients) + a * rows, with the slope a between the two largest measured batches (or, from
-    one batch, the upper bound (peak - fixed + gradients) / rows). A measurement at `batch` is reported beside.
+    A step peaks at one of two moments. Late in the backward pass every gradient exists but few activations:
+    fixed + r * rows. At its start every activation exists but no gradient yet: (fixed - gradients) + a * rows.
+    One measured peak p at b rows bounds both slopes, r <= (p - fixed) / b and a <= (p - fixed + gradients) / b,
+    and two measurements give the slope of whichever moment dominates between them; the bound is the largest.
     """
     fixed = max((p["fixed_mib"] for p in points if "fixed_mib" in p), default=None)
     measured = sorted((p["batch"], p["peak_mib"]) for p in points if "peak_mib" in p)
+    if fixed is None or not measured:
+        return None
+    gradients = next(p["trainable"] for p in points if "trainable" in p) * 4 / 2**20
+    (smallest, smallest_peak), (largest, largest_peak) = measured[0], measured[-1]
+
+    def bound(rows: int) -> float:
+        candidates = [fixed + (smallest_peak - fixed) / smallest * rows,
+                      fixed - gradients + (largest_peak - fixed + gradients) / largest * rows]
+        if len(measured) > 1 and rows > largest:
+            low, low_peak = measured[-2]
+            candidates.append(largest_peak + (largest_peak - low_peak) / (largest - low) * (rows - largest))
+        return max(candidates)
+    return bound
+
+
+def estimate(points: list[dict[str, Any]], batch: int) -> dict[str, Any] | None:
+    """The fixed part, and the peak at `batch` rows: measured when a run at `batch` was made, and its bound."""
+    fixed = max((p["fixed_mib"] for p in points if "fixed_mib" in p), default=None)
     if fixed is None:
         return None
     line: dict[str, Any] = {"fixed_mib": fixed}
-    if measured:
-        gradients = next(p["trainable"] for p in points if "trainable" in p) * 4 / 2**20
-        late = fixed + (measured[0][1] - fixed) / measured[0][0] * batch
-        if len(measured) > 1:
-            (low, low_peak), (high, high_peak) = measured[-2], measured[-1]
-            slope = (high_peak - low_peak) / (high - low)
-            early = high_peak + slope * (batch - high)
-        else:
-            early = fixed - gradients + (measured[0][1] - fixed + gradients) / measured[0][0] * batch
-        line.update(per_row_mib=round((max(late, early) - fixed) / batch), peak_at_batch_mib=round(max(late, early)))
-    direct = [peak for rows, peak in measured if rows == batch]
+    direct = [p["peak_mib"] for p in points if p.get("batch") == batch and "peak_mib" in p]
     if direct:
         line["measured_at_batch_mib"] = direct[0]
+    bound = peak_bound(points)
+    if bound is not None:
+        line["bound_at_batch_mib"] = round(bound(batch))
     return line
+
+
+def largest_batch(points: list[dict[str, Any]], budget_mib: float) -> int:
+    """The most rows whose peak bound stays within `budget_mib` (0 if even one row may not)."""
+    bound = peak_bound(points)
+    return max((rows for rows in range(1, 1025) if bound and bound(rows) <= budget_mib), default=0)
 
 
 def merged(files: list[Path]) -> list[dict[str, Any]]:
@@ -253,9 +270,9 @@ T4_BUDGET_MIB = int(T4_VISIBLE_MIB * (1 - FRAGMENTATION) - CUDA_CONTEXT_MIB)
 
 
 def t4_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model and configuration: the estimated T4 peak (fp16 autocast) at the manifest batch, and the largest
-    batch that fits. A bf16-autocast CPU measurement is taken as the T4's fp16 figure (same autocast rules, same
-    2-byte activations); without one, the float32 figure plus a 2-byte copy of every weight is an upper bound."""
+    """Per model and configuration: the T4 peak (fp16 autocast) at the manifest batch, and the largest batch
+    within the T4 budget. A bf16-autocast CPU measurement stands for the T4's fp16 one (same autocast rules,
+    same 2-byte activations); without one, the float32 figure plus a 2-byte copy of every weight bounds it."""
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     for result in results:
         if result.get("line"):
@@ -263,39 +280,44 @@ def t4_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows_out = []
     for (model, config), found in by_key.items():
         source = found.get("bf16") or found["fp32"]
-        line, batch = source["line"], source["batch"]
-        if "per_row_mib" not in line:
+        line = source["line"]
+        if "bound_at_batch_mib" not in line:
             continue
         parameters = next(p["parameters"] for p in source["points"] if "parameters" in p)
         extra = 0 if "bf16" in found else round(2 * parameters / 2**20)
-        fixed, per_row = line["fixed_mib"] + extra, line["per_row_mib"]
-        peak = fixed + per_row * batch
-        if "measured_at_batch_mib" in line:
-            peak = line["measured_at_batch_mib"] + extra
+        measured = "measured_at_batch_mib" in line
+        peak = (line["measured_at_batch_mib"] if measured else line["bound_at_batch_mib"]) + extra
         rows_out.append({"model": model, "config": config, "from": "bf16" if "bf16" in found else "fp32 + 2 B/param",
-                         "batch": batch, "t4_peak_mib": peak, "fits": peak <= T4_BUDGET_MIB,
-                         "largest_batch": max(0, int((T4_BUDGET_MIB - fixed) // max(per_row, 1)))})
+                         "batch": source["batch"], "t4_peak_mib": peak, "measured": measured,
+                         "fits": peak <= T4_BUDGET_MIB,
+                         "largest_batch": largest_batch(source["points"], T4_BUDGET_MIB - extra)})
     return rows_out
 
 
 def report(files: list[Path]) -> None:
     """Print the measured table and the T4 table from saved result files."""
     results = merged(files)
-    print("| model | configuration | precision | trainable parameters | fixed MiB | MiB per row | peak MiB at the "
-          "manifest batch: estimated (measured) |\n|---|---|---|---|---|---|---|")
+    print("| model | configuration | precision | trained parameters | fixed MiB | peak MiB at 1 row | peak MiB at "
+          "the manifest batch |\n|---|---|---|---|---|---|---|")
     for result in results:
         line = result["line"] or {}
         trainable = next((f"{p['trainable']:,}" for p in result["points"] if "trainable" in p), "n/a")
-        measured = f" ({line['measured_at_batch_mib']:,})" if "measured_at_batch_mib" in line else ""
-        estimate = f"{line['peak_at_batch_mib']:,}{measured} at {result['batch']}" if "peak_at_batch_mib" in line \
-            else f"over the {result.get('max_gib', 14):g} GiB limit at 1 row"
+        one_row = next((f"{p['peak_mib']:,}" for p in result["points"] if p.get("batch") == 1 and "peak_mib" in p),
+                       f"over the {result.get('max_gib', 14):g} GiB limit")
+        if "measured_at_batch_mib" in line:
+            at_batch = f"{line['measured_at_batch_mib']:,}"
+        elif "bound_at_batch_mib" in line:
+            at_batch = f"≤ {line['bound_at_batch_mib']:,} (bound)"
+        else:
+            at_batch = "n/a"
         print(f"| {result['model']} | {result['config']} | {result['precision']} | {trainable} | "
-              f"{line.get('fixed_mib', 'n/a'):,} | {line.get('per_row_mib', 'n/a')} | {estimate} |")
-    print(f"\n| model | configuration | from | T4 peak MiB at the manifest batch | fits {T4_BUDGET_MIB:,} MiB | "
-          "largest batch that fits |\n|---|---|---|---|---|---|")
+              f"{line.get('fixed_mib', 0):,} | {one_row} | {at_batch} at {result['batch']} |")
+    print(f"\n| model | configuration | figure from | T4 peak MiB at the manifest batch | fits {T4_BUDGET_MIB:,} MiB | "
+          "largest batch within it |\n|---|---|---|---|---|---|")
     for row in t4_rows(results):
-        print(f"| {row['model']} | {row['config']} | {row['from']} | {row['t4_peak_mib']:,} at {row['batch']} | "
-              f"{'yes' if row['fits'] else 'no'} | {row['largest_batch']} |")
+        peak = f"{row['t4_peak_mib']:,}" if row["measured"] else f"≤ {row['t4_peak_mib']:,}"
+        print(f"| {row['model']} | {row['config']} | {row['from']} | {peak} at {row['batch']} | "
+              f"{'yes' if row['fits'] else 'no'} | ≥ {row['largest_batch']} |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The training memory benchmark runs end to end on tiny widths (`--quick`), and its estimate follows its model."""
 import json
 
-from benchmarks.training_memory import T4_BUDGET_MIB, estimate, main, t4_rows
+from benchmarks.training_memory import T4_BUDGET_MIB, estimate, largest_batch, main, t4_rows
 
 
 def test_quick_training_memory_benchmark_measures_fixed_and_peak(tmp_path, capsys):
@@ -12,20 +12,22 @@ def test_quick_training_memory_benchmark_measures_fixed_and_peak(tmp_path, capsy
     [point] = result["points"]
     assert "error" not in point and point["batch"] == 2 and point["peak_mib"] >= point["fixed_mib"] > 0
     assert 0 < point["trainable"] < point["parameters"]
-    assert result["line"]["peak_at_batch_mib"] >= point["peak_mib"]  # extrapolated to the manifest batch (8)
+    assert result["line"]["bound_at_batch_mib"] >= point["peak_mib"]  # bounded at the manifest batch (8)
     assert "| t5-email | lora+gc | fp32 |" in capsys.readouterr().out
 
 
-def test_the_estimate_takes_the_larger_of_the_two_phases():
-    # 1000 MiB fixed, of which 400 MiB gradients (100 M trainable float32 parameters ~ 381 MiB).
-    gradients_dominate = [{"batch": 1, "fixed_mib": 1000, "peak_mib": 1050, "trainable": 100_000_000},
-                          {"batch": 2, "fixed_mib": 1000, "peak_mib": 1100, "trainable": 100_000_000}]
-    assert estimate(gradients_dominate, 4)["peak_at_batch_mib"] == 1200  # late phase: fixed + 50 per row
-    activations_dominate = [{"batch": 1, "fixed_mib": 1000, "peak_mib": 1500, "trainable": 100_000_000},
-                            {"batch": 2, "fixed_mib": 1000, "peak_mib": 2400, "trainable": 100_000_000}]
-    line = estimate(activations_dominate, 4)
-    assert line["peak_at_batch_mib"] == 4200 and "measured_at_batch_mib" not in line  # early phase: +900 per row
-    assert estimate(activations_dominate, 2)["measured_at_batch_mib"] == 2400
+def test_the_bound_covers_both_moments_a_step_can_peak_at():
+    # 1000 MiB fixed, of which 381 MiB are the gradients of 100 M trained float32 parameters.
+    one = {"fixed_mib": 1000, "trainable": 100_000_000}
+    late = [{**one, "batch": 1, "peak_mib": 1050}, {**one, "batch": 2, "peak_mib": 1100}]
+    # Measured late in the backward pass, the activations alone (early in it) could still reach
+    # (fixed - gradients) + (1100 - fixed + gradients) / 2 per row: a bound above the late line's 1200.
+    gradients = 100_000_000 * 4 / 2**20
+    assert estimate(late, 4)["bound_at_batch_mib"] == round(1000 - gradients + (1100 - 1000 + gradients) / 2 * 4)
+    early = [{**one, "batch": 1, "peak_mib": 1500}, {**one, "batch": 2, "peak_mib": 2400}]
+    assert estimate(early, 4)["bound_at_batch_mib"] == 4200  # the measured 900 MiB per row continues
+    assert estimate(early, 2) == {"fixed_mib": 1000, "measured_at_batch_mib": 2400, "bound_at_batch_mib": 2400}
+    assert largest_batch(early, 4200) == 4 and largest_batch(early, 1400) == 0
 
 
 def test_a_bf16_measurement_decides_the_t4_row_and_fp32_alone_adds_half_precision_weights():
@@ -38,4 +40,4 @@ def test_a_bf16_measurement_decides_the_t4_row_and_fp32_alone_adds_half_precisio
     fp32_only = t4_rows([result("fp32", 7000)])[0]
     assert fp32_only["t4_peak_mib"] == 7000 + 1024 and fp32_only["from"] == "fp32 + 2 B/param"
     both = t4_rows([result("fp32", 7000), result("bf16", 5000)])[0]
-    assert both["t4_peak_mib"] == 5000 and both["fits"] == (5000 <= T4_BUDGET_MIB)
+    assert both["t4_peak_mib"] == 5000 and both["measured"] and both["fits"] == (5000 <= T4_BUDGET_MIB)

@@ -16,8 +16,9 @@ from adapters.answers import stored_answers
 from adapters.module_loader import load_model_module
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
+from adapters.training.output import CHECKPOINTS, OutputFolder
 from adapters.training.reporting import call_epoch_callback, plot_samples, upload_samples
-from adapters.training.trainer import Prepared, fit, prepare
+from adapters.training.trainer import Prepared, fit, is_main_process, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +37,18 @@ class ModelAdapter(dl.BaseModelAdapter):
     _prepared: Prepared | None = None
     training_history: list[dict[str, Any]] | None = None
     evaluation_metrics: dict[str, Any] | None = None
+    # The platform's output folder belongs to this adapter, so what is in it may be replaced; the CLI asks the user.
+    overwrite_output: bool = True
+    stored_checkpoints: Path | None = None  # checkpoints of an interrupted run among the model's artifacts
+    _training_complete: bool = False
+    _upload_checkpoints: bool = False  # set by train_model: each epoch's checkpoint goes to the model's artifacts
 
     def load(self, local_path: str, **kwargs: Any) -> None:
         configuration = dict(self.model_entity.configuration or {})
         module = load_model_module(configuration.get("module_name"))
         if has_weights(local_path):
             configuration["model_path"] = str(local_path)
+        self.stored_checkpoints = Path(local_path) / CHECKPOINTS if local_path else None
         self.hugging = module.HuggingAdapter(configuration, model_name=self.model_entity.name)
 
     def prepare_item_func(self, item: dl.Item) -> Any:
@@ -82,25 +89,88 @@ class ModelAdapter(dl.BaseModelAdapter):
         logger.info("training data: %d train rows, %d validation rows", len(self._prepared.train_rows),
                     len(self._prepared.validation_rows))
 
+    @dl.Package.decorators.function(display_name="Train a Model", inputs={"model": dl.Model},
+                                    outputs={"model": dl.Model})  # as dtlpy declares it: the platform reads this
+    def train_model(self, model: dl.Model, *args: Any, **kwargs: Any) -> dl.Model:
+        """dtlpy's platform entry point: as dtlpy runs it, plus each epoch's checkpoint stored with the model, so
+        a restarted execution (another pod, after preemption) continues from the last complete epoch."""
+        self._upload_checkpoints = True
+        try:
+            return super().train_model(model, *args, **kwargs)
+        finally:
+            self._upload_checkpoints = False
+
     def train(self, data_path: str, output_path: str, on_epoch_end_callback: Callable[..., Any] | None = None,
               **kwargs: Any) -> list[dict[str, Any]]:
-        """Fine-tune in place; each epoch's metrics go to `model.metrics` and the callback. Returns the history."""
+        """Fine-tune in place, checkpointing into `output_path` (see adapters/training/output.py for its rules);
+        each epoch's metrics go to `model.metrics` and the callback. Returns one record per epoch of the run."""
+        self._training_complete, self.training_history = False, []  # a failure from here on saves no weights
+        output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),))
+        output.check()
         if self._prepared is None or self._prepared.data_path != Path(data_path):
             self.convert_from_dtlpy(data_path)
 
         def on_epoch(metrics: dict[str, Any]) -> None:
+            self.training_history.append(metrics)
             upload_samples(self.model_entity, plot_samples(metrics))
+            if self._upload_checkpoints:
+                self._store_checkpoints(output.path)
             call_epoch_callback(on_epoch_end_callback, metrics)
 
-        self.training_history = fit(self.hugging, self._prepared, on_epoch)
+        self.training_history = fit(self.hugging, self._prepared, on_epoch, output, self.stored_checkpoints)
+        self._training_complete = True
         return self.training_history
 
+    def _store_checkpoints(self, output_path: Path) -> None:
+        """Upload the checkpoints folder to the model's artifacts; a failed upload costs resumability, not the run."""
+        try:
+            self.model_entity.artifacts.upload(filepath=str(output_path / "*"), overwrite=True)
+        except Exception as error:  # noqa: BLE001 - the local checkpoint still exists
+            logger.warning("could not store the epoch's checkpoint with model %r: %s", self.model_entity.name, error)
+
+    def save_to_model(self, local_path: str | None = None, cleanup: bool = False, replace: bool = True,
+                      **kwargs: Any) -> None:
+        """dtlpy's upload of `save`'s folder; once a finished model is stored, its run's stored checkpoints go."""
+        super().save_to_model(local_path=local_path, cleanup=cleanup, replace=replace, **kwargs)
+        if self._upload_checkpoints and self._training_complete:
+            self._drop_stored_checkpoints()
+
+    def _drop_stored_checkpoints(self) -> None:
+        """Delete the `checkpoints/` artifacts, which every later `load()` would otherwise download."""
+        model = self.model_entity
+        try:
+            stale = {a.id for a in model.artifacts.list() if f"/{CHECKPOINTS}/" in (a.filename or "")}
+            for artifact_id in stale:
+                model.artifacts.delete(artifact_id=artifact_id)
+            if stale:
+                model.model_artifacts = [a for a in model.model_artifacts if a.id not in stale]
+                model.update()
+        except Exception as error:  # noqa: BLE001 - the model is stored; the leftovers only cost space
+            logger.warning("could not delete the stored checkpoints of model %r: %s", model.name, error)
+
     def save(self, local_path: str, **kwargs: Any) -> None:
-        """safetensors weights, tokenizer and config: `load()` of the next run, or `model_path`, reads them."""
-        folder = Path(local_path)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.hugging.model.save_pretrained(folder, safe_serialization=True)
-        self.hugging.tokenizer.save_pretrained(folder)
+        """safetensors weights, tokenizer, config and training_metrics.json, written beside `local_path` and
+        renamed into its place, so `load()` of the next run (or `model_path`) never reads a half-written model.
+
+        After a failed `train` (dtlpy saves on failure too) only the report is added: the checkpoints already in
+        `local_path` are what a rerun resumes from, and half-trained weights must not pass for a model.
+        """
+        if not is_main_process():
+            return
+        if self.training_history is not None and not self._training_complete:
+            folder = Path(local_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._write_report(folder)
+            return
+
+        def write(folder: Path) -> None:
+            self.hugging.model.save_pretrained(folder, safe_serialization=True)
+            self.hugging.tokenizer.save_pretrained(folder)
+            self._write_report(folder)
+
+        OutputFolder(Path(local_path), overwrite=True).publish(write)
+
+    def _write_report(self, folder: Path) -> None:
         if self.training_history:
             report = {"seed": self.training_seed, "epochs": self.training_history}
             (folder / TRAINING_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import dtlpy as dl
 import pytest
+import torch
 
 from adapters.cli import main as cli_main
 from adapters.local_runner import LocalRunner
 from adapters.model_adapter import ModelAdapter
 from adapters.training.dataset import DatasetError, read_layout
 from adapters.training.layout import text_annotation, write_item
-from adapters.training.metrics import accuracy, lcs_length, macro_f1, rouge_l, rouge_l_pair
+from adapters.training.loop import collator_for
+from adapters.training.metrics import accuracy, macro_f1, rouge, score
 from tests.model_factory import build_t5
 from tests.prompt_factory import current_item, legacy_item
 
@@ -62,32 +64,65 @@ def local_adapter(name: str, model_path, **overrides) -> tuple[ModelAdapter, lis
     return runner.adapter, collected
 
 
+def rows_loss(adapter: ModelAdapter) -> float:
+    """Mean loss of the model on the prepared validation rows, in one batch: the same measure before and after."""
+    model = adapter.hugging.model.eval()
+    with torch.no_grad():
+        return float(model(**collator_for(model, adapter.hugging.tokenizer)(adapter._prepared.validation_rows)).loss)
+
+
+def untrained_scores(adapter: ModelAdapter, data: Path) -> dict:
+    """Validation metrics and loss of the model before training (after any new head is in place)."""
+    adapter.convert_from_dtlpy(str(data))
+    return {**adapter.evaluate_path(str(data)), "loss": rows_loss(adapter)}
+
+
 def predicted_texts(adapter: ModelAdapter, texts: list[str]) -> list[str]:
     collections = adapter.predict([current_item({"1": [text]}) for text in texts])
     return [collection.annotations[0].coordinates for collection in collections]
 
 
 # ----- metrics -----
-def test_metrics_follow_their_definitions():
-    assert lcs_length("abcbdab", "bdcaba") == 4
-    # LCS("the cat sat", "the cat was sat") = 3: P = 3/3, R = 3/4, F = 2PR/(P+R) = 6/7
-    assert rouge_l_pair("The cat sat.", "the cat was sat") == pytest.approx(6 / 7)
-    assert rouge_l(["the cat", "dog"], [["a cat", "the cat"], ["bird"]]) == pytest.approx(0.5)
+def test_classifier_metrics_follow_their_definitions():
     assert accuracy(["a", "b", "a"], [["a"], ["a"], ["a", "c"]]) == pytest.approx(2 / 3)
     # label a: P 1, R 2/3 -> F1 0.8; label b: never right -> 0; macro = 0.4
     assert macro_f1(["a", "b", "a"], [["a"], ["a"], ["a"]]) == pytest.approx(0.4)
+
+
+ROUGE_PAIRS = [  # (prediction, references): stemming, order, several references, empty and non-word text
+    ("The cats were sitting on the mats.", ["the cat sat on the mat"]),
+    ("please send the invoice by friday", ["send the invoice friday please", "the invoice is late"]),
+    ("lunch is at noon", ["the meeting is cancelled"]),
+    ("", ["an answer"]),
+    ("!!!", ["???"]),
+]
+
+
+def test_rouge_matches_rouge_score_on_fixed_pairs():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    predictions, references = [p for p, _ in ROUGE_PAIRS], [r for _, r in ROUGE_PAIRS]
+    expected = {name: sum(max(scorer.score(ref, p)[name].fmeasure for ref in refs) for p, refs in ROUGE_PAIRS)
+                / len(ROUGE_PAIRS) for name in ("rouge1", "rouge2", "rougeL")}
+    assert score("generation", predictions, references) == pytest.approx(expected, abs=1e-12)
+    # By hand, with the Porter stemmer: "cats" = "cat" and "sitting" = "sit" but "sat" stays, so the prediction
+    # (the cat were sit on the mat: 7 tokens) and the reference (the cat sat on the mat: 6) share the LCS
+    # "the cat on the mat" (5): P = 5/7, R = 5/6, F = 2PR / (P + R) = 10/13.
+    assert rouge(*zip(ROUGE_PAIRS[0]))["rougeL"] == pytest.approx(10 / 13)
 
 
 # ----- each model learns -----
 def test_distilbert_learns_new_labels_saves_and_reloads(tiny_models, tmp_path):
     data = sentiment_layout(tmp_path / "data")
     adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=6, **FAST)
+    before = untrained_scores(adapter, data)
     progress = []
     history = adapter.train(str(data), str(tmp_path / "out"), on_epoch_end_callback=lambda i, n: progress.append(i))
     assert progress == list(range(6))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert history[-1]["validation_loss"] < history[0]["validation_loss"]
-    assert history[-1]["accuracy"] >= 0.9 and history[-1]["macro_f1"] >= 0.9
+    assert rows_loss(adapter) < before["loss"]
+    assert history[-1]["accuracy"] >= 0.9 > before["accuracy"] and history[-1]["macro_f1"] >= 0.9
     figures = {(s.figure, s.legend) for s in samples}
     assert {("loss", "train"), ("loss", "validation"), ("accuracy", "validation")} <= figures
     assert len([s for s in samples if s.figure == "accuracy"]) == 6
@@ -128,16 +163,18 @@ def test_t5_memorises_emails_loss_falls_and_rouge_rises(tmp_path):
     model = build_t5(tmp_path / "t5", config_overrides={"initializer_factor": 1.0})
     adapter, samples = local_adapter("t5-email", model, epochs=12, **FAST, token_count=8, max_target_length=8,
                                      do_sample=False)
-    history = adapter.train(str(email_layout(tmp_path / "data")), str(tmp_path / "out"))
-    assert history[-1]["train_loss"] < history[0]["train_loss"] - 1
-    assert history[-1]["rouge_l"] > history[0]["rouge_l"]
-    assert any(s.figure == "rouge_l" for s in samples)
+    data = email_layout(tmp_path / "data")
+    before = untrained_scores(adapter, data)
+    history = adapter.train(str(data), str(tmp_path / "out"))
+    assert rows_loss(adapter) < before["loss"] - 1
+    assert history[-1]["rougeL"] > before["rougeL"]
+    assert {"rouge1", "rouge2", "rougeL"} <= {s.figure for s in samples}
 
 
 def test_dialogpt_trains_on_answer_tokens_with_predicts_history(tiny_models, tmp_path):
     data = chat_layout(tmp_path / "data")
     adapter, _ = local_adapter("dialogpt-large", tiny_models["gpt2"], epochs=8, **FAST, max_new_tokens=8,
-                               do_sample=False)
+                               do_sample=False, lora_r=0)
     hugging = adapter.hugging
     item = read_layout(data)["train"].items[0]
     first, second = hugging.conversations(item.parsed)[0]
@@ -149,42 +186,13 @@ def test_dialogpt_trains_on_answer_tokens_with_predicts_history(tiny_models, tmp
     assert row["input_ids"] == context + answer
     assert row["labels"] == [-100] * len(context) + answer
 
+    before = untrained_scores(adapter, data)
     result = adapter.train(str(data), str(tmp_path / "out"))
-    assert result[-1]["train_loss"] < result[0]["train_loss"] - 1
-    assert result[-1]["rouge_l"] > result[0]["rouge_l"]
+    assert rows_loss(adapter) < before["loss"] - 1
+    assert max(epoch["rougeL"] for epoch in result) > before["rougeL"]
 
 
 # ----- dtlpy's own train_model / evaluate_model paths -----
-def test_dtlpy_train_model_trains_and_uploads_reloadable_artifacts(tiny_models, tmp_path, monkeypatch):
-    data = sentiment_layout(tmp_path / "data")
-    adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=4, **FAST)
-    model = adapter.model_entity
-    uploaded = tmp_path / "artifacts"
-
-    def prepare_data(self, dataset, root_path=None, **kwargs):
-        shutil.copytree(data, tmp_path / "prepared")
-        self.convert_from_dtlpy(data_path=str(tmp_path / "prepared"))
-        return root_path, str(tmp_path / "prepared"), str(tmp_path / "output")
-
-    def upload(self, filepath, **kwargs):
-        shutil.copytree(Path(filepath).parent, uploaded)
-
-    monkeypatch.setattr(ModelAdapter, "prepare_data", prepare_data)
-    monkeypatch.setattr(dl.repositories.Artifacts, "upload", upload)
-    monkeypatch.setattr(dl.entities.Model, "dataset", property(lambda self: None))
-    model.wait_for_model_ready = lambda: model
-    assert adapter.train_model(model) is model
-    assert model.status == "trained"
-    assert len([s for s in samples if s.figure == "loss" and s.legend == "train"]) == 4
-    report = json.loads((uploaded / "training_metrics.json").read_text())
-    assert len(report["epochs"]) == 4 and report["seed"] == 0
-
-    next_run = ModelAdapter(model_entity=model)
-    next_run.load(str(uploaded))
-    assert next_run.hugging.model.config.id2label == {0: "neg", 1: "pos"}
-    assert predicted_texts(next_run, ["the film was happy today"]) == ["pos"]
-
-
 def test_dtlpy_evaluate_model_scores_uploaded_answers(tiny_models, tmp_path, monkeypatch):
     adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"])
     model = adapter.model_entity
@@ -227,12 +235,13 @@ def test_cli_train_then_evaluate(tiny_models, tmp_path, capsys):
     code = cli_main(["evaluate", "distilbert-sst2", str(data), "--model-path", str(out)])
     scored = json.loads(capsys.readouterr().out)
     assert code == 0 and scored["questions"] == 12
-    assert scored["accuracy"] == pytest.approx(trained["epochs"][-1]["accuracy"])
+    # The saved weights are the best epoch's (validation accuracy; the first best on ties).
+    assert scored["accuracy"] == pytest.approx(max(epoch["accuracy"] for epoch in trained["epochs"]))
 
-    assert cli_main(["train", "distilbert-sst2", str(tmp_path / "nothing"), str(out), "--model-path",
+    assert cli_main(["train", "distilbert-sst2", str(tmp_path / "nothing"), str(tmp_path / "other"), "--model-path",
                      str(tiny_models["distilbert"])]) == 1
     assert "no 'train' subset" in capsys.readouterr().err
-    assert cli_main(["train", "distilbert-sst2", str(data), str(out), "--set", "epochs=0"]) == 2
+    assert cli_main(["train", "distilbert-sst2", str(data), str(tmp_path / "other"), "--set", "epochs=0"]) == 2
     assert "'epochs' must be >= 1" in capsys.readouterr().err
 
 
@@ -266,7 +275,7 @@ def test_bad_datasets_get_clear_errors(distilbert_adapter, tiny_models, tmp_path
 
     broken = sentiment_layout(tmp_path / "broken", train=4, validation=2)
     (broken / "train" / "items" / "train-1.json").write_text("")
-    with pytest.raises(DatasetError, match="train-1.json.*missing or empty"):
+    with pytest.raises(DatasetError, match="train-1.json.*missing, empty or not a regular file"):
         convert(str(broken))
 
     bart, _ = local_adapter("bart-large-mnli", tiny_models["bart"], candidate_labels=["positive", "negative"])

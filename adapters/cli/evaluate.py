@@ -1,7 +1,8 @@
 """`python -m adapters evaluate MODEL DATA_DIR`: score a model on one subset of a local data folder.
 
 The model answers every prompt item of the subset as `predict` would; its first answer to each question is
-compared with the reference answers: accuracy and macro-F1 for the classifiers, ROUGE-L for the generators.
+compared with the reference answers: accuracy and macro-F1 for the classifiers, ROUGE-1/2/L (rouge-score,
+stemmed) for the generators.
 Prints the metrics as JSON. Exit codes as for `train`.
 """
 from __future__ import annotations

@@ -5,8 +5,14 @@ DATA_DIR holds the subsets `train` (required) and `validation`, each with `items
 OUTPUT_DIR receives safetensors weights, tokenizer, config and training_metrics.json; pass it as
 --model-path to `predict` or `evaluate`. Prints every epoch's metrics as JSON.
 
+OUTPUT_DIR is checked before anything loads: it must be a folder that can be written (or created). While the
+run goes, it holds checkpoints/ (one per epoch); running the same command again after an interruption
+continues from the last complete epoch. A folder with a finished model or other files is refused unless
+--overwrite; the finished model replaces OUTPUT_DIR's content in one rename when it is complete.
+Several GPUs: torchrun --nproc_per_node N -m adapters train ... (same arguments).
+
 Exit codes: 0 trained and saved; 1 the data cannot be used (the message says why); 2 usage error, unknown
-model, bad configuration, or the model could not be loaded.
+model, bad configuration, an output folder that cannot be used, or the model could not be loaded.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import EXIT_OK, add_model_arguments, add_override_arguments, data_errors, open_runner
+from ._common import EXIT_OK, CommandError, add_model_arguments, add_override_arguments, data_errors, open_runner
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,6 +30,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     add_data_argument(parser)
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path, help="where the trained model is saved")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what OUTPUT_DIR holds (a finished model, other files, checkpoints of another "
+                             "run) once the new model is complete")
     add_override_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -34,15 +43,28 @@ def add_data_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adapters.training.output import OutputError, OutputFolder
+    from adapters.training.trainer import is_main_process, use_local_gpu
+
+    try:
+        OutputFolder(args.output_dir, args.overwrite, keep=(Path(args.data_dir),)).check()  # before anything loads
+    except OutputError as error:
+        raise CommandError(str(error)) from None
+    use_local_gpu()
     adapter = open_runner(args).adapter
+    adapter.overwrite_output = args.overwrite
 
     def progress(epoch: int, epochs: int) -> None:
         print(f"epoch {epoch + 1}/{epochs} done", file=sys.stderr)
 
     with data_errors():
-        history = adapter.train(str(args.data_dir), str(args.output_dir), on_epoch_end_callback=progress)
+        try:
+            history = adapter.train(str(args.data_dir), str(args.output_dir), on_epoch_end_callback=progress)
+        except OutputError as error:
+            raise CommandError(str(error)) from None
     adapter.save(str(args.output_dir))
-    document = {"model": args.model, "output_dir": str(args.output_dir), "seed": adapter.training_seed,
-                "epochs": history}
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    if is_main_process():
+        document = {"model": args.model, "output_dir": str(args.output_dir), "seed": adapter.training_seed,
+                    "epochs": history}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     return EXIT_OK

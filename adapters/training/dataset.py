@@ -53,14 +53,40 @@ class Subset:
         return [text for item in self.items for answers in item.references.values() for text in answers]
 
 
-def model_name_of(annotation: dict) -> str | None:
+def _object(value: Any, where: str) -> dict:
+    """`value` when it is a JSON object, {} when absent; anything else is malformed data, not a default."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where} must be an object, not {type(value).__name__}")
+    return value
+
+
+def model_name_of(annotation: dict, where: str = "the annotation") -> str | None:
     """The name of the model that wrote an annotation, or None for a human (reference) answer."""
-    metadata = annotation.get("metadata") or {}
+    metadata = _object(annotation.get("metadata"), f"{where}'s metadata")
     for scope in ("system", "user"):
-        name = ((metadata.get(scope) or {}).get("model") or {}).get("name")
+        model = _object(_object(metadata.get(scope), f"{where}'s metadata.{scope}").get("model"),
+                        f"{where}'s metadata.{scope}.model")
+        name = model.get("name")
         if name:
             return str(name)
     return None
+
+
+def _inside(folder: Path, relative: str, what: str) -> Path:
+    """`folder / relative`, refused when it resolves (through `..` or symlinks) outside `folder` or is not a file.
+
+    Item JSON is data from the platform or a user: its `filename` chooses which file is opened, so it is
+    confined to the subset's items folder. Only regular files are read (a FIFO would block forever).
+    """
+    root = folder.resolve()
+    path = (root / relative.lstrip("/")).resolve()
+    if not path.is_relative_to(root):
+        raise DatasetError(f"its {what} points outside {folder}")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise DatasetError(f"its {what} {folder / relative.lstrip('/')} is missing, empty or not a regular file")
+    return path
 
 
 def read_subset(folder: str | Path, name: str, predictions_of: str | None = None) -> Subset:
@@ -69,7 +95,8 @@ def read_subset(folder: str | Path, name: str, predictions_of: str | None = None
     Raises DatasetError when the folder has no items or an item file is missing or unreadable.
     """
     folder = Path(folder)
-    json_files = sorted((folder / "json").rglob("*.json")) if (folder / "json").is_dir() else []
+    json_root = folder / "json"
+    json_files = sorted(p for p in json_root.rglob("*.json")) if json_root.is_dir() else []
     if not json_files:
         raise DatasetError(f"subset {name!r} at {folder} has no items: expected item JSON files under "
                            f"{folder / 'json'} next to the prompt items under {folder / 'items'}")
@@ -80,6 +107,8 @@ def read_subset(folder: str | Path, name: str, predictions_of: str | None = None
             subset.items.append(_read_item(folder, json_file, index, predictions_of, subset.skipped))
         except (MalformedItemError, OSError, ValueError) as error:
             problems.append(f"{json_file.relative_to(folder)}: {error}")
+        except RecursionError:  # json and the prompt-item parser recurse per nesting level
+            problems.append(f"{json_file.relative_to(folder)}: nested too deeply to be an item")
     if problems:
         raise DatasetError(f"subset {name!r} has {len(problems)} unreadable or empty item(s): " + "; ".join(problems[:5]))
     for skipped in subset.skipped:
@@ -108,37 +137,46 @@ def read_layout(data_path: str | Path, predictions_of: str | None = None) -> dic
 
 def _read_item(folder: Path, json_file: Path, index: int, predictions_of: str | None,
                skipped: list[Skipped]) -> AnsweredItem:
+    json_file = _inside(folder / "json", str(json_file.relative_to(folder / "json")), "item JSON")
     item_json = json.loads(json_file.read_text(encoding="utf-8"))
     if not isinstance(item_json, dict) or not isinstance(item_json.get("filename"), str):
         raise DatasetError("the item JSON has no 'filename'")
-    item_file = folder / "items" / item_json["filename"].lstrip("/")
-    if not item_file.is_file() or item_file.stat().st_size == 0:
-        raise DatasetError(f"its prompt item file {item_file} is missing or empty")
+    item_file = _inside(folder / "items", item_json["filename"], "prompt item file")
     name = str(item_json.get("name") or item_json["filename"])
     parsed = parse_prompt_item(json.loads(item_file.read_text(encoding="utf-8")), index, name)
     skipped.extend(parsed.skipped)
     if not parsed.questions:
         skipped.append(Skipped(name, None, None, "no text question in this item"))
-    references, predictions = _split_annotations(item_json.get("annotations") or [], predictions_of)
+    annotations = item_json.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
+        raise DatasetError(f"its 'annotations' must be a list, not {type(annotations).__name__}")
+    references, predictions = _split_annotations(annotations or [], predictions_of, name, skipped)
     item = AnsweredItem(parsed)
     _assign(parsed, references, item.references, skipped)
     _assign(parsed, predictions, item.predictions, skipped)
     return item
 
 
-def _split_annotations(annotations: list[Any], predictions_of: str | None
-                       ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def _split_annotations(annotations: list[Any], predictions_of: str | None, item_name: str,
+                       skipped: list[Skipped]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Text answers per prompt key: references, and the predictions of model `predictions_of`."""
     references: dict[str, list[str]] = defaultdict(list)
     predictions: dict[str, list[str]] = defaultdict(list)
-    for annotation in annotations:
-        if not isinstance(annotation, dict) or annotation.get("type") != "text":
-            continue
+    for position, annotation in enumerate(annotations):
+        where = f"annotation {position}"
+        if not isinstance(annotation, dict):
+            raise DatasetError(f"{where} must be an object, not {type(annotation).__name__}")
+        if annotation.get("type") != "text":
+            continue  # other annotation types are not answers
         text = annotation.get("coordinates")
-        prompt_id = ((annotation.get("metadata") or {}).get("system") or {}).get("promptId")
-        if not isinstance(text, str) or prompt_id is None:
+        system = _object(_object(annotation.get("metadata"), f"{where}'s metadata").get("system"),
+                         f"{where}'s metadata.system")
+        prompt_id = system.get("promptId")
+        if not isinstance(text, str) or not isinstance(prompt_id, (str, int)) or isinstance(prompt_id, bool):
+            skipped.append(Skipped(item_name, None, None, f"{where} is a text annotation without a text "
+                                   "'coordinates' and a metadata.system.promptId: not an answer to a prompt"))
             continue
-        author = model_name_of(annotation)
+        author = model_name_of(annotation, where)
         if predictions_of is None or author is None:
             references[str(prompt_id)].append(text.strip())
         elif author == predictions_of:

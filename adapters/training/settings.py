@@ -7,15 +7,30 @@ from ..settings import MAX_BATCH_SIZE, MAX_NEW_TOKENS, Setting
 
 MAX_EPOCHS = 1000
 MAX_SOURCE_TOKENS = 1 << 16
+MAX_ACCUMULATION = 1024
+MAX_LORA_RANK = 1024
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
 TRAINING_SETTINGS: tuple[Setting, ...] = (
     Setting("epochs", (int,), "passes over the train subset", minimum=1, maximum=MAX_EPOCHS),
     Setting("learning_rate", (float,), "peak AdamW learning rate, reached after warm-up", minimum=1e-9, maximum=1.0),
-    Setting("train_batch_size", (int,), "training rows per optimizer step", minimum=1, maximum=MAX_BATCH_SIZE),
+    Setting("train_batch_size", (int,), "training rows per forward pass", minimum=1, maximum=MAX_BATCH_SIZE),
+    Setting("gradient_accumulation_steps", (int,), "forward passes per optimizer step (the effective batch is "
+            "train_batch_size times this, times the GPUs)", minimum=1, maximum=MAX_ACCUMULATION),
+    Setting("gradient_checkpointing", (bool,), "recompute activations in the backward pass instead of keeping "
+            "them: less memory, about a third more time"),
+    Setting("mixed_precision", (str,), "'auto' (bf16 or fp16 on a GPU that has it, 'no' on CPU), 'no', 'fp16' "
+            "(CUDA only) or 'bf16'", choices=MIXED_PRECISION),
     Setting("weight_decay", (float,), "AdamW weight decay (not applied to biases and norms)", minimum=0.0, maximum=1.0),
     Setting("warmup_ratio", (float,), "share of the steps spent warming the learning rate up from 0",
-            minimum=0.0, maximum=1.0),
+            minimum=0.0, maximum=0.999),
     Setting("max_grad_norm", (float,), "gradient-norm clipping; 0 disables it", minimum=0.0, maximum=1e4),
+    Setting("early_stopping_patience", (int,), "stop after this many epochs without a better validation score; "
+            "0 never stops early", minimum=0, maximum=MAX_EPOCHS),
+    Setting("lora_r", (int,), "LoRA rank; 0 trains every weight (full fine-tuning)", minimum=0, maximum=MAX_LORA_RANK),
+    Setting("lora_alpha", (float,), "LoRA scaling numerator (updates are scaled by lora_alpha / lora_r)",
+            minimum=1e-3, maximum=1e4),
+    Setting("lora_dropout", (float,), "dropout on the LoRA branch's input", minimum=0.0, maximum=0.9),
 )
 
 # Modules that already read a sampling `seed` reuse it for training; the others declare this one.

@@ -1,24 +1,34 @@
-"""Fine-tune a model module on a prepared data folder: validate, build rows, run the loop, validate per epoch."""
+"""Fine-tune a model module on a prepared data folder: validate, build rows, claim the output, run the loop."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
 from ..errors import ConfigurationError
 from ..hugging_adapter import Answer, Turn
 from .dataset import DatasetError, Subset, read_layout
 from .evaluation import evaluate_by_predicting
-from .loop import LoopSettings, Row, mean_loss, train
-from .settings import training_values
+from .lora import merge, with_lora
+from .loop import LoopSettings, Row, collator_for, train
+from .metrics import PRIMARY
+from .output import OutputFolder
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_PROBLEMS = 5
+# Keys that change where or how fast a run computes, not what it learns.
+NOT_FINGERPRINTED = frozenset({"device", "batch_size", "max_batch_tokens", "reanswer"})
 
 
 @dataclass
@@ -38,10 +48,15 @@ class Prepared:
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed torch for the block without disturbing the caller's random state."""
+    """Seed torch, random and numpy for the block (Trainer seeds all three) and give the caller's state back."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        yield
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def build_rows(adapter: Any, subset: Subset) -> list[Row]:
@@ -84,7 +99,7 @@ def prepare(adapter: Any, data_path: str | Path) -> Prepared:
     subsets = read_layout(data_path)
     seed = adapter.configuration["seed"]
     if seed is None:
-        seed = random.SystemRandom().randrange(2**32)
+        seed = agreed(random.SystemRandom().randrange(2**32))
         logger.info("training seed drawn: %d", seed)
     with seeded(seed):
         adapter.prepare_training(subsets["train"].references())
@@ -93,22 +108,79 @@ def prepare(adapter: Any, data_path: str | Path) -> Prepared:
                     build_rows(adapter, validation) if validation else [])
 
 
-def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
-    """Train `adapter.model` in place; after each epoch report and return its metrics."""
-    settings = LoopSettings(**training_values(adapter.configuration), seed=prepared.seed)
-    history: list[dict[str, Any]] = []
+def agreed(value: Any) -> Any:
+    """The first process's `value` on every process of a `torchrun` / `accelerate launch` run (else `value`)."""
+    if PartialState().num_processes == 1:
+        return value
+    return broadcast_object_list([value])[0]
 
-    def after_epoch(epoch: int, train_loss: float) -> None:
-        metrics: dict[str, Any] = {"epoch": epoch, "epochs": settings.epochs, "train_loss": train_loss}
-        if prepared.validation is not None:
-            metrics["validation_loss"] = mean_loss(adapter.model, adapter.tokenizer, prepared.validation_rows,
-                                                   settings.train_batch_size, adapter.device)
-            metrics.update(evaluate_by_predicting(adapter, prepared.validation))
-        logger.info("epoch %d/%d: %s", epoch + 1, settings.epochs,
-                    {k: v for k, v in metrics.items() if isinstance(v, float)})
-        history.append(metrics)
-        on_epoch(metrics)
 
-    with seeded(prepared.seed):
-        train(adapter.model, adapter.tokenizer, prepared.train_rows, settings, adapter.device, after_epoch)
+def fingerprint(adapter: Any, prepared: Prepared) -> str:
+    """What makes two runs the same run: module, configuration, base weights and the exact training rows.
+
+    The device and prediction batching do not change what is learned, so a run may resume on other hardware.
+    """
+    configuration = {k: v for k, v in adapter.configuration.items() if k not in NOT_FINGERPRINTED}
+    digest = hashlib.sha256(json.dumps([type(adapter).__module__, configuration], sort_keys=True,
+                                       default=str).encode())
+    for rows in (prepared.train_rows, prepared.validation_rows):
+        digest.update(json.dumps(rows, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], None], output: OutputFolder,
+        stored_checkpoints: Path | None = None) -> list[dict[str, Any]]:
+    """Train `adapter.model` in place, checkpointing into `output`, and return one record per epoch.
+
+    A run with the same fingerprint that left checkpoints in `output` (or in `stored_checkpoints`) continues
+    from its last complete epoch. With a validation subset the best epoch's weights are kept; LoRA updates are
+    merged, so `adapter.model` is a plain model again afterwards.
+    """
+    configuration = adapter.configuration
+    validation = prepared.validation
+    if configuration["early_stopping_patience"] and validation is None:
+        raise DatasetError("early_stopping_patience needs a 'validation' subset to measure improvement; add one "
+                           "or set early_stopping_patience to 0")
+    with PartialState().main_process_first():  # the first process claims the folder, the others then read it
+        resume = output.begin(fingerprint(adapter, prepared), prepared.seed, stored_checkpoints)
+    prepared.seed = resume.seed
+    trained = trainable_model(adapter.model, configuration, adapter.metric_family == "classification")
+    settings = LoopSettings(configuration, resume.seed, output.checkpoints,
+                            PRIMARY[adapter.metric_family] if validation is not None else None)
+    validate = (lambda: evaluate_by_predicting(adapter, validation)) if validation is not None else None
+    try:
+        with seeded(resume.seed):
+            history = train(trained, collator_for(trained, adapter.tokenizer), prepared.train_rows,
+                            prepared.validation_rows, settings, adapter.device, on_epoch, validate, resume.checkpoint)
+    finally:
+        adapter.model = plain_model(trained, configuration)
     return history
+
+
+def trainable_model(model: Any, configuration: dict[str, Any], classifier: bool) -> Any:
+    """`model` set up for training as the configuration says: float32 master weights (what the optimizer and
+    mixed precision want), gradient checkpointing, and LoRA (a peft wrapper) when `lora_r` > 0."""
+    model = model.float()
+    if configuration["gradient_checkpointing"]:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return with_lora(model, configuration, classifier) if configuration["lora_r"] else model
+
+
+def plain_model(trained: Any, configuration: dict[str, Any]) -> Any:
+    """Undo `trainable_model`: LoRA merged into the weights, no checkpointing, eval mode."""
+    model = merge(trained) if configuration["lora_r"] else trained
+    if configuration["gradient_checkpointing"]:
+        model.activation_checkpointing_disable()
+    return model.eval()
+
+
+def is_main_process() -> bool:
+    """False on the other processes of a multi-GPU run: only the first one writes the model and reports."""
+    return PartialState().is_main_process
+
+
+def use_local_gpu() -> None:
+    """Under `torchrun` / `accelerate launch`, make `cuda` mean this process's GPU before any weights load."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and torch.cuda.is_available():
+        torch.cuda.set_device(int(local_rank))

@@ -1,0 +1,338 @@
+"""How a training run behaves: LoRA, early stopping, resume, gradient accumulation, the output folder's rules,
+and dtlpy's `train_model` storing checkpoints so a restarted execution continues. Tiny models, offline."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import dtlpy as dl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adapters.cli import main as cli_main
+from adapters.errors import ConfigurationError
+from adapters.model_adapter import ModelAdapter
+from tests.model_factory import build_distilbert_classifier, build_gpt2_lm, build_t5
+from tests.test_training import FAST, chat_layout, email_layout, local_adapter, predicted_texts, rows_loss, sentiment_layout
+
+NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+# ----- LoRA -----
+def test_lora_training_lowers_the_loss_and_saves_merged_weights_that_predict_loads(tiny_models, tmp_path):
+    data = chat_layout(tmp_path / "data")
+    adapter, _ = local_adapter("dialogpt-large", tiny_models["gpt2"], epochs=6, **{**FAST, "learning_rate": 3e-2},
+                               lora_r=8, lora_alpha=32, lora_dropout=0.0, max_new_tokens=8, do_sample=False)
+    adapter.convert_from_dtlpy(str(data))
+    untrained = rows_loss(adapter)
+    original = {k: v.clone() for k, v in adapter.hugging.model.state_dict().items()}
+    adapter.train(str(data), str(tmp_path / "out"))
+    assert rows_loss(adapter) < untrained - 1.0
+
+    adapter.save(str(tmp_path / "out"))
+    saved = weights(tmp_path / "out")
+    assert not any(name.startswith("adapter_") for name in os.listdir(tmp_path / "out"))  # no peft files
+    assert not any("lora" in key for key in saved)                                        # merged, plain keys
+    assert not torch.equal(saved["transformer.h.0.attn.c_attn.weight"], original["transformer.h.0.attn.c_attn.weight"])
+    assert torch.equal(saved["transformer.wte.weight"], original["transformer.wte.weight"])  # frozen under LoRA
+    texts = ["meeting monday", "team lunch"]
+    reloaded, _ = local_adapter("dialogpt-large", tmp_path / "out", max_new_tokens=8, do_sample=False)
+    assert predicted_texts(reloaded, texts) == predicted_texts(adapter, texts)
+
+
+# ----- early stopping -----
+def test_early_stopping_stops_a_run_that_does_not_improve_and_keeps_the_best_epoch(tiny_models, tmp_path):
+    # Validation answers are the opposite of the training answers: the better the model learns, the worse it
+    # validates, so the best epoch is an early one and the run stops `patience` epochs after it.
+    data = sentiment_layout(tmp_path / "data")
+    for json_file in (data / "validation" / "json").glob("*.json"):
+        item = json.loads(json_file.read_text())
+        label = item["annotations"][0]["coordinates"]
+        item["annotations"][0]["coordinates"] = {"pos": "neg", "neg": "pos"}[label]
+        json_file.write_text(json.dumps(item))
+    patience = 2
+    adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=12, **FAST,
+                               early_stopping_patience=patience)
+    history = adapter.train(str(data), str(tmp_path / "out"))
+    scores = [epoch["accuracy"] for epoch in history]
+    best = scores.index(max(scores))
+    assert len(history) == best + 1 + patience < 12
+    assert scores[-1] < scores[best]
+    assert adapter.evaluate_path(str(data))["accuracy"] == pytest.approx(scores[best])  # the best epoch's weights
+
+
+def test_early_stopping_without_a_validation_subset_is_refused(tiny_models, tmp_path):
+    data = sentiment_layout(tmp_path / "data", validation=0)
+    adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **FAST, early_stopping_patience=1)
+    from adapters.training.dataset import DatasetError
+    with pytest.raises(DatasetError, match="needs a 'validation' subset"):
+        adapter.train(str(data), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# ----- resume -----
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_at_the_next_epoch(tiny_models, tmp_path, capsys):
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    settings = {"epochs": 4, **FAST}
+    uninterrupted, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **settings)
+    expected = uninterrupted.train(str(data), str(tmp_path / "reference"))
+    uninterrupted.save(str(tmp_path / "reference"))
+
+    out = tmp_path / "out"
+    first, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **settings)
+    first.overwrite_output = False  # as the CLI runs it
+
+    def stop_after_two(epoch: int, epochs: int) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        first.train(str(data), str(out), on_epoch_end_callback=stop_after_two)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+
+    # The same command again continues from epoch 3: two epochs run, the report has all four.
+    args = [str(data), str(out), "--model-path", str(tiny_models["distilbert"])]
+    args += [f"--set={key}={json.dumps(value)}" for key, value in settings.items()]
+    assert cli_main(["train", "distilbert-sst2", *args]) == 0
+    captured = capsys.readouterr()
+    assert "epoch 3/4 done" in captured.err and "epoch 2/4 done" not in captured.err
+    report = json.loads(captured.out)
+    assert [epoch["epoch"] for epoch in report["epochs"]] == [0, 1, 2, 3]
+    for got, want in zip(report["epochs"], expected):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "reference").iterdir())
+    for key, tensor in weights(tmp_path / "reference").items():
+        assert torch.allclose(weights(out)[key], tensor, atol=1e-5), key
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+    # Finished: the same command is refused instead of silently training again.
+    assert cli_main(["train", "distilbert-sst2", *args]) == 2
+    assert "holds a finished model" in capsys.readouterr().err
+
+
+# ----- gradient accumulation -----
+ACCUMULATION_CASES = {  # module: builder, dropout off, layout, rows per optimizer step, settings
+    "distilbert-sst2": (build_distilbert_classifier, {"dropout": 0.0, "attention_dropout": 0.0,
+                                                      "seq_classif_dropout": 0.0}, "sentiment", 8, {}),
+    "t5-email": (build_t5, {"dropout_rate": 0.0, "initializer_factor": 1.0}, "email", 4,
+                 {"token_count": 8, "max_target_length": 8}),
+    "dialogpt-large": (build_gpt2_lm, NO_DROPOUT, "chat", 8, {"max_new_tokens": 8}),
+}
+
+
+def without_key_bias(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A key projection's bias shifts every attention score of a query equally, so softmax cancels it: its exact
+    gradient is 0 and AdamW turns float noise into full steps. Those entries are left out of the comparison."""
+    if name.endswith("attn.c_attn.bias"):  # GPT-2: query, key and value biases in one tensor
+        width = tensor.numel() // 3
+        return torch.cat([tensor[:width], tensor[2 * width:]])
+    return tensor[:0] if name.endswith(("k_lin.bias", "k_proj.bias")) else tensor
+
+
+@pytest.mark.parametrize("name", list(ACCUMULATION_CASES))
+def test_accumulation_gives_the_same_updates_as_a_larger_batch(name, tmp_path):
+    # Rows of different lengths: for generators the loss is a mean over answer tokens, so micro-batches must be
+    # weighted by their token counts, not averaged; for classifiers the micro-batch means are averaged.
+    builder, no_dropout, layout, step_rows, settings = ACCUMULATION_CASES[name]
+    model = builder(tmp_path / "model", config_overrides=no_dropout)
+    data = {"sentiment": lambda root: sentiment_layout(root, train=16), "email": email_layout,
+            "chat": chat_layout}[layout](tmp_path / "data")
+    shutil.rmtree(data / "validation")  # no best-epoch choice: the last weights are compared
+    histories, trained = {}, {}
+    for steps in (1, 2, 4):
+        adapter, _ = local_adapter(name, model, epochs=3,
+                                   **{**FAST, "learning_rate": 1e-3, "train_batch_size": step_rows // steps},
+                                   gradient_accumulation_steps=steps, lora_r=0, gradient_checkpointing=False,
+                                   **settings)
+        histories[steps] = [epoch["train_loss"] for epoch in adapter.train(str(data), str(tmp_path / f"{steps}"))]
+        trained[steps] = {k: v.clone() for k, v in adapter.hugging.model.state_dict().items()}
+    moved = [k for k, v in trained[1].items() if k in weights(model) and not torch.equal(v, weights(model)[k])]
+    assert len(moved) > len(trained[1]) // 2
+    for steps in (2, 4):
+        assert histories[steps] == pytest.approx(histories[1], rel=1e-5)
+        for key, tensor in trained[1].items():
+            assert torch.allclose(without_key_bias(key, trained[steps][key]), without_key_bias(key, tensor),
+                                  atol=1e-6), (steps, key)
+
+
+# ----- settings -----
+@pytest.mark.parametrize("bad", [{"mixed_precision": "fp8"}, {"lora_r": -1}, {"lora_dropout": 1.0},
+                                 {"gradient_accumulation_steps": 0}, {"early_stopping_patience": -1},
+                                 {"gradient_checkpointing": "yes"}, {"lora_alpha": 0}])
+def test_new_training_keys_are_range_checked(bad):
+    from adapters.local_runner import validate_configuration
+    with pytest.raises(ConfigurationError):
+        validate_configuration({"module_name": "models.dialogpt_large", **bad})
+
+
+def test_mixed_precision_follows_the_device():
+    from adapters.training.loop import precision_flags
+    cpu = torch.device("cpu")
+    assert precision_flags("auto", cpu) == {"fp16": False, "bf16": False}
+    assert precision_flags("bf16", cpu) == {"fp16": False, "bf16": True}
+    with pytest.raises(ConfigurationError, match="needs a CUDA GPU"):
+        precision_flags("fp16", cpu)
+
+
+# ----- the output folder -----
+@pytest.fixture
+def cli_train(tiny_models, tmp_path, capsys):
+    """cli_train(out, *extra) -> (exit code, stderr); a short DistilBERT run on a small layout."""
+    data = sentiment_layout(tmp_path / "data", train=8, validation=4)
+
+    def run(out: Path, *extra: str) -> tuple[int, str]:
+        code = cli_main(["train", "distilbert-sst2", str(data), str(out), "--model-path",
+                         str(tiny_models["distilbert"]), "--set", "epochs=1", *extra])
+        return code, capsys.readouterr().err
+    return run
+
+
+def test_an_unusable_output_location_is_refused_before_anything_runs(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("keep me")
+    # DATA does not exist: the output is checked first, and no model is loaded for it.
+    for out, message in ((a_file, "is a file, not a folder"), (a_file / "below", "is a file")):
+        assert cli_main(["train", "distilbert-sst2", str(tmp_path / "no-data"), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and "no 'train' subset" not in err
+    assert a_file.read_text() == "keep me"
+    # A folder that holds the data (or the current folder) would be replaced by the model, even with --overwrite.
+    (tmp_path / "data").mkdir()
+    for out in (tmp_path, tmp_path / "data", Path(".")):
+        assert cli_main(["train", "distilbert-sst2", str(tmp_path / "data"), str(out), "--overwrite"]) == 2
+        assert "choose a folder of its own" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: permissions cannot be tested")
+def test_an_unwritable_output_folder_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert cli_main(["train", "distilbert-sst2", str(tmp_path / "no-data"), str(locked / "out")]) == 2
+        assert "cannot be written" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_folder_with_other_files_is_replaced_only_with_overwrite_and_only_when_done(cli_train, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err = cli_train(out)
+    assert code == 2 and "files this run did not write (notes.txt)" in err and "--overwrite" in err
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+
+    code, _ = cli_train(out, "--overwrite")
+    assert code == 0
+    assert "notes.txt" not in os.listdir(out) and (out / "model.safetensors").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_checkpoints_of_another_run_are_refused_unless_overwrite(cli_train, tmp_path):
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "run.json").write_text(json.dumps({"fingerprint": "another run", "seed": 1}))
+    code, err = cli_train(out)
+    assert code == 2 and "checkpoints of a different run" in err
+    assert (out / "checkpoints" / "run.json").is_file()
+    code, _ = cli_train(out, "--overwrite")
+    assert code == 0 and sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.json",
+                                                     "tokenizer_config.json", "training_metrics.json"]
+
+
+# ----- dtlpy's train_model: checkpoints stored with the model, a restarted execution continues -----
+class ArtifactStore:
+    """The model's artifacts as dtlpy's Artifacts repository sees them, kept in a local folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir()
+        store = self
+
+        class Artifact:
+            def __init__(self, path: Path):
+                self.id = str(path.relative_to(store.root))
+                self.filename = "/artifacts/models/m/" + self.id
+
+        def upload(repo, filepath, **kwargs):
+            shutil.copytree(Path(filepath).parent, store.root, dirs_exist_ok=True)
+
+        def download(repo, local_path=None, **kwargs):
+            shutil.copytree(store.root, local_path, dirs_exist_ok=True)
+
+        def listing(repo, **kwargs):
+            return [Artifact(p) for p in sorted(store.root.rglob("*")) if p.is_file()]
+
+        def delete(repo, artifact_id=None, **kwargs):
+            (store.root / artifact_id).unlink()
+
+        self.methods = {"upload": upload, "download": download, "list": listing, "delete": delete}
+
+    def files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+
+class Progress:
+    """dtlpy's execution progress; `fail_at` makes the execution fail there, as a crash would."""
+
+    def __init__(self, fail_at: str | None = None):
+        self.fail_at = fail_at
+        self.messages: list[str] = []
+
+    def update(self, message: str = "", progress: int | None = None, **kwargs):
+        self.messages.append(message)
+        if self.fail_at and message.startswith(self.fail_at):
+            raise Interrupt(message)
+
+
+def test_dtlpy_train_model_stores_checkpoints_and_a_restarted_execution_continues(tiny_models, tmp_path,
+                                                                                monkeypatch):
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    store = ArtifactStore(tmp_path / "artifacts")
+    for name, method in store.methods.items():
+        monkeypatch.setattr(dl.repositories.Artifacts, name, method)
+    monkeypatch.setattr(dl.entities.Model, "dataset", property(lambda self: None))
+    pods = iter(["pod-1", "pod-2"])  # each execution runs on a new pod: nothing local survives
+
+    def prepare_data(self, dataset, root_path=None, **kwargs):
+        pod = tmp_path / next(pods)
+        shutil.copytree(data, pod / "data")
+        (pod / "output").mkdir()
+        return str(pod), str(pod / "data"), str(pod / "output")
+
+    monkeypatch.setattr(ModelAdapter, "prepare_data", prepare_data)
+    adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=4, **FAST)
+    model = adapter.model_entity
+    model.wait_for_model_ready = lambda: model
+
+    with pytest.raises(Interrupt):  # the first execution dies after its second epoch
+        adapter.train_model(model, progress=Progress(fail_at="finished epoch: 1/"))
+    assert any(f.startswith("checkpoints/checkpoint-") for f in store.files())
+
+    restarted = ModelAdapter(model_entity=model)
+    progress = Progress()
+    assert restarted.train_model(model, progress=progress) is model
+    assert model.status == "trained"
+    assert [m for m in progress.messages if m.startswith("finished epoch")] == ["finished epoch: 2/4",
+                                                                               "finished epoch: 3/4"]
+    files = store.files()
+    assert "model.safetensors" in files and not [f for f in files if f.startswith("checkpoints/")]
+    report = json.loads((store.root / "training_metrics.json").read_text())
+    assert [epoch["epoch"] for epoch in report["epochs"]] == [0, 1, 2, 3] and report["seed"] == 0
+
+    next_run = ModelAdapter(model_entity=model)
+    next_run.load_from_model(model_entity=model, local_path=str(tmp_path / "deployed"))
+    assert next_run.hugging.model.config.id2label == {0: "neg", 1: "pos"}
+    trained = restarted.hugging.model.state_dict()
+    assert all(torch.equal(tensor, trained[key]) for key, tensor in next_run.hugging.model.state_dict().items())

@@ -212,7 +212,7 @@ def default_kernels() -> Iterator[None]:
 
 def run_onnx(suite: Suite, module: Any, folder: Path, workload: Workload, ours_answers: list, flops: float,
              peak: float, questions: int, onnx_dir: Path) -> list[dict[str, Any]]:
-    from adapters.onnx_export import export_onnx
+    from adapters.runtimes.onnx_runtime import export_onnx
 
     results = []
     for quantize in (None, "int8"):

@@ -112,7 +112,8 @@ class CTranslate2Runtime(Runtime):
         options = dict(beam_size=config.num_beams, num_hypotheses=config.num_return_sequences, return_scores=True,
                        end_token=sorted(set(eos if isinstance(eos, list) else [eos]) - {None}) or None,
                        repetition_penalty=config.repetition_penalty or 1.0,
-                       no_repeat_ngram_size=config.no_repeat_ngram_size or 0, length_penalty=config.length_penalty)
+                       no_repeat_ngram_size=config.no_repeat_ngram_size or 0,
+                       length_penalty=1.0 if config.length_penalty is None else config.length_penalty)
         if config.do_sample:
             options.update(sampling_topk=config.top_k or 0, sampling_topp=config.top_p or 1.0,
                            sampling_temperature=config.temperature or 1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
 import importlib
 import json
@@ -181,6 +182,9 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
 
     if suite.onnx:
         methods += run_onnx(suite, module, folder, workload, ours_answers, flops, peak, questions, onnx_dir)
+    if suite.kind == "generator":
+        methods += run_ctranslate2(suite, module, folder, workload, ours_answers, flops, peak, questions)
+        summary.update(ctranslate2_ratios(methods))
     if model.config.is_encoder_decoder and suite.kind == "generator":
         summary["encoder_share_of_predict"] = encoder_share(adapter, workload)
 
@@ -228,6 +232,62 @@ def run_onnx(suite: Suite, module: Any, folder: Path, workload: Workload, ours_a
     return results
 
 
+def run_ctranslate2(suite: Suite, module: Any, folder: Path, workload: Workload, ours_answers: list, flops: float,
+                    peak: float, questions: int) -> list[dict[str, Any]]:
+    """Ours with runtime 'ctranslate2' (float32, int8), and CTranslate2 called directly on the same conversion."""
+    import ctranslate2
+
+    from .baselines import ctranslate2_chat, ctranslate2_text2text
+
+    results = []
+    for compute_type in ("float32", "int8"):
+        with measured() as conversion:  # the first load converts (cached in $HF_HOME); later loads reuse it
+            adapter = module.HuggingAdapter({"model_path": str(folder), **suite.configuration,
+                                             "runtime": "ctranslate2", "compute_type": compute_type})
+        measurement, answers, _ = run_predict(adapter, workload, suite.kind)
+        results.append(method_result(f"ours (ctranslate2 {compute_type})", measurement, workload, flops, peak,
+                                     questions, load_seconds=round(conversion.seconds, 1),
+                                     agreement_with_ours=agreement(ours_answers, answers, suite.kind)))
+        print_method(results[-1])
+        engine_folder = adapter.model.folder / "ctranslate2"
+        configuration, tokenizer, max_input_tokens = adapter.configuration, adapter.tokenizer, adapter.max_input_tokens
+        del adapter
+        threads = torch.get_num_threads()
+        if suite.module_name == "models.t5_email":
+            engine = ctranslate2.Translator(str(engine_folder), compute_type=compute_type, intra_threads=threads)
+            run = functools.partial(ctranslate2_text2text, engine, tokenizer, prefix=configuration["prefix"],
+                                    max_new_tokens=configuration["token_count"],
+                                    batch_size=configuration["batch_size"])
+        else:
+            engine = ctranslate2.Generator(str(engine_folder), compute_type=compute_type, intra_threads=threads)
+            run = functools.partial(ctranslate2_chat, engine, tokenizer,
+                                    max_new_tokens=configuration["max_new_tokens"],
+                                    batch_size=configuration["batch_size"], context=max_input_tokens)
+        run(Workload(workload.items[:1], 0, 0))  # warm-up
+        with measured() as raw:
+            raw_answers = run(workload)
+        results.append(method_result(f"raw CTranslate2 {compute_type}", raw, workload, flops, peak, questions,
+                                     agreement_with_ours=agreement(ours_answers, raw_answers, suite.kind),
+                                     agreement_with_ours_ctranslate2=agreement(answers, raw_answers, suite.kind)))
+        print_method(results[-1])
+        del engine
+    return results
+
+
+def ctranslate2_ratios(methods: list[dict[str, Any]]) -> dict[str, float]:
+    """Ours on CTranslate2 against raw CTranslate2 (target >= 0.9) and against ours on torch (int8 target >= 2)."""
+    rate = {m["method"]: m["items_per_s"] for m in methods}
+    ratios = {}
+    for compute_type in ("float32", "int8"):
+        ours = rate[f"ours (ctranslate2 {compute_type})"]
+        ratios[f"ctranslate2_{compute_type}_over_raw"] = round(ours / rate[f"raw CTranslate2 {compute_type}"], 3)
+        ratios[f"ctranslate2_{compute_type}_over_torch"] = round(ours / rate["ours (torch)"], 2)
+    print("  ours on ctranslate2 / raw CTranslate2: float32 {ctranslate2_float32_over_raw}x, int8 "
+          "{ctranslate2_int8_over_raw}x; / ours on torch: float32 {ctranslate2_float32_over_torch}x, int8 "
+          "{ctranslate2_int8_over_torch}x".format(**ratios), flush=True)
+    return ratios
+
+
 def encoder_share(adapter: Any, workload: Workload) -> float:
     """Fraction of an encoder-decoder's predict time spent in its encoder: the most an ONNX encoder could save."""
     import time
@@ -253,6 +313,9 @@ def print_method(result: dict[str, Any]) -> None:
         detail = f"  same answers {agree['same_text']}/{agree['answers']}"
         if "max_score_diff" in agree:
             detail += f", max score diff {agree['max_score_diff']:.1e}"
+    same_engine = result.get("agreement_with_ours_ctranslate2")
+    if same_engine:
+        detail += f"; as ours on ctranslate2 {same_engine['same_text']}/{same_engine['answers']}"
     print(f"  {result['method']:<28} {result['items_per_s']:>9.2f} items/s  {result['seconds']:>8.1f} s  "
           f"peak {result['peak_rss_mb'] or float('nan'):>7.0f} MB  {result['model_gflop_per_s']:>7.1f} GFLOP/s "
           f"({100 * result['fraction_of_matmul_peak']:.0f}% of matmul peak){detail}", flush=True)
@@ -269,6 +332,7 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": importlib.import_module("transformers").__version__,
             "onnxruntime": importlib.import_module("onnxruntime").__version__,
+            "ctranslate2": importlib.import_module("ctranslate2").__version__,
             "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 

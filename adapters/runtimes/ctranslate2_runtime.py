@@ -96,6 +96,8 @@ class CTranslate2Runtime(Runtime):
     settings = (COMPUTE_TYPE_SETTING,)
 
     def load(self, model_class: Any, configuration: dict, device: torch.device) -> tuple[CTranslate2Model, Any]:
+        if device.type not in ("cpu", "cuda"):
+            raise ConfigurationError(f"runtime 'ctranslate2' runs on 'cpu' or 'cuda', not {device.type!r}")
         compute_type = engine_compute_type(configuration["compute_type"], device)
         folder = converted_folder(model_class, configuration["model_path"], stored_weights(compute_type))
         model = CTranslate2Model(folder, device, compute_type)

@@ -10,7 +10,7 @@ import torch
 from adapters.errors import ConfigurationError
 from adapters.runtimes import CLASSIFY, GENERATE, RUNTIMES, runtimes_of
 from adapters.runtimes import ctranslate2_runtime
-from tests.model_factory import build_t5
+from tests.model_factory import build_gpt2_lm, build_t5
 from tests.prompt_factory import answers, current_item, legacy_item
 
 MODULES = {"models.t5_email": "t5", "models.dialogpt_large": "gpt2"}
@@ -122,6 +122,14 @@ def test_beams_and_n_gen_are_honoured(generators):
     assert [len(row) for row in rows] == [4] * len(QUESTIONS)
     assert any(len({str(g.token_ids) for g in row}) > 1 for row in rows)
     assert all(0.0 <= g.confidence <= 1.0 for row in rows for g in row)
+
+
+def test_an_embedding_table_larger_than_the_tokenizer_converts(tmp_path):
+    """Models padded or resized past their tokenizer (GPT-2's loader would refuse the vocabulary) answer as torch."""
+    generators = {"models.dialogpt_large": build_gpt2_lm(tmp_path / "gpt2", config_overrides={"vocab_size": 700})}
+    expected = predicted(adapter(generators, "models.dialogpt_large"))
+    actual = predicted(adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32"))
+    assert [text for _, text, _ in actual] == [text for _, text, _ in expected] and any(t for _, t, _ in expected)
 
 
 def test_conversion_is_cached_and_reused(generators, tmp_path, monkeypatch):

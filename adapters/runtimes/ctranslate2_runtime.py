@@ -133,6 +133,28 @@ class CTranslate2Runtime(Runtime):
                 for result, row in zip(results, hypotheses) for ids, score in zip(row, result.scores)]
 
 
+class _FullVocabulary:
+    """A tokenizer whose `get_vocab` names every row of the model's embedding table.
+
+    A model may have more embedding rows than its tokenizer has tokens (a vocabulary padded to a multiple of 64,
+    or resized for training); CTranslate2 needs one vocabulary entry per row, so the extra rows get names that
+    no text can produce. Everything else is the tokenizer's own.
+    """
+
+    def __init__(self, tokenizer: Any, rows: int):
+        self._tokenizer = tokenizer
+        self._rows = rows
+
+    def get_vocab(self) -> dict[str, int]:
+        vocabulary = dict(self._tokenizer.get_vocab())
+        size = max(vocabulary.values(), default=-1) + 1
+        vocabulary.update({f"<unused_embedding_row_{i}>": i for i in range(size, self._rows)})
+        return vocabulary
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+
 def converted_folder(model_class: Any, model_path: str, weights: str) -> Path:
     """The conversion to run: `model_path` itself when it is one, else its (cached) conversion."""
     if (Path(model_path).expanduser() / CONVERSION_INFO).is_file():
@@ -157,7 +179,7 @@ def convert(model_class: Any, model_path: str, output_dir: Path, weights: str = 
             return model
 
         def load_tokenizer(self, *args: Any, **kwargs: Any) -> Any:
-            return tokenizer
+            return _FullVocabulary(tokenizer, model.get_input_embeddings().num_embeddings)
 
     info: dict[str, Any] = {"source": str(model_path), "weights": weights, "ctranslate2": ctranslate2.__version__}
     with written_folder(output_dir, CONVERSION_INFO, info) as staging:

@@ -4,6 +4,8 @@ Confidence of a generated answer is the geometric mean of the probabilities the 
 token it produced (the end-of-sequence token included), read from the raw logits of the generation's own
 forward passes, before temperature, top-k or top-p reshape them: exp(mean(log p(token | prefix))).
 With beam search it is exp of the beam's length-normalised log-probability. No extra forward pass is run.
+`generate_with_confidence` is how the torch runtime generates; every runtime (adapters/runtimes/) decodes from the
+same `GenerationConfig` and returns the same `Generated` answers, with a confidence of the same meaning.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Base for modules that write text: generation settings, batched `generate`, confidence, decoding."""
+"""Base for modules that write text: generation settings, batched generation through the runtime, decoding."""
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 import torch
 
-from .generation import Generated, build_generation_config, generate_with_confidence
+from .generation import Generated, build_generation_config
 from .hugging_adapter import Answer, HuggingAdapter
 from .prompt_items import Question
 
@@ -35,7 +35,7 @@ class GenerativeAdapter(HuggingAdapter):
         return rows * self.generations_per_question * beams * (longest + self.answer_budget)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[list[Generated]]:
-        generated = generate_with_confidence(self.model, inputs, self.generation_config, self.configuration["seed"])
+        generated = self.runtime.generate(self.model, inputs, self.generation_config, self.configuration["seed"])
         n = self.generations_per_question
         return [generated[i:i + n] for i in range(0, len(generated), n)]
 

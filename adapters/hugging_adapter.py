@@ -23,9 +23,10 @@ import torch
 from .answers import StoredAnswer, answers_by, prompt_item_answers, stored_answers
 from .batching import plan_micro_batches
 from .errors import ConfigurationError, MalformedItemError, ModelFailure
-from .loading import context_window, load_pretrained, resolve_device
+from .loading import context_window, resolve_device
 from .manifest import model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
+from .runtimes import load_model
 from .settings import Setting, resolve_configuration
 
 logger = logging.getLogger(__name__)
@@ -97,8 +98,7 @@ class HuggingAdapter(abc.ABC):
         self.check_configuration(self.configuration)
         self.model_name = model_name or _manifest_name(module_name)
         self.device = resolve_device(self.configuration["device"])
-        self.model, self.tokenizer = load_pretrained(self.model_class, self.configuration["model_path"], self.device,
-                                                     self.configuration.get("runtime", "torch"))
+        self.runtime, self.model, self.tokenizer = load_model(self.model_class, self.configuration, self.device)
         self.tokenizer.padding_side = self.padding_side
         self.max_input_tokens = context_window(self.model, self.tokenizer)
         self.last_report = PredictionReport()

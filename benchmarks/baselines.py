@@ -120,3 +120,52 @@ def best_batch_size(run: Callable[[Workload, int], list[Answer]], sample: Worklo
         run(sample, batch_size)
         seconds[batch_size] = time.perf_counter() - start
     return min(seconds, key=seconds.__getitem__), seconds
+
+
+# ----- CTranslate2 called directly: what a user who converts the model themselves would write -----
+
+def ctranslate2_text2text(translator: Any, tokenizer: Any, workload: Workload, prefix: str, max_new_tokens: int,
+                          batch_size: int) -> list[Answer]:
+    """Every question in one greedy `translate_batch` (CTranslate2 sorts by length and cuts `batch_size` batches)."""
+    sources = [tokenizer.convert_ids_to_tokens(tokenizer(prefix + text, truncation=True)["input_ids"])
+               for _, _, text, _ in workload.questions()]
+    results = translator.translate_batch(sources, max_batch_size=batch_size, beam_size=1,
+                                         max_decoding_length=max_new_tokens, min_decoding_length=0)
+    return [(tokenizer.decode(tokenizer.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True).strip(),
+             None) for r in results]
+
+
+def ctranslate2_chat(generator: Any, tokenizer: Any, workload: Workload, max_new_tokens: int, batch_size: int,
+                     context: int) -> list[Answer]:
+    """Every item is one conversation (its prompts in order); turn t of all of them in one `generate_batch`.
+
+    Each prompt is built as DialoGPT expects (every utterance ends in eos): the question, cut to its last tokens
+    if it alone is too long, after as many whole earlier turns (question and answer) as fit in `context` minus
+    the answer budget.
+    """
+    def utterance(text: str) -> list[int]:
+        return tokenizer.encode(text) + [tokenizer.eos_token_id]
+
+    budget = context - max_new_tokens
+    questions = list(workload.questions())
+    turns: dict[int, list[list[int]]] = {}  # id(item) -> its earlier turns, oldest first
+    answers: list[Answer | None] = [None] * len(questions)
+    depth = [sum(1 for other, _, _, _ in questions[:i] if other is item) for i, (item, _, _, _) in enumerate(questions)]
+    for turn in range(max(depth, default=-1) + 1):
+        batch = [i for i in range(len(questions)) if depth[i] == turn]
+        prompts = []
+        for i in batch:
+            prompt = utterance(questions[i][2])[-budget:]
+            for earlier in reversed(turns.get(id(questions[i][0]), [])):
+                if len(earlier) + len(prompt) > budget:
+                    break
+                prompt = earlier + prompt
+            prompts.append(prompt)
+        results = generator.generate_batch([tokenizer.convert_ids_to_tokens(p) for p in prompts],
+                                           max_batch_size=batch_size, max_length=max_new_tokens,
+                                           include_prompt_in_result=False)
+        for i, result in zip(batch, results):
+            text = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
+            turns.setdefault(id(questions[i][0]), []).append(utterance(questions[i][2]) + utterance(text))
+            answers[i] = (text, None)
+    return answers

@@ -18,8 +18,8 @@ from transformers import AutoModelForSequenceClassification
 
 from adapters.errors import ConfigurationError
 from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
-from adapters.onnx_backend import RUNTIME_SETTING
 from adapters.prompt_items import Question
+from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.settings import Setting
 from adapters.training.dataset import DatasetError
 from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
@@ -51,7 +51,7 @@ TASK_SETTINGS = (
 
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
-    settings = (*TASK_SETTINGS, RUNTIME_SETTING, *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+    settings = (*TASK_SETTINGS, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     def setup(self) -> None:
         label2id = {str(k).lower(): int(v) for k, v in self.model.config.label2id.items()}

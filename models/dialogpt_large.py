@@ -17,6 +17,7 @@ from adapters.generation import SAMPLING_SETTINGS, token_budget_setting
 from adapters.generative_adapter import GenerativeAdapter
 from adapters.hugging_adapter import Row, Turn
 from adapters.prompt_items import ParsedItem, Question, natural_key
+from adapters.runtimes import GENERATE, runtime_settings
 from adapters.training.loop import IGNORE_INDEX
 from adapters.training.settings import TRAINING_SETTINGS
 
@@ -27,7 +28,7 @@ class HuggingAdapter(GenerativeAdapter):
     model_class = AutoModelForCausalLM
     padding_side = "left"
     settings = (token_budget_setting("max_new_tokens", "longest answer, in tokens"), *SAMPLING_SETTINGS,
-                *TRAINING_SETTINGS)
+                *runtime_settings(GENERATE), *TRAINING_SETTINGS)
 
     def setup(self) -> None:
         if self.answer_budget >= self.max_input_tokens:

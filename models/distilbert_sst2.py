@@ -13,8 +13,8 @@ from transformers import AutoModelForSequenceClassification
 
 from adapters.errors import ConfigurationError
 from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
-from adapters.onnx_backend import RUNTIME_SETTING
 from adapters.prompt_items import Question
+from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
 from adapters.training.heads import with_new_head
 from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
@@ -22,7 +22,7 @@ from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_
 
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
-    settings = (RUNTIME_SETTING, *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+    settings = (*runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     def setup(self) -> None:
         config = self.model.config

@@ -13,6 +13,7 @@ from adapters.generation import SAMPLING_SETTINGS, beams_setting, token_budget_s
 from adapters.generative_adapter import GenerativeAdapter
 from adapters.hugging_adapter import Row, Turn
 from adapters.prompt_items import Question
+from adapters.runtimes import GENERATE, runtime_settings
 from adapters.settings import MAX_GENERATIONS, Setting
 from adapters.training.settings import TRAINING_SETTINGS, source_length_setting, target_length_setting
 
@@ -26,6 +27,7 @@ class HuggingAdapter(GenerativeAdapter):
         Setting("n_gen", (int,), "emails written per question", minimum=1, maximum=MAX_GENERATIONS),
         beams_setting(),
         *SAMPLING_SETTINGS,
+        *runtime_settings(GENERATE),
         *TRAINING_SETTINGS,
         source_length_setting(),
         target_length_setting(),

@@ -24,4 +24,10 @@ def test_quick_benchmark_runs_and_reports_equal_classifier_answers(tmp_path, cap
             assert methods["ours (onnx int8)"]["agreement_with_ours"]["max_score_diff"] < 0.02
         else:
             assert suite["generated_tokens"] > 0 and "pipeline" not in methods
+            for compute_type in ("float32", "int8"):  # the same engine and inputs give the same answers
+                for raw in (methods[f"raw CTranslate2 {compute_type}"],
+                            methods[f"raw CTranslate2 {compute_type}, per predict call"]):
+                    assert raw["agreement_with_ours_ctranslate2"]["all_same_text"], (name, raw)
+                assert suite[f"ctranslate2_{compute_type}_over_raw"] > 0
+            assert methods["ours (ctranslate2 float32)"]["agreement_with_ours"]["all_same_text"], name
     assert "ours/naive" in capsys.readouterr().out

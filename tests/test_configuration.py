@@ -62,5 +62,5 @@ def test_refusals_happen_before_loading(tmp_path):
         t5_email.HuggingAdapter({"model_path": str(tmp_path)})
     with pytest.raises(ConfigurationError, match="n_gen > 1 without sampling"):
         t5_email.HuggingAdapter({"model_path": "/nonexistent", "n_gen": 2, "do_sample": False})
-    with pytest.raises(ConfigurationError, match="not a folder"):
+    with pytest.raises(ConfigurationError, match="does not exist"):
         t5_email.HuggingAdapter({"model_path": "/nonexistent/folder"})

@@ -81,9 +81,8 @@ def test_pickle_checkpoints_are_refused_before_loading(nothing_loads, tmp_path, 
 
 def test_pickle_checkpoints_are_refused_with_the_onnx_runtime_too(nothing_loads, tmp_path, monkeypatch):
     """runtime 'onnx' exports a non-ONNX model_path first, through the same safetensors-only loader."""
-    from adapters import onnx_backend
-    monkeypatch.setattr(onnx_backend, "AutoTokenizer", loading.AutoTokenizer)
-    monkeypatch.setattr(onnx_backend, "AutoConfig", loading.AutoTokenizer)
+    from adapters.runtimes import onnx_runtime
+    monkeypatch.setattr(onnx_runtime, "AutoConfig", loading.AutoTokenizer)
     monkeypatch.setenv("HF_ADAPTERS_ONNX_CACHE", str(tmp_path / "cache"))
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")

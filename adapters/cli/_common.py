@@ -37,6 +37,7 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 def open_runner(args: argparse.Namespace, **overrides: Any) -> Any:
     """The `LocalRunner` of `args.model` with --set/--model-path (and `overrides`); CommandError if it can't load."""
     from adapters.errors import ConfigurationError
+    from adapters.loading import WeightsUnavailable
     from adapters.local_runner import LocalRunner, parse_assignments, quiet_platform_logs
     from adapters.manifest import model_entry
 
@@ -51,6 +52,11 @@ def open_runner(args: argparse.Namespace, **overrides: Any) -> Any:
         return LocalRunner(args.model, configuration)
     except KeyError as error:
         raise CommandError(error.args[0]) from None
+    except WeightsUnavailable as error:
+        raise CommandError(f"model {args.model!r}: the weights {error.model_path!r} could not be fetched "
+                           f"({error.reason}) and are not in the local cache; pass a local folder of "
+                           "save_pretrained files with --model-path DIR, or fetch them once where the hub is "
+                           "reachable and run with HF_HUB_OFFLINE=1") from None
     except ConfigurationError as error:
         raise CommandError(str(error)) from None
     except Exception as error:  # noqa: BLE001 - e.g. weights not found offline: say it in one line

@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from adapters.local_runner import quiet_platform_logs
     from adapters.manifest import model_entry
     from adapters.module_loader import load_model_module
-    from adapters.onnx_backend import RUNTIME_SETTING
-    from adapters.onnx_export import export_onnx
+    from adapters.runtimes import runtimes_of
+    from adapters.runtimes.onnx_runtime import export_onnx
 
     if not args.verbose:
         quiet_platform_logs()
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, ConfigurationError) as error:
         return _fail(error.args[0] if isinstance(error, KeyError) else str(error))
     adapter_class = module.HuggingAdapter
-    if RUNTIME_SETTING not in adapter_class.settings:
+    if "onnx" not in runtimes_of(adapter_class.settings):
         return _fail(f"model {args.model!r} ({module.__name__}) does not support runtime 'onnx'")
     model_path = args.model_path or configuration.get("model_path")
     try:

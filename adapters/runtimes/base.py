@@ -1,0 +1,80 @@
+"""What a runtime is: something that loads a module's model from its weights and runs it.
+
+A runtime serves one or more tasks: `CLASSIFY` (the loaded model answers `model(**inputs).logits` like a
+`transformers` classifier) and `GENERATE` (the runtime's `generate` writes answers with their confidence).
+Files a runtime derives from the weights (an ONNX export, a CTranslate2 conversion) are written once to a cache
+folder beside the Hugging Face cache and reused; see `derived_folder`.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+
+from ..settings import Setting
+
+CLASSIFY = "classify"
+GENERATE = "generate"
+
+
+class Runtime(abc.ABC):
+    """One way to run models; one subclass per file of this package, registered in `adapters.runtimes`."""
+
+    name: ClassVar[str]
+    doc: ClassVar[str]  # one line for the `runtime` setting's description
+    tasks: ClassVar[frozenset[str]]
+    settings: ClassVar[tuple[Setting, ...]] = ()  # the configuration keys only this runtime reads
+
+    @abc.abstractmethod
+    def load(self, model_class: Any, configuration: dict, device: torch.device) -> tuple[Any, Any]:
+        """`(model, tokenizer)` for `configuration['model_path']`, ready for inference on `device`."""
+
+    def generate(self, model: Any, encoded: dict[str, torch.Tensor], config: Any, seed: int | None) -> list[Any]:
+        """Answers (`adapters.generation.Generated`) for a padded batch, `config.num_return_sequences` per row,
+        under the `transformers.GenerationConfig` `config`; only runtimes with the GENERATE task implement it."""
+        raise NotImplementedError(f"runtime {self.name!r} does not generate text")
+
+
+def derived_folder(model_path: str, variable: str, cache_name: str, variant: str = "") -> Path:
+    """Where files derived from `model_path` live: under `$<variable>`, else `$HF_HOME/<cache_name>`, in a folder
+    keyed by the source (a local folder's file names, sizes and times included) and `variant`."""
+    source = Path(model_path).expanduser()
+    if source.is_dir():
+        stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(source.iterdir()) if p.is_file()]
+        key = json.dumps([str(source.resolve()), stamp])
+    else:
+        key = model_path
+    root = os.environ.get(variable) or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), cache_name)
+    name = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return Path(root) / (f"{name}-{variant}" if variant else name)
+
+
+@contextlib.contextmanager
+def written_folder(output_dir: Path, info_file: str, info: dict[str, Any]) -> Iterator[Path]:
+    """Build a derived folder in a staging folder beside `output_dir`, then move it into place whole.
+
+    Only an earlier folder of the same kind (it holds `info_file`) is replaced; readers never see a half-written
+    one, and a failed build leaves nothing behind.
+    """
+    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / info_file).is_file():
+        raise FileExistsError(f"{output_dir} exists and is not an earlier {info_file.split('.')[0]} folder; "
+                              "choose a new or empty folder")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output_dir.parent))
+    try:
+        yield staging
+        (staging / info_file).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

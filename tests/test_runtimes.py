@@ -1,0 +1,174 @@
+"""The runtimes: CTranslate2 answers as torch does (greedy float32), honours every generation setting, caches its
+conversion; each module refuses the runtimes its task cannot use before anything is loaded."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from adapters.errors import ConfigurationError
+from adapters.runtimes import CLASSIFY, GENERATE, RUNTIMES, runtimes_of
+from adapters.runtimes import ctranslate2_runtime
+from tests.model_factory import build_gpt2_lm, build_t5
+from tests.prompt_factory import answers, current_item, legacy_item
+
+MODULES = {"models.t5_email": "t5", "models.dialogpt_large": "gpt2"}
+BUDGET = {"models.t5_email": "token_count", "models.dialogpt_large": "max_new_tokens"}
+QUESTIONS = ["we will have a system update on friday", "please backup your work", "hi",
+             "lunch is moved to noon tomorrow", "the quarterly report is attached"]
+
+
+@pytest.fixture(scope="module")
+def generators(tiny_models, tmp_path_factory):
+    """model paths per module; T5 re-drawn at a smaller scale so its token probabilities are not all ~1."""
+    return {"models.t5_email": build_t5(tmp_path_factory.mktemp("t5-soft") / "t5",
+                                        config_overrides={"initializer_factor": 3.0}),
+            "models.dialogpt_large": tiny_models["gpt2"]}
+
+
+@pytest.fixture(autouse=True)
+def conversion_cache(tmp_path_factory, monkeypatch):
+    """One conversion cache for the module's tests (conversions are reused, as in production)."""
+    monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path_factory.getbasetemp() / "ct2-cache"))
+
+
+def adapter(generators, module_name, **configuration):
+    module = importlib.import_module(module_name)
+    return module.HuggingAdapter({"model_path": str(generators[module_name]), BUDGET[module_name]: 8,
+                                  "do_sample": False, **configuration})
+
+
+def batch():
+    """Questions of both formats; for the chat model, two multi-turn conversations (history and trimming run)."""
+    return [legacy_item({"a": QUESTIONS[:3], "b": QUESTIONS[3:]}), current_item({"1": [QUESTIONS[2]],
+                                                                                 "2": [QUESTIONS[0]]})]
+
+
+def predicted(model) -> list[tuple[str, str, float]]:
+    result = [a for collection in model.predict(batch()) for a in answers(collection)]
+    assert len(result) == 7 and not model.last_report.skipped
+    return result
+
+
+def generations(model, texts=QUESTIONS):
+    """The runtime's raw output for one padded batch: per row, the list of Generated (n_gen of them)."""
+    rows = [row for text in texts for row in model.encode([text])]
+    inputs = model.tokenizer.pad(rows, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return model.forward(dict(inputs))
+
+
+def texts_of(outputs) -> list[list[str]]:
+    return [[str(g.token_ids) for g in row] for row in outputs]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_greedy_float32_answers_and_confidence_equal_torch(generators, module_name):
+    expected = predicted(adapter(generators, module_name))
+    model = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32")
+    assert isinstance(model.model, ctranslate2_runtime.CTranslate2Model)
+    actual = predicted(model)
+    assert [text for _, text, _ in actual] == [text for _, text, _ in expected]
+    assert [c for _, _, c in actual] == pytest.approx([c for _, _, c in expected], rel=1e-4)
+    assert all(0.0 <= c <= 1.0 for _, _, c in actual)
+    assert len({round(c, 3) for _, _, c in expected}) > 2  # confidences that differ: the comparison means something
+    assert len({text for _, text, _ in expected}) > 2
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_int8_runs_and_stays_in_range(generators, module_name):
+    model = adapter(generators, module_name, runtime="ctranslate2")  # compute_type 'default': int8 on CPU
+    assert model.model.engine.compute_type == "int8_float32"
+    assert all(0.0 <= c <= 1.0 for _, _, c in predicted(model))
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_budget_sampling_and_seed_are_honoured(generators, module_name):
+    greedy = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32")
+    reference = texts_of(generations(greedy))
+
+    def sampled(**settings):
+        model = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", do_sample=True,
+                        **settings)
+        return texts_of(generations(model))
+
+    hot = {"temperature": 10.0, "top_k": 0, "top_p": 1.0}
+    assert sampled(seed=1, **hot) == sampled(seed=1, **hot)  # seed: reproducible
+    assert sampled(seed=1, **hot) != reference and sampled(seed=2, **hot) != sampled(seed=1, **hot)
+    assert sampled(seed=1, **{**hot, "temperature": 0.01}) == reference  # temperature reaches the sampler
+    assert sampled(seed=1, **{**hot, "top_k": 1}) == reference  # top-k
+    assert sampled(seed=1, **{**hot, "top_p": 1e-6}) == reference  # top-p
+
+    short = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", **{BUDGET[module_name]: 3})
+    lengths = [len(g.token_ids) for row in generations(short) for g in row]
+    assert max(lengths) == 3 and max(len(g.token_ids) for row in generations(greedy) for g in row) > 3
+
+
+def test_beams_and_n_gen_are_honoured(generators):
+    module_name = "models.t5_email"
+    beams = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", num_beams=4, n_gen=3)
+    outputs = generations(beams)
+    assert [len(row) for row in outputs] == [3] * len(QUESTIONS)
+    assert all(len({str(g.token_ids) for g in row}) == 3 for row in outputs)  # three different beams
+    one_beam = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", num_beams=4)
+    greedy = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32")
+    assert texts_of(generations(one_beam)) != texts_of(generations(greedy))
+    best = [row[0].confidence for row in generations(one_beam)]
+    assert best == pytest.approx([row[0].confidence for row in outputs], rel=1e-5)  # the best beam comes first
+    sampled = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", do_sample=True,
+                      temperature=10.0, n_gen=4, seed=3)
+    rows = generations(sampled)
+    assert [len(row) for row in rows] == [4] * len(QUESTIONS)
+    assert any(len({str(g.token_ids) for g in row}) > 1 for row in rows)
+    assert all(0.0 <= g.confidence <= 1.0 for row in rows for g in row)
+
+
+def test_an_embedding_table_larger_than_the_tokenizer_converts(tmp_path):
+    """Models padded or resized past their tokenizer (GPT-2's loader would refuse the vocabulary) answer as torch."""
+    generators = {"models.dialogpt_large": build_gpt2_lm(tmp_path / "gpt2", config_overrides={"vocab_size": 700})}
+    expected = predicted(adapter(generators, "models.dialogpt_large"))
+    actual = predicted(adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32"))
+    assert [text for _, text, _ in actual] == [text for _, text, _ in expected] and any(t for _, t, _ in expected)
+
+
+def test_conversion_is_cached_and_reused(generators, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path / "cache"))
+    first = adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32")
+    folder = first.model.folder
+    assert folder.parent == tmp_path / "cache" and (folder / ctranslate2_runtime.CONVERSION_INFO).is_file()
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+    monkeypatch.setattr(ctranslate2_runtime, "convert", no_conversion)
+    again = adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32")
+    assert again.model.folder == folder
+    as_path = adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32",
+                      model_path=str(folder))  # a conversion folder is a model_path of its own
+    assert as_path.model.folder == folder and predicted(as_path) == predicted(again)
+    with pytest.raises(AssertionError, match="converted again"):  # int8 weights are a conversion of their own
+        adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="int8")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [folder.name]  # no staging left behind
+
+
+def test_a_ctranslate2_model_only_generates(generators):
+    model = adapter(generators, "models.t5_email", runtime="ctranslate2", compute_type="float32")
+    with pytest.raises(AttributeError, match="use runtime 'torch' to fine-tune"):
+        model.model.named_parameters()
+
+
+@pytest.mark.parametrize("module_name, runtime", [
+    ("models.distilbert_sst2", "ctranslate2"), ("models.bart_large_mnli", "ctranslate2"),
+    ("models.t5_email", "onnx"), ("models.dialogpt_large", "onnx"), ("models.t5_email", "tensorrt")])
+def test_a_runtime_the_module_cannot_use_is_refused_before_loading(module_name, runtime):
+    module = importlib.import_module(module_name)
+    with pytest.raises(ConfigurationError, match=rf"'runtime' must be one of .*got '{runtime}'"):
+        module.HuggingAdapter({"model_path": "/no/such/folder", "runtime": runtime})
+
+
+def test_modules_accept_exactly_the_runtimes_of_their_task():
+    for module_name, task in [("models.distilbert_sst2", CLASSIFY), ("models.bart_large_mnli", CLASSIFY),
+                              ("models.t5_email", GENERATE), ("models.dialogpt_large", GENERATE)]:
+        settings = importlib.import_module(module_name).HuggingAdapter.settings
+        assert set(runtimes_of(settings)) == {name for name, r in RUNTIMES.items() if task in r.tasks}
+    assert runtimes_of(importlib.import_module("models.t5_email").HuggingAdapter.settings) == ("torch", "ctranslate2")

@@ -154,7 +154,7 @@ def test_without_overwrite_an_output_folder_is_only_ever_added_to(tmp_path_facto
 
     out = tmp_path_factory.mktemp("out")
     materialize(out, tree)
-    if our_run and isinstance(tree.get(CHECKPOINTS), dict):
+    if our_run and isinstance(tree.get(CHECKPOINTS), dict) and not (out / CHECKPOINTS / RUN_FILE).is_dir():
         (out / CHECKPOINTS / RUN_FILE).write_text(json.dumps({"fingerprint": "this run", "seed": 3}))
     before = snapshot(out)
     folder = OutputFolder(out)

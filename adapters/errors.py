@@ -7,3 +7,7 @@ class ConfigurationError(ValueError):
 
 class MalformedItemError(ValueError):
     """A prompt item cannot be read at all; the other items of the batch are still answered."""
+
+
+class InputError(ValueError):
+    """A question cannot be answered as given; the message is this package's own and never quotes user text."""

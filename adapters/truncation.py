@@ -16,8 +16,12 @@ from .errors import InputError
 
 # Characters per token to start from: English runs at about 4 to 5 with its spaces; 8 covers most text at once.
 CHARS_PER_TOKEN = 8
-_WORD_END = re.compile(r"\S(?=\s)")  # a cut right after this keeps whole words at the end of a piece
-_WORD_START = re.compile(r"\s(?=\S)")  # a piece starting here keeps whole words at its start
+# The smallest piece tried: long enough to hold a word boundary in any sensible text.
+MIN_PIECE_CHARS = 256
+# Word boundaries: ASCII spaces only, which every tokenizer's pre-tokenizer splits on (Python's \s also takes
+# characters such as U+001C that byte-level BPE reads as punctuation).
+_WORD_END = re.compile(r"\S(?=[ \t\n\r])")  # a cut right after this keeps whole words at the end of a piece
+_WORD_START = re.compile(r"[ \t\n\r](?=\S)")  # a piece starting here keeps whole words at its start
 
 Row = dict[str, list[int]]
 
@@ -39,7 +43,7 @@ class Segments:
     def ids(self, text: str, limit: int, keep_end: bool = False) -> tuple[list[int], bool]:
         """The first (or, with `keep_end`, the last) `limit` token ids of `text`, without special tokens, and
         whether `text` holds more; only a piece of `text` a little longer than `limit` tokens is tokenized."""
-        bound = max(limit, 1) * CHARS_PER_TOKEN
+        bound = max(limit * CHARS_PER_TOKEN, MIN_PIECE_CHARS)
         while True:
             piece = text if len(text) <= bound else _piece(text, bound, keep_end)
             (ids,) = self.tokenize([piece])
@@ -72,14 +76,13 @@ class Segments:
 
 
 def _piece(text: str, bound: int, keep_end: bool) -> str:
-    """At most `bound` characters from the start (or end) of `text`, cut between words when the last half of
-    the piece has a word boundary (a text without spaces is cut mid-word, where its tokens are approximate)."""
+    """At most `bound` characters from the start (or end) of `text`, cut between words. Only a piece that is all
+    one word (no space in `bound` characters) is cut inside it, where its tokens are approximate."""
     if keep_end:
-        start = len(text) - bound
-        boundary = _WORD_START.search(text, start, len(text) - bound // 2 + 1)
-        return text[boundary.start() if boundary else start:]
+        boundary = _WORD_START.search(text, len(text) - bound)
+        return text[boundary.start() if boundary else len(text) - bound:]
     end = bound
-    for end_of_word in _WORD_END.finditer(text, bound // 2, bound + 1):
+    for end_of_word in _WORD_END.finditer(text, 0, bound + 1):
         end = end_of_word.end()
     return text[:end]
 
@@ -91,16 +94,19 @@ def _layout_join(tokenizer: Any) -> Join:
     """Add special tokens as a `tokenizers` post-processor does, from the layout it gives two sample segments."""
     backend = tokenizer.backend_tokenizer
     samples = [backend.encode(text, add_special_tokens=False) for text in ("a", "b")]
+    first_length = len(samples[0].ids)
     layouts = {}
     for pair in (False, True):
         processed = backend.post_process(samples[0], samples[1] if pair else None, add_special_tokens=True)
         layout: list[tuple[int | None, int, int]] = []  # (segment index or None for a special token, id, type id)
-        for position, (segment, token, type_id) in enumerate(zip(processed.sequence_ids, processed.ids,
-                                                                  processed.type_ids)):
-            if segment is None:
+        position = 0  # among the samples' own tokens
+        for token, type_id, special in zip(processed.ids, processed.type_ids, processed.special_tokens_mask):
+            if special:
                 layout.append((None, token, type_id))
-            elif position == 0 or processed.sequence_ids[position - 1] != segment:
-                layout.append((segment, 0, type_id))
+                continue
+            if position in (0, first_length):
+                layout.append((int(position > 0), 0, type_id))
+            position += 1
         layouts[pair] = layout
 
     def join(first: list[int], second: list[int] | None) -> tuple[list[int], list[int]]:

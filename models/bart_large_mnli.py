@@ -32,6 +32,15 @@ MAX_LABEL_CHARS = 200
 MAX_TEMPLATE_CHARS = 200
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a str with lone surrogates: valid in JSON, but no tokenizer takes them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _labels_problem(labels: list) -> str | None:
     if not labels or len(labels) > MAX_LABELS:
         return f"give 1 to {MAX_LABELS} labels"
@@ -39,6 +48,8 @@ def _labels_problem(labels: list) -> str | None:
         return "every label must be a non-empty string"
     if any(len(label) > MAX_LABEL_CHARS for label in labels):
         return f"every label must be at most {MAX_LABEL_CHARS} characters"
+    if not all(map(_is_unicode, labels)):
+        return "every label must be valid Unicode (no lone surrogates such as \\ud800)"
     if len(set(labels)) != len(labels):
         return "labels must be unique"
     return None
@@ -52,6 +63,8 @@ def template_parts(template: str) -> tuple[str, str]:
     """
     if len(template) > MAX_TEMPLATE_CHARS:
         raise ValueError(f"must be at most {MAX_TEMPLATE_CHARS} characters")
+    if not _is_unicode(template):
+        raise ValueError("must be valid Unicode (no lone surrogates such as \\ud800)")
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError:

@@ -18,6 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from adapters.errors import ConfigurationError, MalformedItemError
 from adapters.prompt_items import natural_key, parse_prompt_item
+from tests.model_factory import CORPUS
 from tests.prompt_factory import current_item, legacy_item
 
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -356,3 +357,36 @@ def test_odd_or_huge_item_names_and_prompt_keys_are_echoed_short(distilbert, nam
 def distilbert_name(name: str) -> str:
     """The name predict reports a dict item by: its `name`, or its place in the batch."""
     return name or "batch[0]"
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tiny_models):
+    from transformers import AutoTokenizer
+    return {name: AutoTokenizer.from_pretrained(tiny_models[name]) for name in ("bart", "distilbert", "t5", "gpt2")}
+
+
+words = st.sampled_from(sorted({w for line in CORPUS for w in line.split()}))
+separators = st.sampled_from([" ", "", "  ", "\n", "\t", "\r\n", "\xa0", "\u3000", "\x1c", " \u200b"])
+long_texts = st.lists(st.tuples(words | short_texts, separators), min_size=1, max_size=400).map(
+    lambda parts: SURROGATE.sub("\ufffd", "".join(w + s for w, s in parts)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["bart", "distilbert", "t5", "gpt2"]), long_texts, st.sampled_from([12, 16, 64]),
+       st.booleans())
+def test_cutting_before_tokenizing_keeps_the_tokens_the_whole_text_gives(tokenizers, name, text, max_length, paired):
+    """Texts are cut to a character bound before tokenizing: the rows must be those of the whole text, truncated."""
+    from adapters.truncation import Segments
+    tokenizer = tokenizers[name]
+    segments = Segments(tokenizer)
+    pair = ["It is sports."] if paired else None
+    rows, _ = segments.rows(text, pair, max_length)
+    if paired:
+        expected = tokenizer([text], pair, truncation="only_first", max_length=max_length)
+    else:
+        expected = tokenizer([text], truncation=True, max_length=max_length)
+    assert rows == [{key: expected[key][0] for key in rows[0]}]
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for limit in (1, max_length):
+        ids, more = segments.ids(text, limit, keep_end=True)
+        assert (ids, more) == (whole[-limit:] if len(whole) > limit else whole, len(whole) > limit)

@@ -52,12 +52,13 @@ def test_nli_truncates_the_premise_and_keeps_every_hypothesis_whole(make_adapter
 
 def test_an_oversized_hypothesis_is_reported_and_its_neighbours_answered(make_adapter):
     adapter = make_adapter("models.bart_large_mnli", batch_size=32)
-    huge = {"1": {"candidate_labels": ["label " * 300, "other"]}}
+    huge = {"1": {"candidate_labels": ["x9 " * 66, "other"]}}  # within the 200-character cap, 200 tokens
     collections = adapter.predict([current_item({"1": ["first"], "2": ["second"]}, metadata=huge),
                                    legacy_item({"p": ["third", LONG]})])
     assert [len(c.annotations) for c in collections] == [1, 2]
     (skipped,) = adapter.last_report.skipped
     assert (skipped.prompt_key, skipped.element_key) == ("1", "0") and "could not prepare" in skipped.reason
+    assert "leaves no room for the question in the model's window of 128 tokens" in skipped.reason
 
 
 @pytest.mark.parametrize("budget", [8, 127])  # 127: one token left for the prompt

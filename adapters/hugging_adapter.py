@@ -321,7 +321,7 @@ def _error_text(error: Exception, question: Question) -> str:
     if isinstance(error, _OWN_ERRORS):
         return str(error) or type(error).__name__
     logger.debug("%s: %s", question.where, error, exc_info=error)
-    return f"{type(error).__name__} (the message may quote the question, so it is logged at DEBUG only)"
+    return f"failed with {type(error).__name__} (its message may quote the question, so only the DEBUG log has it)"
 
 
 def _manifest_name(module_name: str) -> str:

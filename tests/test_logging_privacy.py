@@ -103,7 +103,7 @@ def test_no_prompt_or_answer_text_in_logs_above_debug(make_adapter, records, rec
     assert [f.item for f in report.failed_items] == ["batch[2]", "batch[3]", "unreadable.json"]
     reasons = " | ".join(s.reason for s in (*report.skipped, *report.failed_items))
     assert "simulated device error" not in reasons and any(s.kind == "model" for s in report.skipped)  # it ran
-    assert "could not prepare the question: ValueError" in reasons  # the quoting error ran, its message dropped
+    assert "could not prepare the question: failed with ValueError" in reasons  # the quoting error ran, its message dropped
     texts = secrets + answer_texts(collections)
     assert not [s for s in secrets if s in reasons]
     assert any(r.levelno == logging.WARNING and "not answered" in r.getMessage() for r in records.records)
@@ -138,7 +138,7 @@ def test_a_library_error_never_brings_question_text_into_a_skip_reason(make_adap
     adapter.preprocess = lambda question, history: (_ for _ in ()).throw(KeyError(quoted))
     adapter.predict([legacy_item({"p": [text]})])
     (skipped,) = adapter.last_report.skipped
-    assert skipped.reason.startswith("could not prepare the question: KeyError")
+    assert skipped.reason.startswith("could not prepare the question: failed with KeyError")
     assert [word for word in quoted.split() if word in skipped.reason] == [] and "<question" not in skipped.reason
 
 

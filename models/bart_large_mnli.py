@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from adapters.bart_classification import eos_classifier
 from adapters.errors import ConfigurationError
 from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
 from adapters.onnx_backend import RUNTIME_SETTING
@@ -98,6 +99,7 @@ class HuggingAdapter(BaseAdapter):
     settings = (*TASK_SETTINGS, RUNTIME_SETTING, *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     def setup(self) -> None:
+        self.eos_classifier = eos_classifier(self.model)
         label2id = {str(k).lower(): int(v) for k, v in self.model.config.label2id.items()}
         self.entailment_id = next((i for name, i in label2id.items() if name.startswith("entail")), -1)
         if self.entailment_id == -1:
@@ -119,7 +121,11 @@ class HuggingAdapter(BaseAdapter):
         return self.encode(question.text, [before + label + after for label in labels], where=question.where)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        return list(self.model(**inputs, use_cache=False).logits.float().cpu())
+        if self.eos_classifier is not None:  # torch BART: the last decoder layer at the classified token only
+            logits = self.eos_classifier(inputs["input_ids"], inputs["attention_mask"])
+        else:
+            logits = self.model(**inputs, use_cache=False).logits
+        return list(logits.float().cpu())
 
     def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
         labels, template, multi_label = self.task(question)

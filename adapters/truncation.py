@@ -59,6 +59,8 @@ class Segments:
         """Rows for `text` alone or paired with each of `pairs`, at most `max_length` tokens each; only `text` is
         cut to fit (from the side the tokenizer truncates), and the flag says whether it was."""
         seconds: list[list[int] | None] = list(self.tokenize(pairs)) if pairs is not None else [None]
+        if not seconds:
+            return [], False
         room = [max_length - self.specials[second is not None] - len(second or ()) for second in seconds]
         if min(room) < 1:
             raise InputError(f"a second segment (e.g. a zero-shot hypothesis) of {max_length - min(room)} tokens "

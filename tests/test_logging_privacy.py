@@ -103,7 +103,7 @@ def test_no_prompt_or_answer_text_in_logs_above_debug(make_adapter, records, rec
     assert [f.item for f in report.failed_items] == ["batch[2]", "batch[3]", "unreadable.json"]
     reasons = " | ".join(s.reason for s in (*report.skipped, *report.failed_items))
     assert "simulated device error" not in reasons and any(s.kind == "model" for s in report.skipped)  # it ran
-    assert "could not prepare the question: failed with ValueError" in reasons  # the quoting error ran, its message dropped
+    assert "could not prepare the question: failed with ValueError" in reasons  # it ran, unquoted
     texts = secrets + answer_texts(collections)
     assert not [s for s in secrets if s in reasons]
     assert any(r.levelno == logging.WARNING and "not answered" in r.getMessage() for r in records.records)

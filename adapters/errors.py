@@ -15,3 +15,7 @@ class ModelFailure(RuntimeError):
     `predict` raises it so the platform marks the execution failed (it can be retried) and dtlpy skips the batch's
     annotation upload, leaving the items' earlier answers untouched.
     """
+
+
+class InputError(ValueError):
+    """A question cannot be answered as given; the message is this package's own and never quotes user text."""

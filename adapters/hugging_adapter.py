@@ -9,6 +9,7 @@ becomes model rows (`preprocess`), how a padded batch runs (`forward`) and how r
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import logging
 import math
@@ -22,12 +23,13 @@ import torch
 
 from .answers import StoredAnswer, answers_by, prompt_item_answers, stored_answers
 from .batching import plan_micro_batches
-from .errors import ConfigurationError, MalformedItemError, ModelFailure
+from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .loading import context_window, resolve_device
 from .manifest import model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
 from .runtimes import load_model
 from .settings import Setting, resolve_configuration
+from .truncation import Segments
 
 logger = logging.getLogger(__name__)
 
@@ -145,19 +147,23 @@ class HuggingAdapter(abc.ABC):
             self.setup()
 
     # ----- shared helpers -----
-    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, where: str = "",
+    @functools.cached_property
+    def segments(self) -> Segments:
+        """Bounded tokenization of questions, and rows built with the tokenizer's special tokens."""
+        return Segments(self.tokenizer)
+
+    def encode(self, text: str, pairs: Sequence[str] | None = None, *, where: str = "",
                max_length: int | None = None) -> list[Row]:
-        """Tokenize texts (and optional second segments), truncating only the first segment past the model's limit."""
+        """Rows for `text`, or for `text` paired with each of `pairs`; only `text` is cut to the model's limit.
+
+        `text` is tokenized once, and only as far as the model can read (adapters/truncation.py): a 1 MB
+        question costs what its first window of tokens costs, whatever the number of pairs.
+        """
         max_length = max_length or self.max_input_tokens
-        features = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=False,
-                                  verbose=False)
-        longest = max(len(ids) for ids in features["input_ids"])
-        if longest > max_length:
-            logger.warning("%s: input of %d tokens truncated to the model's limit of %d", where, longest, max_length)
-            features = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, max_length=max_length,
-                                      truncation="only_first" if pairs is not None else True)
-        names = [n for n in self.tokenizer.model_input_names if n in features]
-        return [{n: features[n][i] for n in names} for i in range(len(texts))]
+        rows, truncated = self.segments.rows(text, pairs, max_length)
+        if truncated:
+            logger.warning("%s: input truncated to the model's limit of %d tokens", where, max_length)
+        return rows
 
     # ----- the Dataloop side -----
     def prepare_item_func(self, item: Any) -> LoadedItem:
@@ -283,7 +289,7 @@ class HuggingAdapter(abc.ABC):
                     question_answers = self.postprocess(question, outputs[start:end])
                 except Exception as error:  # noqa: BLE001 - the module failed on model output: not the input's fault
                     raise ModelFailure(f"{self.model_name} could not read the model's output for {question.where}: "
-                                       f"{type(error).__name__}: {_error_text(error, question)}") from error
+                                       f"{_error_text(error, question)}") from error
                 answers[id(question)] = question_answers
                 histories[index].append(Turn(question, question_answers))
         return answers
@@ -361,14 +367,21 @@ class HuggingAdapter(abc.ABC):
         return {q: answers[id(q)] for parsed in items for q in parsed.questions if id(q) in answers}, report
 
 
+# Exceptions whose messages this package writes itself, never quoting user text: they are safe in a skip reason.
+_OWN_ERRORS = (ConfigurationError, InputError, MalformedItemError)
+
+
 def _error_text(error: Exception, question: Question) -> str:
-    """An exception as a skip reason, which is logged: a message that quotes the question's text (user data)
-    gets the quote replaced, since third-party errors may echo their input."""
-    message = str(error) or type(error).__name__
-    for text in {question.text, repr(question.text)[1:-1]}:
-        if text.strip():
-            message = message.replace(text, "<question text>")
-    return message
+    """An exception as a skip reason, which is logged and returned: user text must never be in it.
+
+    Our own errors say what to fix. Anything else (a library's error) may quote the question, whole, cut,
+    lower-cased or as tokens, which no search-and-replace can catch safely: the reason names only the error's
+    type, and its message goes to the DEBUG log, which may hold user text (`-v`).
+    """
+    if isinstance(error, _OWN_ERRORS):
+        return str(error) or type(error).__name__
+    logger.debug("%s: %s", question.where, error, exc_info=error)
+    return f"failed with {type(error).__name__} (its message may quote the question, so only the DEBUG log has it)"
 
 
 def _short(error: Exception, limit: int = 300) -> str:

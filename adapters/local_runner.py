@@ -13,16 +13,17 @@ import functools
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, MalformedItemError
 from .manifest import model_entry
 from .module_loader import canonical_module_name, load_model_module
-from .prompt_items import Skipped
+from .prompt_items import Skipped, parse_prompt_item
 from .settings import resolve_configuration, setting_names
 
 logger = logging.getLogger(__name__)
@@ -189,10 +190,11 @@ class LocalRunner:
         self._lock = threading.Lock()
 
     def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int | None = None,
-                      on_batch: Callable[[int], None] | None = None) -> list[FileResult]:
+                      on_progress: Callable[[float, int], None] | None = None) -> list[FileResult]:
         """One result per file, in order; unreadable or malformed files get an `error`, the others are answered.
 
-        `on_batch(n)` is called after each batch of n items (progress reporting).
+        `on_progress(done, total)` reports questions answered (or given up) out of those read so far, after each
+        micro-batch the model runs (see `QuestionProgress`).
         """
         display = [str(f) for f in files]
         results = [FileResult(file) for file in display]
@@ -206,15 +208,17 @@ class LocalRunner:
                 readable.append((index, local_item(Path(file), name, f"local-item-{index}")))
         if readable:
             with self._lock:  # the adapter's report and upload hooks are per call, not per thread
-                self._predict(readable, results, batch_size, on_batch)
+                self._predict(readable, results, batch_size, QuestionProgress(on_progress) if on_progress else None)
         return results
 
     def _predict(self, readable: list[tuple[int, Any]], results: list[FileResult], batch_size: int | None,
-                 on_batch: Callable[[int], None] | None) -> None:
+                 progress: QuestionProgress | None) -> None:
         by_name = {item.name: results[index] for index, item in readable}
         hugging_predict = self.adapter.predict
 
         def predict(batch: list, **kwargs: Any) -> list:
+            if progress:
+                progress.start(sum(_question_count(loaded) for loaded in batch))
             try:
                 collections = hugging_predict(batch, **kwargs)
             except Exception as error:  # noqa: BLE001 - dtlpy goes on with the next batch; we report these files
@@ -222,8 +226,8 @@ class LocalRunner:
                     by_name[loaded.name].error = f"prediction failed: {error}"
                 raise
             finally:
-                if on_batch:
-                    on_batch(len(batch))
+                if progress:
+                    progress.finish()
             report = self.adapter.hugging.last_report
             for skipped in report.failed_items:
                 by_name[skipped.item].error = skipped.reason
@@ -235,7 +239,7 @@ class LocalRunner:
 
         self.adapter.predict = predict
         try:
-            with _quiet_stdout():
+            with _quiet_stdout(), progress.watching(self.adapter.hugging) if progress else contextlib.nullcontext():
                 self.adapter.predict_items([item for _, item in readable], batch_size=batch_size)
         except Exception as error:  # noqa: BLE001 - raised after every batch ran; failed files already say why
             logger.debug("predict_items reported failed batches: %s", error)
@@ -243,6 +247,67 @@ class LocalRunner:
             del self.adapter.predict
         for index, item in readable:
             results[index].annotations.extend(a.to_json() for a in item.annotations.uploaded)
+
+
+class QuestionProgress:
+    """Questions done out of questions read, moving with every micro-batch rather than once per predict call.
+
+    A predict call's questions are known when it starts (its items are parsed); while it runs, each micro-batch
+    the model finishes advances the share of rows it ran among the rows prepared so far, and the call ends at
+    its full count (skipped questions included), so the bar never stalls at 0 through a long call.
+    """
+
+    def __init__(self, report: Callable[[float, int], None]):
+        self.report = report
+        self.total = 0
+        self.finished = 0  # questions of the predict calls that are over
+        self.shown = 0.0
+        self.asked = self.prepared = self.rows = self.rows_run = 0
+
+    def start(self, questions: int) -> None:
+        self.total += questions
+        self.asked, self.prepared, self.rows, self.rows_run = questions, 0, 0, 0
+        self._show(self.finished)
+
+    def finish(self) -> None:
+        self.finished += self.asked
+        self.asked = 0
+        self._show(self.finished)
+
+    @contextlib.contextmanager
+    def watching(self, hugging: Any) -> Iterator[None]:
+        """Count the rows `hugging` prepares and runs while predict_items goes on."""
+        preprocess, forward = hugging.preprocess, hugging.forward
+
+        def counted_preprocess(question: Any, history: Any) -> Any:
+            rows = preprocess(question, history)
+            self.prepared += 1
+            self.rows += len(rows)
+            return rows
+
+        def counted_forward(inputs: Any) -> Any:
+            outputs = forward(inputs)
+            self.rows_run += len(outputs)
+            self._show(self.finished + min(self.asked, self.prepared * self.rows_run / max(self.rows, 1)))
+            return outputs
+
+        hugging.preprocess, hugging.forward = counted_preprocess, counted_forward
+        try:
+            yield
+        finally:
+            hugging.preprocess, hugging.forward = preprocess, forward
+
+    def _show(self, done: float) -> None:
+        self.shown = max(self.shown, done)
+        self.report(self.shown, self.total)
+
+
+def _question_count(loaded: Any) -> int:
+    """How many questions an item read by `prepare_item_func` holds (0 when it cannot be parsed)."""
+    try:
+        return len(parse_prompt_item(loaded.data, 0, loaded.name).questions) if loaded.error is None else 0
+    except MalformedItemError:
+        return 0
 
 
 def quiet_platform_logs() -> None:
@@ -260,8 +325,16 @@ def quiet_platform_logs() -> None:
 
 
 def _unreadable(path: Path) -> str | None:
-    """Why `path` cannot be read, checked up front so a missing file is one clear line, not a download trace."""
+    """Why `path` cannot be read, checked up front so a missing file is one clear line, not a download trace.
+
+    Only regular files are read: a FIFO would block the read forever, a device (/dev/zero) never end.
+    """
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return f"cannot read {str(path)!r}: it is a folder"
+        if not stat.S_ISREG(mode):
+            return f"cannot read {str(path)!r}: not a regular file (a pipe, socket or device is refused)"
         with open(path, "rb") as f:
             f.read(1)
     except OSError as error:

@@ -24,10 +24,26 @@ METADATA_MIMETYPE = "metadata"
 TEXT_MIMETYPES = frozenset({"application/text", "text"})
 # Lone UTF-16 surrogates: valid in JSON text ("\ud800") and in a Python str, but not Unicode, so no tokenizer takes them.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Values from the item that end up in a skip reason (and so in the logs) are shown short and escaped.
+# Values from the item that end up in a skip reason or a log line (mimetypes, roles, item names, prompt and
+# element keys) are shown short and escaped: a 100 KB prompt key must not become 100 KB per skipped element.
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 40
 _REPR.maxlevel = 2
+
+
+def short(value: Any) -> str:
+    """`value` quoted, escaped and cut to about 40 characters (the middle elided), for logs and reasons."""
+    return _REPR.repr(value)
+
+
+def location(item: str, prompt_key: str | None = None, element_key: str | None = None) -> str:
+    """Where something is, for logs and skip reasons: identifiers shortened, never the text."""
+    where = f"item {short(item)}"
+    if prompt_key is not None:
+        where += f", prompt {short(prompt_key)}"
+    if element_key is not None:
+        where += f", element {short(element_key)}"
+    return where
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class Question:
     @property
     def where(self) -> str:
         """Where the question is, for logs: never its text, which is user data."""
-        return f"item {self.item_name!r}, prompt {self.prompt_key!r}, element {self.element_key!r}"
+        return location(self.item_name, self.prompt_key, self.element_key)
 
 
 @dataclass(frozen=True)
@@ -59,12 +75,7 @@ class Skipped:
     kind: str = "input"
 
     def describe(self) -> str:
-        where = f"item {self.item!r}"
-        if self.prompt_key is not None:
-            where += f", prompt {self.prompt_key!r}"
-        if self.element_key is not None:
-            where += f", element {self.element_key!r}"
-        return f"{where}: {self.reason}"
+        return f"{location(self.item, self.prompt_key, self.element_key)}: {self.reason}"
 
 
 @dataclass
@@ -125,7 +136,7 @@ def _parse_current_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, 
                 parsed.skipped.append(Skipped(parsed.name, prompt_key, None, "a metadata element's value must be an object"))
     role = metadata.get("role", "user")
     if role != "user":
-        parsed.skipped.append(Skipped(parsed.name, prompt_key, None, f"prompt role {_REPR.repr(role)} is not a user prompt"))
+        parsed.skipped.append(Skipped(parsed.name, prompt_key, None, f"prompt role {short(role)} is not a user prompt"))
         return
     texts: list[tuple[str, str]] = []
     for index, element in enumerate(elements):
@@ -166,7 +177,7 @@ def _element_problem(element: Any) -> str | None:
     if not isinstance(mimetype, str):
         return "unknown element shape: no 'mimetype' string"
     if not is_text_mimetype(mimetype):
-        return f"non-text element ({_REPR.repr(mimetype)[1:-1]}) skipped: this model reads text only"
+        return f"non-text element ({short(mimetype)[1:-1]}) skipped: this model reads text only"
     value = element.get("value")
     if not isinstance(value, str):
         return f"text element value must be a string, got {type(value).__name__}"

@@ -137,7 +137,8 @@ def model_folder(suite: Suite, models_dir: Path) -> Path:
 def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> dict[str, Any]:
     folder = model_folder(suite, models_dir)
     workload = build_workload(suite.items, suite.prompts_per_item, suite.min_words, suite.max_words,
-                              zero_shot=suite.module_name == "models.bart_large_mnli")
+                              zero_shot=suite.module_name == "models.bart_large_mnli",
+                              labels_per_question=suite.labels_per_question)
     module = importlib.import_module(suite.module_name)
     adapter = module.HuggingAdapter({"model_path": str(folder), **suite.configuration})
     # The baselines get the model as `from_pretrained` gives it, with torch's default CPU kernels; this package

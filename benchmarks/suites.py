@@ -28,6 +28,7 @@ class Suite:
     onnx: bool = False
     pipeline_batch_sizes: tuple[int, ...] = ()
     note: str = ""
+    labels_per_question: int | None = None  # zero-shot: a fixed label count instead of 3 to 10
 
     def naive(self, model: Any, tokenizer: Any, workload: Any, c: dict[str, Any]) -> list:
         """The reference loop, with `c` the resolved configuration of this package's run."""
@@ -75,6 +76,13 @@ def all_suites(quick: bool, new_tokens: int) -> list[Suite]:
               configuration={"hypothesis_template": template}, pipeline_batch_sizes=batch_sizes,
               note="fewer items than the others: BART-large is 6x DistilBERT's FLOPs per token and each question "
                    "runs once per label"),
+        Suite("bart-base-mnli", "models.bart_large_mnli", model_factory.build_bart_nli,
+              sizes(dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                         decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, vocab_size=50265,
+                         max_position_embeddings=1024)),
+              items=count(32, 2), prompts_per_item=2, min_words=4, max_words=120, labels_per_question=5,
+              configuration={"hypothesis_template": template}, pipeline_batch_sizes=batch_sizes,
+              note="issue 13's zero-shot workload: 64 texts of 4 to 120 words x 5 labels on BART-base's shape"),
         Suite("gpt2-medium-dialogpt", "models.dialogpt_large", model_factory.build_gpt2_lm,
               sizes(dict(n_embd=1024, n_layer=24, n_head=16, n_positions=1024, vocab_size=50257)),
               items=count(24, 2), prompts_per_item=2, min_words=4, max_words=40, kind="generator",
@@ -92,4 +100,5 @@ def all_suites(quick: bool, new_tokens: int) -> list[Suite]:
               items=count(32, 3), prompts_per_item=2, min_words=4, max_words=60, kind="generator",
               configuration={"token_count": tokens, "n_gen": 1, "num_beams": 1, **GREEDY}),
     ]
-    return suites[:-1] if quick else suites  # tiny T5-base would be T5-small again
+    tiny_repeats = {"t5-base-email", "bart-base-mnli"}  # tiny T5-base / BART-base would be T5-small / BART-large again
+    return [s for s in suites if not quick or s.name not in tiny_repeats]

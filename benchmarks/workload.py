@@ -50,10 +50,15 @@ def label_sets(count: int = 8, seed: int = 0) -> list[list[str]]:
 
 
 def build_workload(items: int, prompts_per_item: int, min_words: int, max_words: int, *, zero_shot: bool = False,
-                   seed: int = 0) -> Workload:
-    """`items` prompt items of `prompts_per_item` one-question prompts each (a conversation, for chat models)."""
+                   labels_per_question: int | None = None, seed: int = 0) -> Workload:
+    """`items` prompt items of `prompts_per_item` one-question prompts each (a conversation, for chat models).
+
+    Zero-shot prompts get 3 to 10 labels from `label_sets`, or `labels_per_question` from 8 sets of that size.
+    """
     rng = random.Random(seed)
     sets = label_sets(seed=seed)
+    if labels_per_question:
+        sets = [random.Random(seed + i).sample(TOPICS, labels_per_question) for i in range(len(sets))]
     built = []
     for index in range(items):
         prompts = {str(p + 1): [_text(rng, min_words, max_words)] for p in range(prompts_per_item)}

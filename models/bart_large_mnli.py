@@ -1,6 +1,6 @@
 """Zero-shot classification as natural-language inference (default: BART-large fine-tuned on MNLI).
 
-Each candidate label becomes a hypothesis (`hypothesis_template.format(label)`) paired with the question as
+Each candidate label becomes a hypothesis (the label in place of the template's one `{}`) paired with the question as
 premise; all (question, label) pairs of a batch run through the model together. Scores follow `transformers`'
 zero-shot-classification pipeline: a softmax of the entailment logits over the labels, or, with `multi_label`
 (or a single label), a softmax of entailment against contradiction for each label on its own.
@@ -11,11 +11,13 @@ is contradiction, as zero-shot classifiers are trained from NLI data.
 from __future__ import annotations
 
 import logging
+import string
 from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from adapters.bart_classification import eos_classifier
 from adapters.errors import ConfigurationError
 from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
 from adapters.prompt_items import Question
@@ -26,6 +28,18 @@ from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_
 
 logger = logging.getLogger(__name__)
 MAX_LABELS = 100
+# A label or template is a few words; these caps keep every hypothesis small whatever a prompt's metadata says.
+MAX_LABEL_CHARS = 200
+MAX_TEMPLATE_CHARS = 200
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a str with lone surrogates: valid in JSON, but no tokenizer takes them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _labels_problem(labels: list) -> str | None:
@@ -33,13 +47,44 @@ def _labels_problem(labels: list) -> str | None:
         return f"give 1 to {MAX_LABELS} labels"
     if not all(isinstance(label, str) and label.strip() for label in labels):
         return "every label must be a non-empty string"
+    if any(len(label) > MAX_LABEL_CHARS for label in labels):
+        return f"every label must be at most {MAX_LABEL_CHARS} characters"
+    if not all(map(_is_unicode, labels)):
+        return "every label must be valid Unicode (no lone surrogates such as \\ud800)"
     if len(set(labels)) != len(labels):
         return "labels must be unique"
     return None
 
 
+def template_parts(template: str) -> tuple[str, str]:
+    """The text before and after the template's one plain `{}`, where the label goes.
+
+    The template is never `str.format`ted: a format spec (`{:>20000000}`) would pad each hypothesis to any size
+    and a field name (`{__class__}`) reads attributes, so only a bare `{}` is accepted, and `{{`/`}}` are braces.
+    """
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise ValueError(f"must be at most {MAX_TEMPLATE_CHARS} characters")
+    if not _is_unicode(template):
+        raise ValueError("must be valid Unicode (no lone surrogates such as \\ud800)")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        raise ValueError("is not a valid template: write a literal brace as '{{' or '}}'") from None
+    fields = [index for index, (_, name, _, _) in enumerate(parsed) if name is not None]
+    if len(fields) != 1 or parsed[fields[0]][1:] != ("", "", None):
+        raise ValueError("must contain exactly one plain '{}' where the label goes (no field name, format spec or "
+                         "conversion; write literal braces as '{{' and '}}')")
+    split = fields[0]
+    return ("".join(literal for literal, *_ in parsed[:split + 1]),
+            "".join(literal for literal, *_ in parsed[split + 1:]))
+
+
 def _template_problem(template: str) -> str | None:
-    return None if template.count("{}") == 1 else "must contain exactly one '{}' where the label goes"
+    try:
+        template_parts(template)
+    except ValueError as problem:
+        return str(problem)
+    return None
 
 
 TASK_SETTINGS = (
@@ -54,6 +99,7 @@ class HuggingAdapter(BaseAdapter):
     settings = (*TASK_SETTINGS, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     def setup(self) -> None:
+        self.eos_classifier = eos_classifier(self.model)
         label2id = {str(k).lower(): int(v) for k, v in self.model.config.label2id.items()}
         self.entailment_id = next((i for name, i in label2id.items() if name.startswith("entail")), -1)
         if self.entailment_id == -1:
@@ -71,11 +117,15 @@ class HuggingAdapter(BaseAdapter):
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         labels, template, _ = self.task(question)
-        return self.encode([question.text] * len(labels), [template.format(label) for label in labels],
-                           where=question.where)
+        before, after = template_parts(template)
+        return self.encode(question.text, [before + label + after for label in labels], where=question.where)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        return list(self.model(**inputs, use_cache=False).logits.float().cpu())
+        if self.eos_classifier is not None:  # torch BART: the last decoder layer at the classified token only
+            logits = self.eos_classifier(inputs["input_ids"], inputs["attention_mask"])
+        else:
+            logits = self.model(**inputs, use_cache=False).logits
+        return list(logits.float().cpu())
 
     def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
         labels, template, multi_label = self.task(question)

@@ -49,21 +49,28 @@ class HuggingAdapter(GenerativeAdapter):
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         budget = self.max_input_tokens - self.answer_budget
-        ids = self.utterance(question.text)
-        if len(ids) > budget:
-            logger.warning("%s: question of %d tokens cut to its last %d to fit the context window",
-                           question.where, len(ids), budget)
-            ids = ids[-budget:]
+        ids, cut = self.segments.ids(question.text, budget - 1, keep_end=True)  # tokenizes only the end it keeps
+        ids.append(self.tokenizer.eos_token_id)
+        if cut:
+            logger.warning("%s: question cut to its last %d tokens to fit the context window", question.where, budget)
         kept = 0
         for turn in reversed(history):
-            earlier = self.utterance(turn.question.text) + self.utterance(turn.answers[0].text)
-            if len(earlier) + len(ids) > budget:
+            asked = self._fitting_utterance(turn.question.text, budget - len(ids))
+            answered = asked and self._fitting_utterance(turn.answers[0].text, budget - len(ids) - len(asked))
+            if not answered:
                 break
-            ids = earlier + ids
+            ids = asked + answered + ids
             kept += 1
         if kept < len(history):
             logger.info("%s: dropped the %d oldest turns to fit the context window", question.where, len(history) - kept)
         return [{"input_ids": ids, "attention_mask": [1] * len(ids)}]
+
+    def _fitting_utterance(self, text: str, room: int) -> list[int] | None:
+        """`utterance(text)` when it fits in `room` tokens, else None; a long turn is not tokenized past `room`."""
+        if room < 1:
+            return None
+        ids, cut = self.segments.ids(text, room - 1, keep_end=True)
+        return None if cut else ids + [self.tokenizer.eos_token_id]
 
     # ----- fine-tuning -----
     def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:

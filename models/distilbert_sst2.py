@@ -31,7 +31,7 @@ class HuggingAdapter(BaseAdapter):
         self.use_sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
-        return self.encode([question.text], where=question.where)
+        return self.encode(question.text, where=question.where)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return list(self.model(**inputs).logits.float().cpu())

@@ -48,7 +48,7 @@ class HuggingAdapter(GenerativeAdapter):
                                      "or num_beams 1 to sample n_gen answers independently")
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
-        return self.encode([self.configuration["prefix"] + question.text], where=question.where)
+        return self.encode(self.configuration["prefix"] + question.text, where=question.where)
 
     # ----- fine-tuning -----
     def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:

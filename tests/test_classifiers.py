@@ -123,3 +123,22 @@ def test_long_text_is_truncated_with_a_warning_not_an_error(make_adapter, caplog
         assert "truncated to the model's limit of 128" in caplog.text
         assert "wonderful" not in caplog.text  # user text never reaches logs above DEBUG
         caplog.clear()
+
+
+def test_bart_runs_its_last_decoder_layer_only_at_the_classified_token_with_equal_logits(nli_dirs):
+    """The head reads one decoder position: the last layer's feed-forward runs there only, logits unchanged."""
+    from models.bart_large_mnli import HuggingAdapter
+    adapter = HuggingAdapter({"model_path": str(nli_dirs["mnli"])})
+    model = adapter.model
+    pairs = adapter.tokenizer([TEXTS[i % 5] for i in range(8)], [f"It is about {x}." for x in "abcdefgh"],
+                              padding=True, return_tensors="pt")
+    seen = []
+    hook = model.model.decoder.layers[-1].fc1.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    try:
+        with torch.inference_mode():
+            pruned = torch.stack(adapter.forward(dict(pairs)))
+            stock = model(**pairs, use_cache=False).logits
+    finally:
+        hook.remove()
+    assert seen[0][:2] == (8, 1) and seen[1][:2] == tuple(pairs["input_ids"].shape)
+    assert torch.allclose(pruned, stock, atol=1e-5) and pairs["attention_mask"].min() == 0  # rows were padded

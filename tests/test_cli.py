@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from adapters.manifest import MANIFEST_PATH, model_entries
+from tests.prompt_factory import legacy_item
 
 ROOT = MANIFEST_PATH.parent
 EXAMPLES = ROOT / "examples"
@@ -86,7 +87,8 @@ def test_predict_answers_every_example(cli, tiny_models, tmp_path, model):
     run = cli("predict", model, *map(str, examples), "--model-path", str(tiny_models[TINY[model]]),
               *FAST.get(model, []), "--out", str(out))
     assert run.returncode == 0, run.stderr
-    assert run.stdout == ""
+    assert run.stdout == "" and f"written to {out}" in run.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["answers.json"]  # the partial file was renamed
     entries = json.loads(out.read_text(encoding="utf-8"))
     assert [e["file"] for e in entries] == [str(p) for p in examples]
     for entry, path in zip(entries, examples):
@@ -106,9 +108,13 @@ def test_predict_reports_bad_files_and_answers_the_others(cli, tiny_models, tmp_
                                                    "q2": {"mimetype": "image/png", "value": "http://x/y.png"}}}}),
                      encoding="utf-8")
     missing = tmp_path / "missing.json"
-    files = [examples[0], malformed, missing, mixed, no_prompts, examples[1]]
-    run = cli("predict", model, *map(str, files), "--model-path", str(tiny_models["distilbert"]), "--batch-size", "1")
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)  # opening it would block forever: no writer ever comes
+    files = [examples[0], malformed, missing, mixed, no_prompts, examples[1], fifo, tmp_path]
+    run = cli("predict", model, *map(str, files), "--model-path", str(tiny_models["distilbert"]), "--batch-size", "1",
+              "-v")  # -v after the command
     assert run.returncode == 1, run.stderr
+    assert "DEBUG" in run.stderr or "INFO" in run.stderr
     entries = json.loads(run.stdout)  # stdout carries only the JSON: dtlpy's progress bars are kept off it
     assert [e["file"] for e in entries] == [str(f) for f in files]
     check_answers(model, entries[0], examples[0])
@@ -119,7 +125,8 @@ def test_predict_reports_bad_files_and_answers_the_others(cli, tiny_models, tmp_
     assert entries[3]["error"] is None and len(entries[3]["annotations"]) == 1
     assert [(s["prompt"], s["element"]) for s in entries[3]["skipped"]] == [("1", "q2")]
     assert "non-text" in entries[3]["skipped"][0]["reason"]
-    for failed in (malformed, missing, no_prompts):
+    assert "not a regular file" in entries[6]["error"] and "folder" in entries[7]["error"]
+    for failed in (malformed, missing, no_prompts, fifo, tmp_path):
         assert f"error: {failed}" in run.stderr
 
 
@@ -128,6 +135,12 @@ def test_predict_reports_bad_files_and_answers_the_others(cli, tiny_models, tmp_
     (["predict", "distilbert-sst2", "x.json", "--set", "batch_size"], "expected KEY=VALUE"),
     (["predict", "distilbert-sst2", "x.json", "--set", "batch_size=0"], "'batch_size' must be >= 1"),
     (["predict", "distilbert-sst2", "x.json", "--out", "/no/such/folder/out.json"], "does not exist"),
+    (["predict", "distilbert-sst2", "x.json", "--out", str(EXAMPLES)], "is a folder"),
+    (["predict", "distilbert-sst2", "x.json", "--out", str(EXAMPLES / "distilbert-sst2" / "reviews-legacy.json" / "o")],
+     "does not exist"),
+    (["predict", "distilbert-sst2", "x.json", "--out", "/sys/answers.json"], "cannot write in '/sys'"),
+    (["predict", "distilbert-sst2", "x.json", "--out", "/dev/null"], "not a regular file"),
+    (["predict", "distilbert-sst2", "x.json", "--set", "batch_size=0", "-v"], "'batch_size' must be >= 1"),
     (["predict", "distilbert-sst2"], "FILE"),
 ])
 def test_usage_errors_exit_2_before_loading_anything(cli, args, message):
@@ -135,3 +148,16 @@ def test_usage_errors_exit_2_before_loading_anything(cli, args, message):
     run = cli(*args)
     assert run.returncode == 2
     assert message in run.stderr and run.stdout == ""
+
+
+def test_progress_moves_with_every_micro_batch_not_once_per_file(tiny_models, tmp_path):
+    """One file of 40 questions is one predict call: the progress reported must move inside it."""
+    from adapters.local_runner import LocalRunner
+    runner = LocalRunner("distilbert-sst2", {"model_path": str(tiny_models["distilbert"]), "batch_size": 4})
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps(legacy_item({"p": [f"question {i} " * (1 + i % 5) for i in range(40)]})))
+    seen: list[tuple[float, int]] = []
+    (result,) = runner.predict_files([path], on_progress=lambda done, total: seen.append((done, total)))
+    assert len(result.annotations) == 40 and seen[-1] == (40, 40)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and len({d for d in done if 0 < d < 40}) >= 5

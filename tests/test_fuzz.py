@@ -8,6 +8,7 @@ NUL, bidi marks, combining marks) and duplicate keys in the JSON text.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter
 from typing import Any
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from adapters.errors import MalformedItemError
+from adapters.errors import ConfigurationError, MalformedItemError
 from adapters.prompt_items import natural_key, parse_prompt_item
+from tests.model_factory import CORPUS
 from tests.prompt_factory import current_item, legacy_item
 
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -256,3 +258,146 @@ def test_thousands_of_prompts_in_one_item_are_all_answered(distilbert, dialogpt)
     check_nothing_lost(distilbert, [current_item({str(i): [f"q{i}", {"mimetype": "image/png", "value": "x"}]
                                                   for i in range(2000)}), many])
     check_nothing_lost(dialogpt, [legacy_item({str(i): ["a", "", "b"] for i in range(300)})])  # 300 conversations
+
+
+# ----- what a request controls must not buy cost: templates, labels, identifiers, long texts -----
+from adapters.prompt_items import Skipped  # noqa: E402
+from models.bart_large_mnli import MAX_LABEL_CHARS, MAX_TEMPLATE_CHARS, TASK_SETTINGS, template_parts  # noqa: E402
+from tests.test_memory import CountingTokenizer  # noqa: E402
+
+TEMPLATE_SETTING = TASK_SETTINGS[1]
+LABELS_SETTING = TASK_SETTINGS[0]
+format_pieces = st.sampled_from(["{}", "{", "}", "{{", "}}", "{:>20000000}", "{__class__}", "{:{}}", "{0}", "{!r}",
+                                 "{[0]}", "{.real}", "{:", "!", ":", ">", "9" * 8, "This example is ", "."])
+templates = st.lists(format_pieces | short_texts, max_size=8).map("".join) | st.text(max_size=300)
+labels = st.lists(short_texts | huge_texts | st.sampled_from(["sports", "x" * MAX_LABEL_CHARS]) | json_values,
+                  max_size=6) | json_values
+
+
+@settings(max_examples=1500, deadline=None)
+@given(templates, short_texts)
+def test_a_template_is_refused_or_only_puts_the_label_in_its_one_plain_placeholder(template, label):
+    """`"{{}}{:>20000000}"` padded every hypothesis to 20 MB through str.format; `{__class__}` read attributes."""
+    try:
+        TEMPLATE_SETTING.validate(template)
+    except ConfigurationError as error:
+        assert "'hypothesis_template'" in str(error) and len(str(error)) < 300
+        return
+    before, after = template_parts(template)
+    assert len(template) <= MAX_TEMPLATE_CHARS
+    assert before + label + after == template.format(label)  # what it always meant, with braces as braces
+    assert len(before) + len(after) < len(template)
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels)
+def test_labels_are_refused_or_few_unique_and_short(value):
+    try:
+        accepted = LABELS_SETTING.validate(value)
+    except ConfigurationError as error:
+        assert "'candidate_labels'" in str(error) and len(str(error)) < 300
+        return
+    assert 1 <= len(accepted) <= 100 and len(set(accepted)) == len(accepted)
+    assert all(isinstance(x, str) and x.strip() and len(x) <= MAX_LABEL_CHARS for x in accepted)
+
+
+@pytest.fixture(scope="module")
+def counted_bart(make_adapter):
+    adapter = make_adapter("models.bart_large_mnli", batch_size=16, candidate_labels=["good", "bad"])
+    adapter.tokenizer = CountingTokenizer(adapter.tokenizer)
+    return adapter
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.fixed_dictionaries({}, optional={"candidate_labels": labels, "hypothesis_template": templates,
+                                           "multi_label": st.booleans() | json_values}),
+       texts.filter(str.strip))
+def test_prompt_metadata_is_answered_or_skipped_with_a_reason_at_bounded_cost(counted_bart, metadata, text):
+    """Whatever a prompt's metadata holds, its question is answered with the labels asked for, or skipped with a
+    reason that names the key; the characters tokenized stay within the caps, never the text's size x labels."""
+    counter = counted_bart.tokenizer
+    before = counter.characters
+    (collection,) = counted_bart.predict([current_item({"1": [text]}, {"1": metadata})])
+    report = counted_bart.last_report
+    if collection.annotations:
+        (annotation,) = collection.annotations
+        given_labels = metadata.get("candidate_labels", ["good", "bad"])
+        assert sorted(annotation.metadata["user"]["model_output"]["labels"]) == sorted(given_labels)
+        assert report.skipped == []
+    else:
+        (skipped,) = report.skipped
+        assert any(f"'{name}'" in skipped.reason for name in metadata) and len(skipped.reason) < 400
+    window = counted_bart.max_input_tokens * 8 * 4
+    assert counter.characters - before <= window + 100 * (MAX_LABEL_CHARS + MAX_TEMPLATE_CHARS)
+
+
+identifiers = (st.text(alphabet=characters, max_size=50) | huge_texts | st.sampled_from(ODD)
+               | st.builds(lambda unit, n: unit * n, st.sampled_from(["k", "\u202e", "日", "\x00", "'\""]),
+                           st.integers(1_000, 100_000)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(identifiers, identifiers, identifiers)
+def test_odd_or_huge_item_names_and_prompt_keys_are_echoed_short(distilbert, name, prompt_key, element_key):
+    """A 110 KB request gave a 25 MB response and log: every skip echoed its whole item name and prompt key."""
+    item = legacy_item({prompt_key: [{"mimetype": "image/png", "value": "x"}] * 3 + ["hello"]})
+    elements = item["prompts"][prompt_key]
+    elements[element_key] = {"mimetype": "audio/wav", "value": "y"}
+    item["name"] = name
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("adapters")
+    saved = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        distilbert.predict([item])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)
+    report = distilbert.last_report
+    assert len(report.skipped) == sum(e["mimetype"] != "application/text" for e in elements.values())
+    for skipped in report.skipped:
+        assert (skipped.prompt_key, skipped.item) == (prompt_key, distilbert_name(name))  # kept whole for callers
+        assert len(skipped.describe()) < 400 and len(skipped.reason) < 200
+    assert records and all(len(record.getMessage()) < 600 for record in records)
+    assert len(Skipped(name, prompt_key, element_key, "why").describe()) < 200
+
+
+def distilbert_name(name: str) -> str:
+    """The name predict reports a dict item by: its `name`, or its place in the batch."""
+    return name or "batch[0]"
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tiny_models):
+    from transformers import AutoTokenizer
+    return {name: AutoTokenizer.from_pretrained(tiny_models[name]) for name in ("bart", "distilbert", "t5", "gpt2")}
+
+
+words = st.sampled_from(sorted({w for line in CORPUS for w in line.split()}))
+separators = st.sampled_from([" ", "", "  ", "\n", "\t", "\r\n", "\xa0", "\u3000", "\x1c", " \u200b"])
+long_texts = st.lists(st.tuples(words | short_texts, separators), min_size=1, max_size=400).map(
+    lambda parts: SURROGATE.sub("\ufffd", "".join(w + s for w, s in parts)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["bart", "distilbert", "t5", "gpt2"]), long_texts, st.sampled_from([12, 16, 64]),
+       st.booleans())
+def test_cutting_before_tokenizing_keeps_the_tokens_the_whole_text_gives(tokenizers, name, text, max_length, paired):
+    """Texts are cut to a character bound before tokenizing: the rows must be those of the whole text, truncated."""
+    from adapters.truncation import Segments
+    tokenizer = tokenizers[name]
+    segments = Segments(tokenizer)
+    pair = ["It is sports."] if paired else None
+    rows, _ = segments.rows(text, pair, max_length)
+    if paired:
+        expected = tokenizer([text], pair, truncation="only_first", max_length=max_length)
+    else:
+        expected = tokenizer([text], truncation=True, max_length=max_length)
+    assert rows == [{key: expected[key][0] for key in rows[0]}]
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for limit in (1, max_length):
+        ids, more = segments.ids(text, limit, keep_end=True)
+        assert (ids, more) == (whole[-limit:] if len(whole) > limit else whole, len(whole) > limit)

@@ -85,7 +85,7 @@ def test_confidence_is_the_geometric_mean_of_the_generated_tokens_raw_probabilit
     from adapters.generation import generate_with_confidence
     adapter = make_adapter(module, seed=3, **sampling)
     model, tokenizer = adapter.model, adapter.tokenizer
-    rows = [r for text in ("please backup your work", "hi") for r in adapter.encode([text])]
+    rows = [r for text in ("please backup your work", "hi") for r in adapter.encode(text)]
     inputs = tokenizer.pad(rows, padding=True, return_tensors="pt")  # left-padded for the chat model
     generated = generate_with_confidence(model, dict(inputs), adapter.generation_config, seed=3)
     assert len(generated) == 2

@@ -100,7 +100,7 @@ def test_no_prompt_or_answer_text_in_logs_above_debug(make_adapter, records, rec
     assert sum(len(c.annotations) for c in collections) > 0
     assert [f.item for f in report.failed_items] == ["batch[2]", "batch[3]", "unreadable.json"]
     reasons = " | ".join(s.reason for s in (*report.skipped, *report.failed_items))
-    assert "cannot tokenize '<question text>'" in reasons  # the quoting error ran, and was redacted
+    assert "could not prepare the question: failed with ValueError" in reasons  # it ran, unquoted
     texts = secrets + answer_texts(collections)
     assert not [s for s in secrets if s in reasons]
     assert any(r.levelno == logging.WARNING and "not answered" in r.getMessage() for r in records.records)
@@ -139,3 +139,26 @@ def test_dtlpy_predict_items_logs_no_user_text(tiny_models, records, tmp_path, m
     _, annotations = adapter.predict_items(items)  # raises, with the error text, if predict ever raised
     assert len(annotations) == 2
     assert leaked(records.records, secrets + answer_texts([SimpleNamespace(annotations=annotations)])) == []
+
+
+@pytest.mark.parametrize("text, quoted", [
+    ("a", "max_length exceeded while tokenizing 'a'"),  # a short text: replacing it would mangle other words
+    ("Tell Nobody This", "cannot lower-case 'tell nobody this'"),  # a transformed copy
+    ("Tell Nobody This", "input 'Tell Nob...' too long"),  # a cut one
+    ("Tell Nobody This", "unknown tokens ['Tell', 'Nobody', 'This']"),  # as tokens
+])
+def test_a_library_error_never_brings_question_text_into_a_skip_reason(make_adapter, text, quoted):
+    adapter = make_adapter("models.distilbert_sst2")
+    adapter.preprocess = lambda question, history: (_ for _ in ()).throw(KeyError(quoted))
+    adapter.predict([legacy_item({"p": [text]})])
+    (skipped,) = adapter.last_report.skipped
+    assert skipped.reason.startswith("could not prepare the question: failed with KeyError")
+    assert [word for word in quoted.split() if word in skipped.reason] == [] and "<question" not in skipped.reason
+
+
+def test_the_packages_own_errors_keep_their_message(make_adapter):
+    """Our messages say what to fix and never quote the text: a template refused in a prompt's metadata."""
+    adapter = make_adapter("models.bart_large_mnli")
+    adapter.predict([current_item({"1": ["hello"]}, metadata={"1": {"hypothesis_template": "{{}}{:>20000000}"}})])
+    (skipped,) = adapter.last_report.skipped
+    assert "'hypothesis_template'" in skipped.reason and "exactly one plain '{}'" in skipped.reason

@@ -52,12 +52,13 @@ def test_nli_truncates_the_premise_and_keeps_every_hypothesis_whole(make_adapter
 
 def test_an_oversized_hypothesis_is_reported_and_its_neighbours_answered(make_adapter):
     adapter = make_adapter("models.bart_large_mnli", batch_size=32)
-    huge = {"1": {"candidate_labels": ["label " * 300, "other"]}}
+    huge = {"1": {"candidate_labels": ["x9 " * 66, "other"]}}  # within the 200-character cap, 200 tokens
     collections = adapter.predict([current_item({"1": ["first"], "2": ["second"]}, metadata=huge),
                                    legacy_item({"p": ["third", LONG]})])
     assert [len(c.annotations) for c in collections] == [1, 2]
     (skipped,) = adapter.last_report.skipped
     assert (skipped.prompt_key, skipped.element_key) == ("1", "0") and "could not prepare" in skipped.reason
+    assert "leaves no room for the question in the model's window of 128 tokens" in skipped.reason
 
 
 @pytest.mark.parametrize("budget", [8, 127])  # 127: one token left for the prompt
@@ -78,6 +79,53 @@ def test_email_answer_budget_caps_every_generation(make_adapter):
     generations = [g for a in collection.annotations for g in a.metadata["user"]["model_output"]["generations"]]
     assert len(collection.annotations) == 2 and len(generations) == 6
     assert all(g["generated_tokens"] <= 5 for g in generations)
+
+
+class CountingTokenizer:
+    """Delegates to a tokenizer, counting the characters of every text it is asked to tokenize."""
+
+    def __init__(self, tokenizer):
+        self.__dict__.update(inner=tokenizer, characters=0, calls=0)
+
+    def _count(self, *texts) -> None:
+        for text in texts:
+            self.__dict__["characters"] += len(text) if isinstance(text, str) else sum(map(len, text or []))
+        self.__dict__["calls"] += 1
+
+    def __call__(self, text, text_pair=None, *args, **kwargs):
+        self._count(text, text_pair)
+        return self.inner(text, text_pair, *args, **kwargs)
+
+    def encode(self, text, *args, **kwargs):
+        self._count(text)
+        return self.inner.encode(text, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.inner, name, value)
+
+
+MEGABYTE = ("the service was slow but the food was wonderful " * 22000)[:1_000_000]
+
+
+@pytest.mark.parametrize("module, items, questions", [
+    ("models.bart_large_mnli", [current_item({"1": [MEGABYTE]}, {"1": {"candidate_labels": [f"topic {i}" for i in
+                                                                                              range(20)]}})], 1),
+    ("models.distilbert_sst2", [legacy_item({"p": [MEGABYTE, "short"]})], 2),
+    ("models.t5_email", [legacy_item({"p": [MEGABYTE]})], 1),
+    ("models.dialogpt_large", [current_item({"1": [MEGABYTE], "2": [MEGABYTE], "3": ["short", MEGABYTE]})], 4),
+])
+def test_a_megabyte_question_is_tokenized_only_as_far_as_the_model_reads(make_adapter, module, items, questions):
+    """1 MB x 20 labels used to tokenize 20 MB twice (3.9 GB peak); the premise is now cut before it is
+    tokenized, and tokenized once per question, whatever the number of labels or turns."""
+    adapter = make_adapter(module)
+    adapter.tokenizer = counter = CountingTokenizer(adapter.tokenizer)
+    collections = adapter.predict(items)
+    assert sum(len(c.annotations) for c in collections) == questions and adapter.last_report.skipped == []
+    assert counter.characters < 20_000 * questions  # a few windows of 128-512 tokens each, not megabytes
+    assert counter.calls <= 6 * questions  # not once per label
 
 
 # ----- memory -----

@@ -137,20 +137,31 @@ def test_trust_remote_code_is_refused_in_any_spelling(nothing_loads, value):
     ("models.bart_large_mnli", {"candidate_labels": [f"l{i}" for i in range(10**4)]}, "give 1 to 100 labels"),
     ("models.bart_large_mnli", {"candidate_labels": ["a", "a"]}, "unique"),
     ("models.bart_large_mnli", {"hypothesis_template": "{}{}"}, "exactly one"),
+    ("models.bart_large_mnli", {"hypothesis_template": "{{}}{:>20000000}"}, "exactly one plain"),
+    ("models.bart_large_mnli", {"hypothesis_template": "{} {__class__}"}, "exactly one plain"),
+    ("models.bart_large_mnli", {"hypothesis_template": "{:{}}"}, "exactly one plain"),
+    ("models.bart_large_mnli", {"hypothesis_template": "{!r}"}, "exactly one plain"),
+    ("models.bart_large_mnli", {"hypothesis_template": "It is {}." * 50}, "at most 200 characters"),
+    ("models.bart_large_mnli", {"candidate_labels": ["x" * 1_000_000]}, "at most 200 characters"),
 ])
 def test_absurd_settings_are_refused_before_loading(nothing_loads, module, override, match):
     refused({"module_name": module, "model_path": "t5-base", **override}, match)
 
 
-def test_absurd_prompt_metadata_skips_the_question_not_the_batch(make_adapter):
+@pytest.mark.parametrize("metadata, match", [
+    ({"candidate_labels": list(map(str, range(10**5)))}, "give 1 to 100 labels"),
+    ({"candidate_labels": ["a" * 10**6, "b"]}, "at most 200 characters"),
+    ({"hypothesis_template": "{{}}{:>20000000}"}, "exactly one plain"),  # took 7.6 GB through str.format
+    ({"hypothesis_template": "{} {__class__}"}, "exactly one plain"),
+])
+def test_absurd_prompt_metadata_skips_the_question_not_the_batch(make_adapter, metadata, match):
     adapter = make_adapter("models.bart_large_mnli")
-    item = {"prompts": {"1": [{"mimetype": "text", "value": "hostile"},
-                              {"mimetype": "metadata", "value": {"candidate_labels": list(map(str, range(10**5)))}}],
+    item = {"prompts": {"1": [{"mimetype": "text", "value": "hostile"}, {"mimetype": "metadata", "value": metadata}],
                         "2": [{"mimetype": "text", "value": "fine"}]}}
     (collection,) = adapter.predict([item])
     assert [p for p, _, _ in answers(collection)] == ["2"]
     (skipped,) = adapter.last_report.skipped
-    assert skipped.prompt_key == "1" and "give 1 to 100 labels" in skipped.reason
+    assert skipped.prompt_key == "1" and match in skipped.reason and len(skipped.reason) < 300
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

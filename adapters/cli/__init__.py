@@ -13,15 +13,31 @@ from typing import Sequence
 from ._common import CommandError
 
 
+VERBOSE_HELP = "log at DEBUG level (includes user text)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adapters",
                                      description="Run this app's Hugging Face models locally, as Dataloop runs them.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level (includes user text)")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}").register(commands)
+    for command in commands.choices.values():  # `-v` after the command too; unset there, the top level's stands
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
+
+
+def wants_verbose(argv: Sequence[str]) -> bool:
+    """Whether `-v`/`--verbose` is anywhere among the options (before or after the command), read before the
+    full parse so that logging is set up before any command imports dtlpy."""
+    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    early.add_argument("-v", "--verbose", action="store_true")
+    try:
+        return early.parse_known_args([arg for arg in argv if arg.startswith("-")])[0].verbose
+    except argparse.ArgumentError:  # e.g. `-vx`: the full parse reports it
+        return False
 
 
 def configure_logging(verbose: bool) -> None:
@@ -38,7 +54,7 @@ def configure_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    configure_logging(verbose="-v" in argv or "--verbose" in argv)  # before the commands import dtlpy
+    configure_logging(verbose=wants_verbose(argv))  # before the commands import dtlpy
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -1,17 +1,22 @@
-"""Run a model's dense layers through oneDNN on CPU for inference.
+"""Run a model's dense layers through oneDNN on CPU for inference, where this machine runs them faster.
 
-torch's default CPU matrix product (MKL's sgemm) reaches about 180 GFLOP/s on this project's AMD EPYC machines,
-while oneDNN reaches 350-480 on the same shapes and threads (`python -m benchmarks.gemm`). The layers are
-not replaced: their `forward` takes the oneDNN route only when no gradient is being recorded, on float32 CPU
-tensors, so training, saving and `state_dict` are untouched. Results differ from MKL's only by float rounding
-(about 1e-6 relative).
+Which kernel is faster depends on the CPU: on AMD EPYC machines torch's default float32 matrix product (MKL's
+sgemm) reached about 180 GFLOP/s and oneDNN 350-480 on the same shapes and threads, while on an Intel Xeon
+(Sapphire Rapids) oneDNN was about a quarter slower than MKL (`python -m benchmarks.gemm`,
+docs/performance.md). So by default (`HF_ADAPTERS_ONEDNN=auto`) both kernels are timed once per process on the
+model's most common layer shape, and oneDNN is used only when it is clearly faster; `1` always routes, `0`
+never does. The layers are not replaced: their `forward` takes the oneDNN route only when no gradient is being
+recorded, on float32 CPU tensors, so training, saving and `state_dict` are untouched. Results differ from
+MKL's only by float rounding (about 1e-6 relative).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import time
 import types
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +25,62 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
-DISABLE_VARIABLE = "HF_ADAPTERS_ONEDNN"  # set to 0 to keep torch's default kernels (e.g. to compare numerics)
+DISABLE_VARIABLE = "HF_ADAPTERS_ONEDNN"  # auto (default): measured; 1: always oneDNN; 0: torch's default kernels
+SMALL_ROWS = 64  # products with fewer rows (generation's decoding steps) are timed and routed on their own
+PROBE_ROWS = {False: 16, True: 256}  # rows of the probe product: a decoding step, a prefill / classifier batch
+PROBE_WORK_ROWS = 512  # each timing runs the product this many rows' worth, so small ones are not all noise
+REQUIRED_GAIN = 1.1  # oneDNN must beat the default kernel by 10% to be used: a tie is not worth switching
+
+
+def kernel_mode() -> str:
+    """'auto', '1' or '0' from the environment; anything else reads as 'auto'."""
+    value = os.environ.get(DISABLE_VARIABLE, "auto").strip().lower()
+    return value if value in ("0", "1") else "auto"
 
 
 def onednn_available() -> bool:
-    return (os.environ.get(DISABLE_VARIABLE, "1") != "0" and torch.backends.mkldnn.is_available()
+    return (kernel_mode() != "0" and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _best_seconds(run: Callable[[], Any], calls: int, repeats: int = 3) -> float:
+    run()  # warm-up: first-call allocation and kernel selection
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_is_faster(in_features: int, out_features: int, rows: int) -> bool:
+    """Whether oneDNN runs a (rows x in) @ (in x out) float32 product clearly faster than torch's default kernel
+    on this machine with the current threads; measured once per shape and process (tens of milliseconds)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, in_features, generator=generator)
+    weight = torch.randn(out_features, in_features, generator=generator)
+    bias = torch.randn(out_features, generator=generator)
+    calls = max(1, PROBE_WORK_ROWS // rows)
+    with torch.inference_mode():
+        default = _best_seconds(lambda: F.linear(x, weight, bias), calls)
+        onednn = _best_seconds(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""), calls)
+    faster = default >= REQUIRED_GAIN * onednn
+    logger.debug("dense %dx%d, %d rows: default kernel %.3f ms, oneDNN %.3f ms: %s", in_features, out_features,
+                 rows, default / calls * 1e3, onednn / calls * 1e3, "oneDNN" if faster else "default kernel")
+    return faster
+
+
+def routes(in_features: int, out_features: int) -> tuple[bool, bool]:
+    """(oneDNN for products of fewer than SMALL_ROWS rows, oneDNN for larger ones) for a layer of this shape."""
+    if kernel_mode() == "1":
+        return True, True
+    return tuple(onednn_is_faster(in_features, out_features, PROBE_ROWS[large]) for large in (False, True))
+
+
+def _use_onednn(self: nn.Module, x: torch.Tensor) -> bool:
+    return _fast_path(x, self.weight) and self.onednn_routes[x.numel() >= SMALL_ROWS * x.shape[-1]]
 
 
 def _fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -35,31 +90,36 @@ def _fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if _fast_path(x, self.weight):
+    if _use_onednn(self, x):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
     return F.linear(x, self.weight, self.bias)
 
 
 def _conv1d_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """transformers' GPT-2 `Conv1D` stores the weight as (in, out); oneDNN reads the transposed view in place."""
-    if _fast_path(x, self.weight):
+    if _use_onednn(self, x):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight.t(), self.bias, "none", [], "")
     return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
 
 
 def use_onednn_linears(model: Any) -> int:
-    """Route every `nn.Linear` (and GPT-2 `Conv1D`) of `model` through oneDNN for inference; returns how many."""
+    """Route each `nn.Linear` (and GPT-2 `Conv1D`) of `model` through oneDNN for inference where it is faster
+    for that layer's shape (always with mode '1'), per row regime; returns how many layers were routed."""
     if not onednn_available():
         return 0
     from transformers.pytorch_utils import Conv1D
 
+    forwards = {nn.Linear: _linear_forward, Conv1D: _conv1d_forward}
     routed = 0
     for module in model.modules():
-        if type(module) is nn.Linear:
-            module.forward = types.MethodType(_linear_forward, module)
-            routed += 1
-        elif type(module) is Conv1D:
-            module.forward = types.MethodType(_conv1d_forward, module)
+        forward = forwards.get(type(module))
+        if forward is None:
+            continue
+        in_features, out_features = (module.weight.shape[1], module.weight.shape[0]) if type(module) is nn.Linear \
+            else tuple(module.weight.shape)
+        module.onednn_routes = routes(in_features, out_features)
+        if any(module.onednn_routes):
+            module.forward = types.MethodType(forward, module)
             routed += 1
     logger.debug("routed %d dense layers through oneDNN", routed)
     return routed

@@ -71,8 +71,6 @@ class Skipped:
     prompt_key: str | None
     element_key: str | None
     reason: str
-    # Whose fault: "input" (the item or question cannot be answered as given) or "model" (it failed on valid input).
-    kind: str = "input"
 
     def describe(self) -> str:
         return f"{location(self.item, self.prompt_key, self.element_key)}: {self.reason}"

@@ -43,6 +43,24 @@ class Runtime(abc.ABC):
         raise NotImplementedError(f"runtime {self.name!r} does not generate text")
 
 
+class InferenceOnlyModel:
+    """What a derived model answers besides running: `to`/`eval` are no-ops (it was placed when loaded), and any
+    other attribute a torch model has (training, changing weights) is refused with what to do instead."""
+
+    runtime_name: ClassVar[str]
+    purpose: ClassVar[str]  # e.g. "only generates"
+
+    def to(self, device: Any) -> "InferenceOnlyModel":
+        return self
+
+    def eval(self) -> "InferenceOnlyModel":
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{name!r}: a runtime {self.runtime_name!r} model {self.purpose}; use runtime 'torch' "
+                             "to fine-tune or change the model")
+
+
 def derived_folder(model_path: str, variable: str, cache_name: str, variant: str = "") -> Path:
     """Where files derived from `model_path` live: under `$<variable>`, else `$HF_HOME/<cache_name>`, in a folder
     keyed by the source (a local folder's file names, sizes and times included) and `variant`."""

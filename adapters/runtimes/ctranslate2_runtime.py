@@ -28,7 +28,7 @@ from ..errors import ConfigurationError
 from ..generation import Generated
 from ..loading import load_tokenizer, load_weights, resolve_source
 from ..settings import Setting
-from .base import GENERATE, Runtime, derived_folder, written_folder
+from .base import GENERATE, InferenceOnlyModel, Runtime, derived_folder, written_folder
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,11 @@ def stored_weights(compute_type: str) -> str:
     return "int8" if compute_type.startswith("int8") else "float32"
 
 
-class CTranslate2Model:
+class CTranslate2Model(InferenceOnlyModel):
     """A converted model, with the `transformers` `config` and `generation_config` the adapters read."""
+
+    runtime_name = "ctranslate2"
+    purpose = "only generates"
 
     def __init__(self, folder: Path, device: torch.device, compute_type: str):
         import ctranslate2
@@ -78,15 +81,6 @@ class CTranslate2Model:
         self.tokens: list[str] = json.loads(vocabulary[0].read_text(encoding="utf-8"))
         self.token_ids = {token: index for index, token in reversed(list(enumerate(self.tokens)))}
 
-    def to(self, device: Any) -> "CTranslate2Model":
-        return self
-
-    def eval(self) -> "CTranslate2Model":
-        return self
-
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"{name!r}: a runtime 'ctranslate2' model only generates; use runtime 'torch' to "
-                             "fine-tune or change the model")
 
 
 class CTranslate2Runtime(Runtime):

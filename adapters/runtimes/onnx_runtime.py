@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..loading import load_tokenizer, load_weights, resolve_source
-from .base import CLASSIFY, Runtime, derived_folder, written_folder
+from .base import CLASSIFY, InferenceOnlyModel, Runtime, derived_folder, written_folder
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,11 @@ OPSET = 17
 QUANTIZATIONS = ("int8",)
 
 
-class OnnxModel:
+class OnnxModel(InferenceOnlyModel):
     """An exported `model.onnx` run by ONNX Runtime, shaped like the `transformers` classifier it came from."""
+
+    runtime_name = "onnx"
+    purpose = "only runs inference"
 
     def __init__(self, folder: Path, device: torch.device):
         import onnxruntime as ort
@@ -57,15 +60,6 @@ class OnnxModel:
         (logits,) = self.session.run(["logits"], feed)
         return SequenceClassifierOutput(logits=torch.from_numpy(logits))
 
-    def to(self, device: Any) -> "OnnxModel":
-        return self
-
-    def eval(self) -> "OnnxModel":
-        return self
-
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"{name!r}: a runtime 'onnx' model only runs inference; use runtime 'torch' to "
-                             "fine-tune or change the model")
 
 
 class OnnxRuntime(Runtime):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..answers import model_name_of as stored_model_name
 from ..errors import MalformedItemError
 from ..prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
 
@@ -63,15 +64,13 @@ def _object(value: Any, where: str) -> dict:
 
 
 def model_name_of(annotation: dict, where: str = "the annotation") -> str | None:
-    """The name of the model that wrote an annotation, or None for a human (reference) answer."""
+    """The name of the model that wrote an annotation, or None for a human (reference) answer; a malformed
+    metadata structure is refused here (training data is checked strictly), the lookup is `answers`'."""
     metadata = _object(annotation.get("metadata"), f"{where}'s metadata")
     for scope in ("system", "user"):
-        model = _object(_object(metadata.get(scope), f"{where}'s metadata.{scope}").get("model"),
-                        f"{where}'s metadata.{scope}.model")
-        name = model.get("name")
-        if name:
-            return str(name)
-    return None
+        _object(_object(metadata.get(scope), f"{where}'s metadata.{scope}").get("model"),
+                f"{where}'s metadata.{scope}.model")
+    return stored_model_name(annotation)
 
 
 def _inside(folder: Path, relative: str, what: str) -> Path:

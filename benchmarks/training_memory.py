@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.batches:
                 if batch == 0:  # the manifest's batch, when the smaller batches predict that it fits
                     line = estimate(points, default_batch) or {}
-                    if line.get("peak_at_batch_mib", float("inf")) > 0.9 * args.max_gib * 1024:
+                    if line.get("bound_at_batch_mib", float("inf")) > 0.9 * args.max_gib * 1024:
                         continue
                     batch = default_batch
                 point = run_child(model, config, batch, args.precision, args.max_gib, args.quick)

@@ -328,5 +328,8 @@ def build_all(root: str | Path) -> dict[str, Path]:
         "distilbert": build_distilbert_classifier(root / "distilbert"),
         "bart": build_bart_nli(root / "bart"),
         "gpt2": build_gpt2_lm(root / "gpt2"),
-        "t5": build_t5(root / "t5"),
+        # At the default scale (20) the tiny T5 gives its tokens probabilities of ~1: every seed, temperature and
+        # input writes the same email at confidence 1.0, so no comparison can fail. At 2.0 its answers differ per
+        # input and per seed, and some end with end-of-sequence before the token budget.
+        "t5": build_t5(root / "t5", config_overrides={"initializer_factor": 2.0}),
     }

@@ -53,7 +53,7 @@ def predicted(model) -> list[tuple[str, str, float]]:
 
 def generations(model, texts=QUESTIONS):
     """The runtime's raw output for one padded batch: per row, the list of Generated (n_gen of them)."""
-    rows = [row for text in texts for row in model.encode([text])]
+    rows = [row for text in texts for row in model.encode(text)]
     inputs = model.tokenizer.pad(rows, padding=True, return_tensors="pt")
     with torch.inference_mode():
         return model.forward(dict(inputs))

@@ -79,30 +79,73 @@ def test_budget_past_the_context_window_is_refused(make_adapter):
         make_adapter("models.dialogpt_large", max_new_tokens=128)
 
 
+SAMPLING = [{"do_sample": True, "temperature": 1.3, "top_k": 20}, {"do_sample": False}]
+
+
+def padded(adapter, texts):
+    """One padded batch of `texts` (left-padded for the chat model), and its rows."""
+    rows = [row for text in texts for row in adapter.encode(text)]
+    return rows, dict(adapter.tokenizer.pad(rows, padding=True, return_tensors="pt"))
+
+
+def recomputed_confidence(model, row: dict, answer: list[int]) -> float:
+    """exp(mean log p(token | prefix)) of `answer` after `row`, from one separate teacher-forced forward pass."""
+    with torch.no_grad():
+        if model.config.is_encoder_decoder:
+            logits = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([answer])).logits[0]
+            logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(answer)[:, None])
+        else:
+            ids = row["input_ids"] + answer
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            logprobs = torch.log_softmax(logits[len(row["input_ids"]) - 1:-1], -1).gather(
+                1, torch.tensor(answer)[:, None])
+    return float(torch.exp(logprobs.mean()))
+
+
+def assert_confidences_recomputed(adapter, rows, generated, config) -> list[bool]:
+    """Each answer's confidence equals the recomputed one over its tokens plus, if it ended early, its end token.
+
+    Returns which answers ended before the token budget.
+    """
+    assert len(generated) == len(rows)
+    ended = [len(result.token_ids) < config.max_new_tokens for result in generated]
+    for row, result, early in zip(rows, generated, ended):
+        answer = result.token_ids + ([config.eos_token_id] if early else [])
+        assert result.confidence == pytest.approx(recomputed_confidence(adapter.model, row, answer), rel=1e-4)
+    return ended
+
+
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
-@pytest.mark.parametrize("sampling", [{"do_sample": True, "temperature": 1.3, "top_k": 20}, {"do_sample": False}])
+@pytest.mark.parametrize("sampling", SAMPLING)
 def test_confidence_is_the_geometric_mean_of_the_generated_tokens_raw_probabilities(make_adapter, module, sampling):
     from adapters.generation import generate_with_confidence
     adapter = make_adapter(module, seed=3, **sampling)
-    model, tokenizer = adapter.model, adapter.tokenizer
-    rows = [r for text in ("please backup your work", "hi") for r in adapter.encode(text)]
-    inputs = tokenizer.pad(rows, padding=True, return_tensors="pt")  # left-padded for the chat model
-    generated = generate_with_confidence(model, dict(inputs), adapter.generation_config, seed=3)
-    assert len(generated) == 2
-    for row, result in zip(rows, generated):
-        budget = adapter.answer_budget
-        ended = len(result.token_ids) < budget
-        answer = result.token_ids + ([tokenizer.eos_token_id] if ended else [])
-        with torch.no_grad():
-            if model.config.is_encoder_decoder:
-                logits = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([answer])).logits[0]
-                logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(answer)[:, None])
-            else:
-                ids = row["input_ids"] + answer
-                logits = model(input_ids=torch.tensor([ids])).logits[0]
-                logprobs = torch.log_softmax(logits[len(row["input_ids"]) - 1:-1], -1).gather(
-                    1, torch.tensor(answer)[:, None])
-        assert result.confidence == pytest.approx(float(torch.exp(logprobs.mean())), rel=1e-4)
+    rows, inputs = padded(adapter, ["please backup your work", "hi"])
+    generated = generate_with_confidence(adapter.model, inputs, adapter.generation_config, seed=3)
+    assert_confidences_recomputed(adapter, rows, generated, adapter.generation_config)
+    assert len({round(g.confidence, 4) for g in generated}) == 2  # not all ~1.0: the comparison can fail
+
+
+@pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
+@pytest.mark.parametrize("sampling", SAMPLING)
+def test_confidence_of_an_answer_that_ends_early_includes_its_end_of_sequence_token(make_adapter, module, sampling):
+    """The end-of-sequence token is a token the model chose: leaving it out would score "stop here" as certain."""
+    import copy
+
+    from adapters.generation import generate_with_confidence
+    adapter = make_adapter(module, seed=3, **sampling)
+    rows, inputs = padded(adapter, ["please send the invoice by friday", "lunch", "hi"])
+    config = adapter.generation_config
+    if module == "models.dialogpt_large":
+        # The tiny GPT-2 never writes <|endoftext|> within 8 tokens: make a token it writes after the first its end
+        # token. The tokens before it are unchanged (same logits, same seed), so the first answer now ends there.
+        first, second, _ = (g.token_ids for g in generate_with_confidence(adapter.model, inputs, config, seed=3))
+        config = copy.deepcopy(config)
+        config.eos_token_id = next(token for i, token in enumerate(first)
+                                   if i > 0 and token not in first[:i] and token not in second)
+    generated = generate_with_confidence(adapter.model, inputs, config, seed=3)
+    ended = assert_confidences_recomputed(adapter, rows, generated, config)
+    assert ended[0] and not all(ended)  # answers that end early and answers cut at the budget, in one batch
 
 
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])

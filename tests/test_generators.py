@@ -176,13 +176,35 @@ def test_t5_writes_n_gen_emails_per_question_in_one_answer_with_the_prefix(make_
     assert seen[0][1].startswith("write an email: system update friday")
 
 
-def test_t5_beam_search_returns_n_gen_distinct_beams(make_adapter):
-    adapter = make_adapter("models.t5_email", n_gen=2, num_beams=4, do_sample=False)
-    (collection,) = adapter.predict([legacy_item({"p": ["quarterly report attached"]})])
+@pytest.mark.parametrize("search", [{"num_beams": 4, "do_sample": False}, {"do_sample": True, "temperature": 1.0}])
+def test_t5_n_gen_answers_are_the_distinct_sequences_generate_returns(make_adapter, search):
+    """Every one of the n_gen generations, in order, is the one `generate` itself returns (not n copies of one)."""
+    adapter = make_adapter("models.t5_email", n_gen=3, seed=5, prefix="", **search)
+    question = "quarterly report attached"
+    (collection,) = adapter.predict([legacy_item({"p": [question]})])
     (annotation,) = collection.annotations
     generations = annotation.metadata["user"]["model_output"]["generations"]
-    texts = [g["text"] for g in generations]
-    confidences = [g["confidence"] for g in generations]
-    assert len(texts) == 2 and len(set(texts)) == 2  # two different beams, not one beam twice
-    assert all(0 < c <= 1 for c in confidences)
-    assert confidences[0] >= confidences[1]  # beams come best first
+
+    model, tokenizer = adapter.model, adapter.tokenizer
+    encoded = tokenizer(question, return_tensors="pt")
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 50, "top_p": 1.0} if search["do_sample"] else {}
+    torch.manual_seed(5)
+    with torch.no_grad():
+        reference = model.generate(**encoded, max_new_tokens=8, num_return_sequences=3, return_dict_in_generate=True,
+                                   output_scores=True, num_beams=search.get("num_beams", 1), **sampling)
+    expected = []
+    for sequence in reference.sequences[:, 1:].tolist():  # after the decoder start token
+        ids = sequence[:sequence.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in sequence else sequence
+        ids = [token for token in ids if token != tokenizer.pad_token_id]
+        expected.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids)))
+    assert len(generations) == len(expected) == 3
+    assert [(g["text"], g["generated_tokens"]) for g in generations] == expected
+    assert len({g["text"] for g in generations}) == 3  # three different emails: the comparison can fail
+    if "num_beams" in search:  # beam confidence: exp of the beam's length-normalised log-probability
+        assert [g["confidence"] for g in generations] == pytest.approx(
+            torch.exp(reference.sequences_scores).tolist(), rel=1e-4)
+    else:
+        row = {"input_ids": encoded["input_ids"][0].tolist()}
+        for generation, (_, length), sequence in zip(generations, expected, reference.sequences[:, 1:].tolist()):
+            answer = sequence[:length + (1 if length < 8 else 0)]  # its tokens, and its end token if it ended early
+            assert generation["confidence"] == pytest.approx(recomputed_confidence(model, row, answer), rel=1e-4)

@@ -24,24 +24,45 @@ def sharpen(model_dir, seed=0):
     return model_dir
 
 
-def sharpened_models(root, build, label_sets: dict) -> dict:
-    """One sharpened model per named label set (None: the builder's default labels), each with its own weights."""
-    return {name: sharpen(build(root / name, id2label=labels), seed)
+def sharpened_models(root, build, label_sets: dict, config_overrides: dict | None = None) -> dict:
+    """One sharpened model per named label set (None: the builder's default labels), each with its own weights;
+    `config_overrides` maps a name to its config changes."""
+    return {name: sharpen(build(root / name, id2label=labels, config_overrides=(config_overrides or {}).get(name)),
+                          seed)
             for seed, (name, labels) in enumerate(label_sets.items())}
 
 
 @pytest.fixture(scope="module")
 def sentiment_dirs(tmp_path_factory):
     return sharpened_models(tmp_path_factory.mktemp("classifiers"), build_distilbert_classifier,
-                            {"two": None, "three": {0: "neg", 1: "neu", 2: "pos"}})
+                            {"two": None, "three": {0: "neg", 1: "neu", 2: "pos"},
+                             "multi_label": {0: "urgent", 1: "billing", 2: "bug"}, "one_label": {0: "spam"}},
+                            {"multi_label": {"problem_type": "multi_label_classification"}})
 
 
 @pytest.mark.parametrize("which", ["two", "three"])
 def test_sentiment_equals_text_classification_pipeline(sentiment_dirs, which):
+    assert_equals_text_classification_pipeline(sentiment_dirs[which])
+
+
+@pytest.mark.parametrize("which", ["multi_label", "one_label"])
+def test_multi_label_and_one_label_classifiers_score_each_label_with_a_sigmoid_like_the_pipeline(sentiment_dirs,
+                                                                                               which):
+    """transformers scores a multi-label or one-label classifier with a sigmoid per label, never a softmax."""
+    scores = assert_equals_text_classification_pipeline(sentiment_dirs[which])
+    if which == "one_label":  # a softmax over one label would be 1.0 for every text
+        assert all(0.0 < s["spam"] < 1.0 for s in scores)
+    else:  # independent labels: their scores do not sum to 1
+        assert all(abs(sum(s.values()) - 1.0) > 1e-3 for s in scores)
+
+
+def assert_equals_text_classification_pipeline(model_dir) -> list[dict]:
+    """The adapter's answers equal the text-classification pipeline's on TEXTS; returns the scores per text."""
     from models.distilbert_sst2 import HuggingAdapter
-    adapter = HuggingAdapter({"model_path": str(sentiment_dirs[which]), "batch_size": 2})
-    reference = pipeline("text-classification", model=str(sentiment_dirs[which]), top_k=None)(TEXTS)
+    adapter = HuggingAdapter({"model_path": str(model_dir), "batch_size": 2})
+    reference = pipeline("text-classification", model=str(model_dir), top_k=None)(TEXTS)
     (collection,) = adapter.predict([legacy_item({"p": TEXTS})])
+    assert len(collection.annotations) == len(reference) == len(TEXTS)
     for annotation, expected in zip(collection.annotations, reference):
         best = max(expected, key=lambda r: r["score"])
         output = annotation.metadata["user"]["model_output"]
@@ -51,6 +72,7 @@ def test_sentiment_equals_text_classification_pipeline(sentiment_dirs, which):
         assert adapter.model.config.id2label[output["class_index"]] == best["label"]
     confidences = [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
     assert len({round(c, 6) for c in confidences}) == len(TEXTS), confidences  # texts are told apart
+    return [a.metadata["user"]["model_output"]["scores"] for a in collection.annotations]
 
 
 @pytest.fixture(scope="module")

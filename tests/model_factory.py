@@ -21,6 +21,7 @@ from typing import Any
 
 import sentencepiece as spm
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     BartConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "build_distilbert_classifier",
     "build_gpt2_lm",
     "build_t5",
+    "sharpen",
 ]
 
 CORPUS: list[str] = [
@@ -319,6 +321,17 @@ def build_t5(
     )
     config = _make_config(T5Config, tokenizer, defaults, config_overrides)
     return _save(path, T5ForConditionalGeneration, config, tokenizer, seed)
+
+
+def sharpen(model_dir: Path, seed: int = 0) -> Path:
+    """Re-draw the tiny model's matrices larger, so scores differ between texts and from uniform."""
+    weights = load_file(str(model_dir / "model.safetensors"))
+    generator = torch.Generator().manual_seed(seed)
+    for name, tensor in weights.items():
+        if tensor.dim() == 2:
+            weights[name] = torch.randn(tensor.shape, generator=generator) * 0.2
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    return model_dir
 
 
 def build_all(root: str | Path) -> dict[str, Path]:

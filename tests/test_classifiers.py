@@ -5,23 +5,11 @@ import pytest
 import torch
 from transformers import pipeline
 
-from tests.model_factory import build_bart_nli, build_distilbert_classifier
+from tests.model_factory import build_bart_nli, build_distilbert_classifier, sharpen
 from tests.prompt_factory import answers, current_item, legacy_item
 
 TEXTS = ["I love this movie, it is wonderful!", "Terrible service and a boring, awful plot.", "ok",
          "Café au lait in Zürich was naïve 😂 but fine", "The quarterly report is attached; please review it by Friday."]
-
-
-def sharpen(model_dir, seed=0):
-    """Re-draw the tiny model's matrices larger, so scores differ between texts and from uniform."""
-    from safetensors.torch import load_file, save_file
-    weights = load_file(str(model_dir / "model.safetensors"))
-    generator = torch.Generator().manual_seed(seed)
-    for name, tensor in weights.items():
-        if tensor.dim() == 2:
-            weights[name] = torch.randn(tensor.shape, generator=generator) * 0.2
-    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
-    return model_dir
 
 
 def sharpened_models(root, build, label_sets: dict, config_overrides: dict | None = None) -> dict:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.prompt_factory import answers, current_item, legacy_item
+from tests.references import recomputed_confidence
 
 
 def spy_rows(adapter):
@@ -86,20 +87,6 @@ def padded(adapter, texts):
     """One padded batch of `texts` (left-padded for the chat model), and its rows."""
     rows = [row for text in texts for row in adapter.encode(text)]
     return rows, dict(adapter.tokenizer.pad(rows, padding=True, return_tensors="pt"))
-
-
-def recomputed_confidence(model, row: dict, answer: list[int]) -> float:
-    """exp(mean log p(token | prefix)) of `answer` after `row`, from one separate teacher-forced forward pass."""
-    with torch.no_grad():
-        if model.config.is_encoder_decoder:
-            logits = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([answer])).logits[0]
-            logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(answer)[:, None])
-        else:
-            ids = row["input_ids"] + answer
-            logits = model(input_ids=torch.tensor([ids])).logits[0]
-            logprobs = torch.log_softmax(logits[len(row["input_ids"]) - 1:-1], -1).gather(
-                1, torch.tensor(answer)[:, None])
-    return float(torch.exp(logprobs.mean()))
 
 
 def assert_confidences_recomputed(adapter, rows, generated, config) -> list[bool]:

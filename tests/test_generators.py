@@ -146,6 +146,15 @@ def test_seed_makes_sampling_reproducible(make_adapter, module):
     assert all(0.0 <= c <= 1.0 for _, _, c in first)
 
 
+@pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
+def test_without_a_seed_each_call_samples_afresh(make_adapter, module):
+    """seed null "draws a fresh one": repeated calls must not replay one sample (torch's RNG is forked per call)."""
+    adapter = make_adapter(module, seed=None, temperature=1.0)
+    item = legacy_item({"p": ["we will have a system update on friday", "please backup your work"]})
+    samples = [answers(adapter.predict([item])[0]) for _ in range(3)]
+    assert samples[0] != samples[1] or samples[1] != samples[2]
+
+
 def test_t5_writes_n_gen_emails_per_question_in_one_answer_with_the_prefix(make_adapter):
     adapter = make_adapter("models.t5_email", n_gen=3, seed=1, prefix="write an email: ")
     seen = spy_rows(adapter)

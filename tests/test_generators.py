@@ -143,7 +143,6 @@ def test_seed_makes_sampling_reproducible(make_adapter, module):
     other = [answers(make_adapter(module, seed=s, temperature=10.0).predict([item])[0]) for s in (8, 9, 10)]
     assert first == again
     assert any(o != first for o in other)
-    assert all(0.0 <= c <= 1.0 for _, _, c in first)
 
 
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])

@@ -132,7 +132,7 @@ CLIENT_ERRORS = [
     ("distilbert-sst2", {"texts": "[\"fine\", 2]"}, "texts[1] must be a string"),
     ("distilbert-sst2", {"texts": "data:application/json;base64,%%%"}, "base64 payload is invalid"),
     ("bart-large-mnli", {"input": "x", "labels": "a,,b"}, "every label must be a non-empty string"),
-    ("bart-large-mnli", {"input": "x", "hypothesis_template": "no slot"}, "exactly one '{}'"),
+    ("bart-large-mnli", {"input": "x", "hypothesis_template": "no slot"}, "exactly one plain '{}'"),
     ("t5-email", {**SEED_004_BODY, "n_gen": 17}, "'n_gen' must be <= 16"),
     ("t5-email", {**SEED_004_BODY, "token_count": "250"}, "'token_count' must be an integer"),
     ("t5-email", {"prompt": "   "}, "prompt is empty"),

@@ -37,7 +37,8 @@ def break_the_model(adapter: ModelAdapter, error: Exception) -> None:
     """Make the torch model itself fail, as a device out of memory does (the project's code is left as it is)."""
     def fail(module, inputs):
         raise error
-    adapter.hugging.model.register_forward_pre_hook(fail)
+    for module in adapter.hugging.model.modules():  # every layer: a module may run only part of the model
+        module.register_forward_pre_hook(fail)
 
 
 @pytest.mark.parametrize("module", MODULES)

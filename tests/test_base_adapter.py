@@ -93,6 +93,18 @@ def test_a_failing_micro_batch_fails_the_whole_call(make_adapter):
     assert adapter.last_report.skipped == []  # a model failure is never passed off as a skipped question
 
 
+def test_a_model_failure_message_is_cut_to_300_characters(make_adapter):
+    """A model error may quote whole tensors: its message is kept whole up to 300 characters, cut past them."""
+    adapter = make_adapter("models.distilbert_sst2")
+    for message, expected in (("x" * 300, "x" * 300), ("y" * 301, "y" * 300 + "...")):
+        def failing(inputs, message=message):
+            raise RuntimeError(message)
+        adapter.forward = failing
+        with pytest.raises(ModelFailure) as error:
+            adapter.predict([legacy_item({"p": ["fine"]})])
+        assert str(error.value).endswith(f"RuntimeError: {expected}")
+
+
 def test_accepts_prompt_items_items_and_loaded_items(make_adapter, tmp_path, monkeypatch):
     platform = FakePlatform().install(monkeypatch)
     adapter = make_adapter("models.distilbert_sst2")

@@ -111,7 +111,8 @@ def test_prompt_metadata_overrides_labels_and_bad_overrides_are_reported(make_ad
     outputs = [a.metadata["user"]["model_output"] for a in collection.annotations]
     assert [set(o["labels"]) for o in outputs] == [{"positive", "neutral", "negative"}, {"yes", "no"}]
     (skipped,) = adapter.last_report.skipped
-    assert skipped.prompt_key == "3" and "candidate_labels" in skipped.reason
+    assert (skipped.item, skipped.prompt_key, skipped.element_key) == ("batch[0]", "3", "0")
+    assert "candidate_labels" in skipped.reason
 
 
 def test_all_label_pairs_of_a_batch_run_together(make_adapter):

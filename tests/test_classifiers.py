@@ -156,3 +156,17 @@ def test_bart_runs_its_last_decoder_layer_only_at_the_classified_token_with_equa
     adapter.eos_classifier = None  # what runs for other NLI architectures and runtimes: the model's own forward
     with torch.inference_mode():
         assert torch.allclose(torch.stack(adapter.forward(dict(pairs))), stock, atol=1e-5)
+
+
+def test_nli_labels_without_the_usual_names_fall_back_to_the_last_and_first_logits(tmp_path, caplog):
+    """No 'entailment' label: the last logit is entailment (with a warning); no 'contradiction' label: the first,
+    or the last when entailment is the first."""
+    from models.bart_large_mnli import HuggingAdapter
+    cases = [({0: "yes", 1: "no"}, (-1, 0)), ({0: "Entailment", 1: "other", 2: "x"}, (0, -1)),
+             ({0: "x", 1: "entailment"}, (1, 0)), ({0: "contradiction", 1: "neutral", 2: "entailment"}, (2, 0))]
+    for index, (labels, expected) in enumerate(cases):
+        with caplog.at_level(logging.WARNING, logger="models"):
+            adapter = HuggingAdapter({"model_path": str(build_bart_nli(tmp_path / str(index), id2label=labels))})
+        assert (adapter.entailment_id, adapter.contradiction_id) == expected
+        assert ("no 'entailment' label" in caplog.text) is (index == 0)
+        caplog.clear()

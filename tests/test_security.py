@@ -251,6 +251,16 @@ def test_flags_choices_and_texts_accept_what_they_document_and_refuse_the_rest(n
             assert_refused(module, name, value)
 
 
+@pytest.mark.parametrize("name, value, needed", [("batch_size", "8", "an integer"), ("temperature", "hot", "a number"),
+                                                 ("do_sample", 1, "true/false"), ("prefix", 3, "a string"),
+                                                 ("candidate_labels", "a", "a list"), ("n_gen", 2.0, "an integer")])
+def test_a_value_of_the_wrong_type_is_refused_with_the_type_it_needs(name, value, needed):
+    (module, *_) = declaring_modules(name)
+    with pytest.raises(ConfigurationError) as error:
+        resolved(module, name, value)
+    assert str(error.value) == f"configuration '{name}' must be {needed}, got {type(value).__name__}"
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                                        max_size=3), max_leaves=6)

@@ -261,6 +261,23 @@ def test_a_value_of_the_wrong_type_is_refused_with_the_type_it_needs(name, value
     assert str(error.value) == f"configuration '{name}' must be {needed}, got {type(value).__name__}"
 
 
+@pytest.mark.parametrize("n_gen, num_beams, do_sample, temperature, refusal", [
+    (2, 2, False, 0.7, None), (3, 1, True, 0.7, None), (4, 4, True, 0.7, None), (4, 1, True, 0.7, None),
+    (2, 1, False, 0.7, "n_gen > 1 without sampling needs num_beams >= n_gen"),
+    (2, 1, True, 0.0, "n_gen > 1 without sampling"),  # temperature 0 is greedy, not sampling
+    (4, 2, True, 0.7, "beam sampling returns at most num_beams answers"), (4, 3, True, 0.7, "at most num_beams"),
+])
+def test_n_gen_needs_sampling_or_as_many_beams(n_gen, num_beams, do_sample, temperature, refusal):
+    from models.t5_email import HuggingAdapter
+    configuration = {"n_gen": n_gen, "num_beams": num_beams, "do_sample": do_sample, "temperature": temperature}
+    resolved_configuration = resolve_configuration("models.t5_email", HuggingAdapter.settings, configuration)
+    if refusal is None:
+        HuggingAdapter.check_configuration(resolved_configuration)
+    else:
+        with pytest.raises(ConfigurationError, match=refusal):
+            HuggingAdapter.check_configuration(resolved_configuration)
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                                        max_size=3), max_leaves=6)

@@ -203,3 +203,18 @@ def test_t5_n_gen_answers_are_the_distinct_sequences_generate_returns(make_adapt
         for generation, (_, length), sequence in zip(generations, expected, reference.sequences[:, 1:].tolist()):
             answer = sequence[:length + (1 if length < 8 else 0)]  # its tokens, and its end token if it ended early
             assert generation["confidence"] == pytest.approx(recomputed_confidence(model, row, answer), rel=1e-4)
+
+
+def test_an_earlier_turn_is_kept_only_when_it_fits_the_window_whole(make_adapter):
+    """The oldest turns go first, whole: a turn that fits to the token is kept, one token more and it is dropped."""
+    from adapters.hugging_adapter import Answer, Turn
+    from adapters.prompt_items import Question
+    adapter = make_adapter("models.dialogpt_large", do_sample=False, max_new_tokens=8)
+    budget = adapter.max_input_tokens - 8
+    turn = Turn(Question(0, "item", "1", "0", "hello there"), [Answer("fine thanks", 1.0)])
+    earlier = adapter.utterance("hello there") + adapter.utterance("fine thanks")
+    questions = {len(adapter.utterance(text)): text for text in (" ".join(["a"] * n) for n in range(1, 130))}
+    for room, kept in ((len(earlier), True), (len(earlier) - 1, False)):
+        question = Question(0, "item", "2", "0", questions[budget - room])
+        (row,) = adapter.preprocess(question, [turn])
+        assert row["input_ids"] == (earlier if kept else []) + adapter.utterance(question.text)

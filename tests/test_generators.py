@@ -218,3 +218,5 @@ def test_an_earlier_turn_is_kept_only_when_it_fits_the_window_whole(make_adapter
         question = Question(0, "item", "2", "0", questions[budget - room])
         (row,) = adapter.preprocess(question, [turn])
         assert row["input_ids"] == (earlier if kept else []) + adapter.utterance(question.text)
+    (long,) = adapter.preprocess(Question(0, "item", "3", "0", "word " * 500 + "the end"), [turn])
+    assert len(long["input_ids"]) == budget  # a question longer than the window fills it, and leaves no room

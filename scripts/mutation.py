@@ -49,21 +49,21 @@ def read_results(modules: list[str]) -> dict[str, dict[str, str]]:
 
 
 def report(results: dict[str, dict[str, str]]) -> str:
-    """A Markdown table of killed/total per module, then every mutant that was not killed."""
-    lines = ["| module | killed | survived | no tests | timeout | total | score |", "|---|---|---|---|---|---|---|"]
+    """A Markdown table per module (score = caught / checked), then every checked mutant that was not caught."""
+    lines = ["| module | checked / mutants | killed | timeout | survived | no tests | score |",
+             "|---|---|---|---|---|---|---|"]
     totals: Counter = Counter()
-    for source, outcomes in results.items():
-        counts = Counter(outcomes.values())
+    rows = [(source, Counter(outcomes.values()), len(outcomes)) for source, outcomes in results.items()]
+    rows.append(("**all**", sum((counts for _, counts, _ in rows), Counter()), sum(n for _, _, n in rows)))
+    for source, counts, total in rows:
+        checked = total - counts["not checked"]
         caught = counts["killed"] + counts["timeout"]
-        totals.update(counts)
-        lines.append(f"| {source} | {counts['killed']} | {counts['survived']} | {counts['no tests']} | "
-                     f"{counts['timeout']} | {len(outcomes)} | {caught / max(len(outcomes), 1):.0%} |")
-    total = sum(totals.values())
-    lines.append(f"| **all** | {totals['killed']} | {totals['survived']} | {totals['no tests']} | {totals['timeout']} | "
-                 f"{total} | {(totals['killed'] + totals['timeout']) / max(total, 1):.0%} |")
-    lines += ["", "Not killed (see one with `mutmut show <name>`):"]
+        lines.append(f"| {source} | {checked} / {total} | {counts['killed']} | {counts['timeout']} | "
+                     f"{counts['survived']} | {counts['no tests']} | "
+                     f"{f'{caught / checked:.0%}' if checked else '-'} |")
+    lines += ["", "Not caught (see one with `mutmut show <name>`):"]
     lines += [f"- {name}: {state}" for outcomes in results.values() for name, state in outcomes.items()
-              if state not in ("killed", "timeout")]
+              if state not in ("killed", "timeout", "not checked")]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ same `GenerationConfig` and returns the same `Generated` answers, with a confide
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,9 +107,8 @@ def generate_with_confidence(model: Any, encoded: dict[str, torch.Tensor], confi
     """Run `generate` on a padded batch; return rows * num_return_sequences answers in order."""
     eos = config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG is restored, so without a seed draw a fresh one
+        torch.manual_seed(seed if seed is not None else secrets.randbits(32))
         if config.num_beams > 1:
             output = model.generate(**encoded, generation_config=config)
             token_logprobs = None

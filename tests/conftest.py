@@ -26,7 +26,7 @@ import importlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.model_factory import build_all  # noqa: E402
+from tests.model_factory import build_all, build_bart_nli, build_distilbert_classifier, sharpen  # noqa: E402
 
 MODULE_MODELS = {
     "models.distilbert_sst2": "distilbert",
@@ -53,3 +53,12 @@ def make_adapter(tiny_models):
                   **configuration}
         return module.HuggingAdapter(merged)
     return make
+
+
+@pytest.fixture(scope="session")
+def sharp_classifiers(tmp_path_factory) -> dict[str, Path]:
+    """Sharpened tiny DistilBERT and BART by module name: their scores differ per text (the plain tiny ones give
+    every text the same answer at ~0.5, so comparisons between two runs of them cannot fail)."""
+    root = tmp_path_factory.mktemp("sharp-classifiers")
+    return {"models.distilbert_sst2": sharpen(build_distilbert_classifier(root / "distilbert")),
+            "models.bart_large_mnli": sharpen(build_bart_nli(root / "bart"))}

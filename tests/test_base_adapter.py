@@ -35,13 +35,46 @@ def test_every_question_of_every_item_is_answered_in_order(make_adapter, module)
                                                                         ("batch[3]", "question-2")]
 
 
-@pytest.mark.parametrize("module", ["models.distilbert_sst2", "models.bart_large_mnli"])
-def test_batching_does_not_change_classifier_answers(make_adapter, module):
-    texts = [("word " * n).strip() for n in (1, 30, 2, 60, 5, 3, 45)]
-    one_by_one = make_adapter(module, batch_size=1).predict([legacy_item({"p": texts})])[0]
-    together = make_adapter(module, batch_size=32, max_batch_tokens=128).predict([legacy_item({"p": texts})])[0]
-    for a, b in zip(answers(one_by_one), answers(together)):
-        assert a[:2] == b[:2] and a[2] == pytest.approx(b[2], abs=1e-5)
+# Mixed lengths (1 to ~50 tokens), so micro-batches are padded and planned longest first, not in input order.
+MIXED = ["terrible", "The plot was boring, predictable and far too long, and the staff were not friendly at all.",
+         "ok", "Great product, works exactly as described and arrived early.", "Who won the game last night?",
+         "The quarterly report is attached; please review it by Friday and send me the invoice.", "hi there"]
+
+
+def batched(module, tiny_models, sharp_classifiers, **configuration):
+    """An adapter that pads all of MIXED into shared micro-batches; classifiers on sharpened weights (answers that
+    differ per text), generators greedy."""
+    from tests.conftest import FAST_SETTINGS, MODULE_MODELS
+    import importlib
+    path = sharp_classifiers.get(module) or tiny_models[MODULE_MODELS[module]]
+    settings = {} if module in sharp_classifiers else {"do_sample": False}
+    return importlib.import_module(module).HuggingAdapter({"model_path": str(path), **FAST_SETTINGS.get(module, {}),
+                                                           **settings, **configuration})
+
+
+def padded_batches(adapter) -> list:
+    """Record the attention mask of every micro-batch the adapter runs."""
+    masks = []
+    forward = adapter.forward
+    adapter.forward = lambda inputs: (masks.append(inputs["attention_mask"]), forward(inputs))[1]
+    return masks
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_batched_answers_come_back_in_input_order_and_ignore_padding(tiny_models, sharp_classifiers, module):
+    """Each text's answer in padded, length-sorted micro-batches is its own: equal to transformers' answer to that
+    text alone, unpadded (so outputs go back in input order and padding is masked)."""
+    from tests.references import reference_answers
+    adapter = batched(module, tiny_models, sharp_classifiers, batch_size=4)
+    masks = padded_batches(adapter)
+    (collection,) = adapter.predict([legacy_item({f"p{i}": [text] for i, text in enumerate(MIXED)})])
+    got = [(text, confidence) for _, text, confidence in answers(collection)]
+    expected = reference_answers(module, adapter, MIXED)
+    assert len(got) == len(expected) == len(MIXED)
+    for (text, confidence), (expected_text, expected_confidence) in zip(got, expected):
+        assert text == expected_text and confidence == pytest.approx(expected_confidence, abs=1e-4)
+    assert len(masks) > 1 and any(bool((mask == 0).any()) for mask in masks)  # several batches, with padding
+    assert len({round(c, 4) for _, c in expected}) > 3  # answers differ per text: a mix-up cannot pass
 
 
 def test_a_failing_micro_batch_fails_the_whole_call(make_adapter):
@@ -58,6 +91,18 @@ def test_a_failing_micro_batch_fails_the_whole_call(make_adapter):
                                            "simulated device error"):
         adapter.predict([legacy_item({"p": ["short", "long " * 40, "tiny"]})])
     assert adapter.last_report.skipped == []  # a model failure is never passed off as a skipped question
+
+
+def test_a_model_failure_message_is_cut_to_300_characters(make_adapter):
+    """A model error may quote whole tensors: its message is kept whole up to 300 characters, cut past them."""
+    adapter = make_adapter("models.distilbert_sst2")
+    for message, expected in (("x" * 300, "x" * 300), ("y" * 301, "y" * 300 + "...")):
+        def failing(inputs, message=message):
+            raise RuntimeError(message)
+        adapter.forward = failing
+        with pytest.raises(ModelFailure) as error:
+            adapter.predict([legacy_item({"p": ["fine"]})])
+        assert str(error.value).endswith(f"RuntimeError: {expected}")
 
 
 def test_accepts_prompt_items_items_and_loaded_items(make_adapter, tmp_path, monkeypatch):

@@ -1,10 +1,18 @@
 """The benchmark runs end to end on tiny models (`--quick`), so it never rots. No timing is asserted."""
 import json
 
+import pytest
+
 from benchmarks.run import main
 
 
-def test_quick_benchmark_runs_and_reports_equal_classifier_answers(tmp_path, capsys):
+def rate_matches(items: int, method: dict) -> bool:
+    """items_per_s is items / seconds, both rounded to 3 decimals in the report."""
+    seconds, rate = method["seconds"], method["items_per_s"]
+    return seconds > 0.0005 and items / (seconds + 0.0005) - 0.0005 <= rate <= items / (seconds - 0.0005) + 0.0005
+
+
+def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answers(tmp_path, capsys):
     out = tmp_path / "results.json"
     assert main(["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]) == 0
     report = json.loads(out.read_text())
@@ -13,9 +21,11 @@ def test_quick_benchmark_runs_and_reports_equal_classifier_answers(tmp_path, cap
     for name, suite in report["suites"].items():
         methods = {m["method"].split(" (batch_size")[0]: m for m in suite["methods"]}
         assert {"ours (torch)", "naive loop"} <= set(methods), name
-        assert suite["ours_over_naive"] > 0 and suite["model_gflop"] > 0
+        assert suite["model_gflop"] > 0
         for method in methods.values():
-            assert method["items_per_s"] > 0 and method["fraction_of_matmul_peak"] > 0
+            assert rate_matches(suite["items"], method), (name, method)
+        assert suite["ours_over_naive"] == pytest.approx(
+            methods["ours (torch)"]["items_per_s"] / methods["naive loop"]["items_per_s"], abs=0.006)
         if suite["module"] in ("models.distilbert_sst2", "models.bart_large_mnli"):
             assert {"pipeline", "ours (onnx fp32)", "ours (onnx int8)"} <= set(methods), name
             for exact in ("naive loop", "pipeline", "ours (onnx fp32)"):

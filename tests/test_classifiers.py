@@ -5,43 +5,52 @@ import pytest
 import torch
 from transformers import pipeline
 
-from tests.model_factory import build_bart_nli, build_distilbert_classifier
+from tests.model_factory import build_bart_nli, build_distilbert_classifier, sharpen
 from tests.prompt_factory import answers, current_item, legacy_item
 
 TEXTS = ["I love this movie, it is wonderful!", "Terrible service and a boring, awful plot.", "ok",
          "Café au lait in Zürich was naïve 😂 but fine", "The quarterly report is attached; please review it by Friday."]
 
 
-def sharpen(model_dir, seed=0):
-    """Re-draw the tiny model's matrices larger, so scores differ between texts and from uniform."""
-    from safetensors.torch import load_file, save_file
-    weights = load_file(str(model_dir / "model.safetensors"))
-    generator = torch.Generator().manual_seed(seed)
-    for name, tensor in weights.items():
-        if tensor.dim() == 2:
-            weights[name] = torch.randn(tensor.shape, generator=generator) * 0.2
-    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
-    return model_dir
-
-
-def sharpened_models(root, build, label_sets: dict) -> dict:
-    """One sharpened model per named label set (None: the builder's default labels), each with its own weights."""
-    return {name: sharpen(build(root / name, id2label=labels), seed)
+def sharpened_models(root, build, label_sets: dict, config_overrides: dict | None = None) -> dict:
+    """One sharpened model per named label set (None: the builder's default labels), each with its own weights;
+    `config_overrides` maps a name to its config changes."""
+    return {name: sharpen(build(root / name, id2label=labels, config_overrides=(config_overrides or {}).get(name)),
+                          seed)
             for seed, (name, labels) in enumerate(label_sets.items())}
 
 
 @pytest.fixture(scope="module")
 def sentiment_dirs(tmp_path_factory):
     return sharpened_models(tmp_path_factory.mktemp("classifiers"), build_distilbert_classifier,
-                            {"two": None, "three": {0: "neg", 1: "neu", 2: "pos"}})
+                            {"two": None, "three": {0: "neg", 1: "neu", 2: "pos"},
+                             "multi_label": {0: "urgent", 1: "billing", 2: "bug"}, "one_label": {0: "spam"}},
+                            {"multi_label": {"problem_type": "multi_label_classification"}})
 
 
 @pytest.mark.parametrize("which", ["two", "three"])
 def test_sentiment_equals_text_classification_pipeline(sentiment_dirs, which):
+    assert_equals_text_classification_pipeline(sentiment_dirs[which])
+
+
+@pytest.mark.parametrize("which", ["multi_label", "one_label"])
+def test_multi_label_and_one_label_classifiers_score_each_label_with_a_sigmoid_like_the_pipeline(sentiment_dirs,
+                                                                                               which):
+    """transformers scores a multi-label or one-label classifier with a sigmoid per label, never a softmax."""
+    scores = assert_equals_text_classification_pipeline(sentiment_dirs[which])
+    if which == "one_label":  # a softmax over one label would be 1.0 for every text
+        assert all(0.0 < s["spam"] < 1.0 for s in scores)
+    else:  # independent labels: their scores do not sum to 1
+        assert all(abs(sum(s.values()) - 1.0) > 1e-3 for s in scores)
+
+
+def assert_equals_text_classification_pipeline(model_dir) -> list[dict]:
+    """The adapter's answers equal the text-classification pipeline's on TEXTS; returns the scores per text."""
     from models.distilbert_sst2 import HuggingAdapter
-    adapter = HuggingAdapter({"model_path": str(sentiment_dirs[which]), "batch_size": 2})
-    reference = pipeline("text-classification", model=str(sentiment_dirs[which]), top_k=None)(TEXTS)
+    adapter = HuggingAdapter({"model_path": str(model_dir), "batch_size": 2})
+    reference = pipeline("text-classification", model=str(model_dir), top_k=None)(TEXTS)
     (collection,) = adapter.predict([legacy_item({"p": TEXTS})])
+    assert len(collection.annotations) == len(reference) == len(TEXTS)
     for annotation, expected in zip(collection.annotations, reference):
         best = max(expected, key=lambda r: r["score"])
         output = annotation.metadata["user"]["model_output"]
@@ -51,6 +60,7 @@ def test_sentiment_equals_text_classification_pipeline(sentiment_dirs, which):
         assert adapter.model.config.id2label[output["class_index"]] == best["label"]
     confidences = [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
     assert len({round(c, 6) for c in confidences}) == len(TEXTS), confidences  # texts are told apart
+    return [a.metadata["user"]["model_output"]["scores"] for a in collection.annotations]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +111,8 @@ def test_prompt_metadata_overrides_labels_and_bad_overrides_are_reported(make_ad
     outputs = [a.metadata["user"]["model_output"] for a in collection.annotations]
     assert [set(o["labels"]) for o in outputs] == [{"positive", "neutral", "negative"}, {"yes", "no"}]
     (skipped,) = adapter.last_report.skipped
-    assert skipped.prompt_key == "3" and "candidate_labels" in skipped.reason
+    assert (skipped.item, skipped.prompt_key, skipped.element_key) == ("batch[0]", "3", "0")
+    assert "candidate_labels" in skipped.reason
 
 
 def test_all_label_pairs_of_a_batch_run_together(make_adapter):
@@ -142,3 +153,20 @@ def test_bart_runs_its_last_decoder_layer_only_at_the_classified_token_with_equa
         hook.remove()
     assert seen[0][:2] == (8, 1) and seen[1][:2] == tuple(pairs["input_ids"].shape)
     assert torch.allclose(pruned, stock, atol=1e-5) and pairs["attention_mask"].min() == 0  # rows were padded
+    adapter.eos_classifier = None  # what runs for other NLI architectures and runtimes: the model's own forward
+    with torch.inference_mode():
+        assert torch.allclose(torch.stack(adapter.forward(dict(pairs))), stock, atol=1e-5)
+
+
+def test_nli_labels_without_the_usual_names_fall_back_to_the_last_and_first_logits(tmp_path, caplog):
+    """No 'entailment' label: the last logit is entailment (with a warning); no 'contradiction' label: the first,
+    or the last when entailment is the first."""
+    from models.bart_large_mnli import HuggingAdapter
+    cases = [({0: "yes", 1: "no"}, (-1, 0)), ({0: "Entailment", 1: "other", 2: "x"}, (0, -1)),
+             ({0: "x", 1: "entailment"}, (1, 0)), ({0: "contradiction", 1: "neutral", 2: "entailment"}, (2, 0))]
+    for index, (labels, expected) in enumerate(cases):
+        with caplog.at_level(logging.WARNING, logger="models"):
+            adapter = HuggingAdapter({"model_path": str(build_bart_nli(tmp_path / str(index), id2label=labels))})
+        assert (adapter.entailment_id, adapter.contradiction_id) == expected
+        assert ("no 'entailment' label" in caplog.text) is (index == 0)
+        caplog.clear()

@@ -326,7 +326,9 @@ def test_prompt_metadata_is_answered_or_skipped_with_a_reason_at_bounded_cost(co
         assert report.skipped == []
     else:
         (skipped,) = report.skipped
-        assert any(f"'{name}'" in skipped.reason for name in metadata) and len(skipped.reason) < 400
+        # A label or template of up to 200 characters can still be longer, in tokens, than the model's window.
+        too_long = "(e.g. a zero-shot hypothesis)" in skipped.reason and "leaves no room" in skipped.reason
+        assert (too_long or any(f"'{name}'" in skipped.reason for name in metadata)) and len(skipped.reason) < 400
     window = counted_bart.max_input_tokens * 8 * 4
     assert counter.characters - before <= window + 100 * (MAX_LABEL_CHARS + MAX_TEMPLATE_CHARS)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.prompt_factory import answers, current_item, legacy_item
+from tests.references import recomputed_confidence
 
 
 def spy_rows(adapter):
@@ -79,30 +80,59 @@ def test_budget_past_the_context_window_is_refused(make_adapter):
         make_adapter("models.dialogpt_large", max_new_tokens=128)
 
 
+SAMPLING = [{"do_sample": True, "temperature": 1.3, "top_k": 20}, {"do_sample": False}]
+
+
+def padded(adapter, texts):
+    """One padded batch of `texts` (left-padded for the chat model), and its rows."""
+    rows = [row for text in texts for row in adapter.encode(text)]
+    return rows, dict(adapter.tokenizer.pad(rows, padding=True, return_tensors="pt"))
+
+
+def assert_confidences_recomputed(adapter, rows, generated, config) -> list[bool]:
+    """Each answer's confidence equals the recomputed one over its tokens plus, if it ended early, its end token.
+
+    Returns which answers ended before the token budget.
+    """
+    assert len(generated) == len(rows)
+    ended = [len(result.token_ids) < config.max_new_tokens for result in generated]
+    for row, result, early in zip(rows, generated, ended):
+        answer = result.token_ids + ([config.eos_token_id] if early else [])
+        assert result.confidence == pytest.approx(recomputed_confidence(adapter.model, row, answer), rel=1e-4)
+    return ended
+
+
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
-@pytest.mark.parametrize("sampling", [{"do_sample": True, "temperature": 1.3, "top_k": 20}, {"do_sample": False}])
+@pytest.mark.parametrize("sampling", SAMPLING)
 def test_confidence_is_the_geometric_mean_of_the_generated_tokens_raw_probabilities(make_adapter, module, sampling):
     from adapters.generation import generate_with_confidence
     adapter = make_adapter(module, seed=3, **sampling)
-    model, tokenizer = adapter.model, adapter.tokenizer
-    rows = [r for text in ("please backup your work", "hi") for r in adapter.encode(text)]
-    inputs = tokenizer.pad(rows, padding=True, return_tensors="pt")  # left-padded for the chat model
-    generated = generate_with_confidence(model, dict(inputs), adapter.generation_config, seed=3)
-    assert len(generated) == 2
-    for row, result in zip(rows, generated):
-        budget = adapter.answer_budget
-        ended = len(result.token_ids) < budget
-        answer = result.token_ids + ([tokenizer.eos_token_id] if ended else [])
-        with torch.no_grad():
-            if model.config.is_encoder_decoder:
-                logits = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([answer])).logits[0]
-                logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(answer)[:, None])
-            else:
-                ids = row["input_ids"] + answer
-                logits = model(input_ids=torch.tensor([ids])).logits[0]
-                logprobs = torch.log_softmax(logits[len(row["input_ids"]) - 1:-1], -1).gather(
-                    1, torch.tensor(answer)[:, None])
-        assert result.confidence == pytest.approx(float(torch.exp(logprobs.mean())), rel=1e-4)
+    rows, inputs = padded(adapter, ["please backup your work", "hi"])
+    generated = generate_with_confidence(adapter.model, inputs, adapter.generation_config, seed=3)
+    assert_confidences_recomputed(adapter, rows, generated, adapter.generation_config)
+    assert len({round(g.confidence, 4) for g in generated}) == 2  # not all ~1.0: the comparison can fail
+
+
+@pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
+@pytest.mark.parametrize("sampling", SAMPLING)
+def test_confidence_of_an_answer_that_ends_early_includes_its_end_of_sequence_token(make_adapter, module, sampling):
+    """The end-of-sequence token is a token the model chose: leaving it out would score "stop here" as certain."""
+    import copy
+
+    from adapters.generation import generate_with_confidence
+    adapter = make_adapter(module, seed=3, **sampling)
+    rows, inputs = padded(adapter, ["please send the invoice by friday", "lunch", "hi"])
+    config = adapter.generation_config
+    if module == "models.dialogpt_large":
+        # The tiny GPT-2 never writes <|endoftext|> within 8 tokens: make a token it writes after the first its end
+        # token. The tokens before it are unchanged (same logits, same seed), so the first answer now ends there.
+        first, second, _ = (g.token_ids for g in generate_with_confidence(adapter.model, inputs, config, seed=3))
+        config = copy.deepcopy(config)
+        config.eos_token_id = next(token for i, token in enumerate(first)
+                                   if i > 0 and token not in first[:i] and token not in second)
+    generated = generate_with_confidence(adapter.model, inputs, config, seed=3)
+    ended = assert_confidences_recomputed(adapter, rows, generated, config)
+    assert ended[0] and not all(ended)  # answers that end early and answers cut at the budget, in one batch
 
 
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
@@ -113,7 +143,15 @@ def test_seed_makes_sampling_reproducible(make_adapter, module):
     other = [answers(make_adapter(module, seed=s, temperature=10.0).predict([item])[0]) for s in (8, 9, 10)]
     assert first == again
     assert any(o != first for o in other)
-    assert all(0.0 <= c <= 1.0 for _, _, c in first)
+
+
+@pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
+def test_without_a_seed_each_call_samples_afresh(make_adapter, module):
+    """seed null "draws a fresh one": repeated calls must not replay one sample (torch's RNG is forked per call)."""
+    adapter = make_adapter(module, seed=None, temperature=1.0)
+    item = legacy_item({"p": ["we will have a system update on friday", "please backup your work"]})
+    samples = [answers(adapter.predict([item])[0]) for _ in range(3)]
+    assert samples[0] != samples[1] or samples[1] != samples[2]
 
 
 def test_t5_writes_n_gen_emails_per_question_in_one_answer_with_the_prefix(make_adapter):
@@ -133,13 +171,52 @@ def test_t5_writes_n_gen_emails_per_question_in_one_answer_with_the_prefix(make_
     assert seen[0][1].startswith("write an email: system update friday")
 
 
-def test_t5_beam_search_returns_n_gen_distinct_beams(make_adapter):
-    adapter = make_adapter("models.t5_email", n_gen=2, num_beams=4, do_sample=False)
-    (collection,) = adapter.predict([legacy_item({"p": ["quarterly report attached"]})])
+@pytest.mark.parametrize("search", [{"num_beams": 4, "do_sample": False}, {"do_sample": True, "temperature": 1.0}])
+def test_t5_n_gen_answers_are_the_distinct_sequences_generate_returns(make_adapter, search):
+    """Every one of the n_gen generations, in order, is the one `generate` itself returns (not n copies of one)."""
+    adapter = make_adapter("models.t5_email", n_gen=3, seed=5, prefix="", **search)
+    question = "quarterly report attached"
+    (collection,) = adapter.predict([legacy_item({"p": [question]})])
     (annotation,) = collection.annotations
     generations = annotation.metadata["user"]["model_output"]["generations"]
-    texts = [g["text"] for g in generations]
-    confidences = [g["confidence"] for g in generations]
-    assert len(texts) == 2 and len(set(texts)) == 2  # two different beams, not one beam twice
-    assert all(0 < c <= 1 for c in confidences)
-    assert confidences[0] >= confidences[1]  # beams come best first
+
+    model, tokenizer = adapter.model, adapter.tokenizer
+    encoded = tokenizer(question, return_tensors="pt")
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 50, "top_p": 1.0} if search["do_sample"] else {}
+    torch.manual_seed(5)
+    with torch.no_grad():
+        reference = model.generate(**encoded, max_new_tokens=8, num_return_sequences=3, return_dict_in_generate=True,
+                                   output_scores=True, num_beams=search.get("num_beams", 1), **sampling)
+    expected = []
+    for sequence in reference.sequences[:, 1:].tolist():  # after the decoder start token
+        ids = sequence[:sequence.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in sequence else sequence
+        ids = [token for token in ids if token != tokenizer.pad_token_id]
+        expected.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids)))
+    assert len(generations) == len(expected) == 3
+    assert [(g["text"], g["generated_tokens"]) for g in generations] == expected
+    assert len({g["text"] for g in generations}) == 3  # three different emails: the comparison can fail
+    if "num_beams" in search:  # beam confidence: exp of the beam's length-normalised log-probability
+        assert [g["confidence"] for g in generations] == pytest.approx(
+            torch.exp(reference.sequences_scores).tolist(), rel=1e-4)
+    else:
+        row = {"input_ids": encoded["input_ids"][0].tolist()}
+        for generation, (_, length), sequence in zip(generations, expected, reference.sequences[:, 1:].tolist()):
+            answer = sequence[:length + (1 if length < 8 else 0)]  # its tokens, and its end token if it ended early
+            assert generation["confidence"] == pytest.approx(recomputed_confidence(model, row, answer), rel=1e-4)
+
+
+def test_an_earlier_turn_is_kept_only_when_it_fits_the_window_whole(make_adapter):
+    """The oldest turns go first, whole: a turn that fits to the token is kept, one token more and it is dropped."""
+    from adapters.hugging_adapter import Answer, Turn
+    from adapters.prompt_items import Question
+    adapter = make_adapter("models.dialogpt_large", do_sample=False, max_new_tokens=8)
+    budget = adapter.max_input_tokens - 8
+    turn = Turn(Question(0, "item", "1", "0", "hello there"), [Answer("fine thanks", 1.0)])
+    earlier = adapter.utterance("hello there") + adapter.utterance("fine thanks")
+    questions = {len(adapter.utterance(text)): text for text in (" ".join(["a"] * n) for n in range(1, 130))}
+    for room, kept in ((len(earlier), True), (len(earlier) - 1, False)):
+        question = Question(0, "item", "2", "0", questions[budget - room])
+        (row,) = adapter.preprocess(question, [turn])
+        assert row["input_ids"] == (earlier if kept else []) + adapter.utterance(question.text)
+    (long,) = adapter.preprocess(Question(0, "item", "3", "0", "word " * 500 + "the end"), [turn])
+    assert len(long["input_ids"]) == budget  # a question longer than the window fills it, and leaves no room

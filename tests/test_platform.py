@@ -120,6 +120,9 @@ def test_answered_prompts_keep_their_answers_by_default(tiny_models, tmp_path, p
     assert [a.metadata["system"]["promptId"] for a in annotations] == ["2"]
     assert platform.texts("item-a")[0] == ("1", "kept as it is", MODEL)
     assert [p for p, _, m in platform.texts("item-a") if m == MODEL] == ["1", "2"]
+    (kept,) = adapter.hugging.last_report.kept  # reported as kept, not as skipped
+    assert (kept.item, kept.prompt_key) == ("a.json", "1") and "reanswer" in kept.reason
+    assert adapter.hugging.last_report.skipped == []
 
 
 def test_reanswer_replaces_this_models_answers_and_nothing_else(tiny_models, tmp_path, platform):

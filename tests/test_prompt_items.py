@@ -57,3 +57,6 @@ def test_unreadable_items_raise(data):
 
 def test_natural_key_orders_numbered_prompts():
     assert sorted(["10", "2", "1", "b", "a"], key=natural_key) == ["1", "2", "10", "a", "b"]
+    # text around numbers compares as text, whatever its length: "a2bb" before "a2c", "a2" before "a10"
+    assert sorted(["b", "abc", "a10", "a2", "a2c", "a2bb"], key=natural_key) == ["a2", "a2bb", "a2c", "a10", "abc", "b"]
+    assert sorted(["x1y10", "x1y2", "x10y1"], key=natural_key) == ["x1y2", "x1y10", "x10y1"]  # every number

@@ -164,6 +164,120 @@ def test_absurd_prompt_metadata_skips_the_question_not_the_batch(make_adapter, m
     assert skipped.prompt_key == "1" and match in skipped.reason and len(skipped.reason) < 300
 
 
+# What each key accepts, written here from the documented caps (README, docs/training.md), not read from the
+# settings' own declared bounds: a bound changed by mistake in the code must fail these tests.
+NUMBERS = {  # key: (type, minimum, maximum)
+    "batch_size": (int, 1, 1024), "max_batch_tokens": (int, 16, 2**20), "epochs": (int, 1, 1000),
+    "learning_rate": (float, 1e-9, 1.0), "train_batch_size": (int, 1, 1024),
+    "gradient_accumulation_steps": (int, 1, 1024), "weight_decay": (float, 0.0, 1.0),
+    "warmup_ratio": (float, 0.0, 0.999), "max_grad_norm": (float, 0.0, 1e4), "early_stopping_patience": (int, 0, 1000),
+    "lora_r": (int, 0, 1024), "lora_alpha": (float, 1e-3, 1e4), "lora_dropout": (float, 0.0, 0.9),
+    "seed": (int, 0, 2**32 - 1), "max_source_length": (int, 8, 65536), "max_new_tokens": (int, 1, 2048),
+    "temperature": (float, 0.0, 100.0), "top_k": (int, 0, 100_000), "top_p": (float, 1e-6, 1.0),
+    "token_count": (int, 1, 2048), "n_gen": (int, 1, 16), "num_beams": (int, 1, 16), "max_target_length": (int, 2, 2048),
+}
+NULLABLE = {"seed"}
+FLAGS = {"reanswer", "multi_label", "gradient_checkpointing", "do_sample"}
+CLASSIFIERS, GENERATORS = ("models.distilbert_sst2", "models.bart_large_mnli"), ("models.dialogpt_large", "models.t5_email")
+CHOICES = {  # key: {module: accepted values}
+    "runtime": {**{m: ("torch", "onnx") for m in CLASSIFIERS}, **{m: ("torch", "ctranslate2") for m in GENERATORS}},
+    "mixed_precision": {m: ("auto", "no", "fp16", "bf16") for m in MODULES},
+    "compute_type": {m: ("default", "int8", "int8_float32", "float32") for m in GENERATORS},
+}
+OTHERS = {  # key: (good values, bad values)
+    "model_path": (["t5-base", "/models/my-model"], ["", "   ", 7, None]),
+    "device": (["auto", "cpu", "mps", "cuda", "cuda:1"], ["gpu", "cuda:", "CPU", "cuda:0; rm -rf /", ""]),
+    "prefix": (["", "write an email: "], [None, 3]),
+    "hypothesis_template": (["This example is {}.", "{} {{braces}}"],
+                            ["no placeholder", "{}{}", "{0}", "{x}", "{:>9}", "{!r}", "{" * 3, "x{}" * 100]),
+    "candidate_labels": ([["a"], ["urgent", "not urgent"], [f"l{i}" for i in range(100)], ["x" * 200]],
+                         [[], ["a", "a"], [""], [" "], [1], ["x" * 201], [f"l{i}" for i in range(101)], "a", None]),
+}
+
+
+def declaring_modules(name: str) -> list[str]:
+    return [m for m in MODULES if name in {s.name for s in (*BASE_SETTINGS, *load_model_module(m).HuggingAdapter.settings)}]
+
+
+def resolved(module: str, name: str, value):
+    settings = load_model_module(module).HuggingAdapter.settings
+    return resolve_configuration(module, settings, {name: value})[name]
+
+
+def assert_refused(module: str, name: str, value) -> None:
+    with pytest.raises(ConfigurationError, match=f"'{name}'"):
+        resolved(module, name, value)
+
+
+def test_the_table_covers_every_key_each_module_reads():
+    declared = {s.name for m in MODULES for s in (*BASE_SETTINGS, *load_model_module(m).HuggingAdapter.settings)}
+    assert declared - {"module_name"} == {*NUMBERS, *FLAGS, *CHOICES, *OTHERS}
+
+
+def beyond(kind, bound: float, direction: int):
+    """The nearest value past `bound`."""
+    return bound + direction if kind is int else math.nextafter(bound, direction * math.inf)
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+def test_numbers_are_accepted_within_their_bounds_and_refused_past_them(name):
+    kind, minimum, maximum = NUMBERS[name]
+    for module in declaring_modules(name):
+        for good in (minimum, maximum, kind((minimum + maximum) / 2)):
+            assert resolved(module, name, good) == good
+        bad = [beyond(kind, minimum, -1), beyond(kind, maximum, +1), True, "1", [1]]
+        bad += [math.nan, math.inf, -math.inf] if kind is float else [1.5]
+        bad += [] if name in NULLABLE else [None]
+        for value in bad:
+            assert_refused(module, name, value)
+        if kind is float:
+            assert isinstance(resolved(module, name, int(maximum)), float)  # an integer is widened, not refused
+        if name in NULLABLE:
+            assert resolved(module, name, None) is None
+
+
+@pytest.mark.parametrize("name", sorted(FLAGS | set(CHOICES) | set(OTHERS)))
+def test_flags_choices_and_texts_accept_what_they_document_and_refuse_the_rest(name):
+    for module in declaring_modules(name):
+        if name in FLAGS:
+            good, bad = [True, False], [0, 1, "true", None]
+        elif name in CHOICES:
+            good, bad = list(CHOICES[name][module]), ["TORCH", "", None, 1, "tensorrt", "fp32"]
+        else:
+            good, bad = OTHERS[name]
+        for value in good:
+            assert resolved(module, name, value) == value
+        for value in bad:
+            assert_refused(module, name, value)
+
+
+@pytest.mark.parametrize("name, value, needed", [("batch_size", "8", "an integer"), ("temperature", "hot", "a number"),
+                                                 ("do_sample", 1, "true/false"), ("prefix", 3, "a string"),
+                                                 ("candidate_labels", "a", "a list"), ("n_gen", 2.0, "an integer")])
+def test_a_value_of_the_wrong_type_is_refused_with_the_type_it_needs(name, value, needed):
+    (module, *_) = declaring_modules(name)
+    with pytest.raises(ConfigurationError) as error:
+        resolved(module, name, value)
+    assert str(error.value) == f"configuration '{name}' must be {needed}, got {type(value).__name__}"
+
+
+@pytest.mark.parametrize("n_gen, num_beams, do_sample, temperature, refusal", [
+    (2, 2, False, 0.7, None), (3, 1, True, 0.7, None), (4, 4, True, 0.7, None), (4, 1, True, 0.7, None),
+    (2, 1, False, 0.7, "n_gen > 1 without sampling needs num_beams >= n_gen"),
+    (2, 1, True, 0.0, "n_gen > 1 without sampling"),  # temperature 0 is greedy, not sampling
+    (4, 2, True, 0.7, "beam sampling returns at most num_beams answers"), (4, 3, True, 0.7, "at most num_beams"),
+])
+def test_n_gen_needs_sampling_or_as_many_beams(n_gen, num_beams, do_sample, temperature, refusal):
+    from models.t5_email import HuggingAdapter
+    configuration = {"n_gen": n_gen, "num_beams": num_beams, "do_sample": do_sample, "temperature": temperature}
+    resolved_configuration = resolve_configuration("models.t5_email", HuggingAdapter.settings, configuration)
+    if refusal is None:
+        HuggingAdapter.check_configuration(resolved_configuration)
+    else:
+        with pytest.raises(ConfigurationError, match=refusal):
+            HuggingAdapter.check_configuration(resolved_configuration)
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                                        max_size=3), max_leaves=6)
@@ -171,18 +285,21 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(MODULES), st.data())
-def test_any_value_of_any_setting_is_refused_or_within_its_declared_bounds(module, data):
-    declared = {s.name: s for s in (*BASE_SETTINGS, *load_model_module(module).HuggingAdapter.settings)}
-    name = data.draw(st.sampled_from(sorted(set(declared) - {"module_name"})))
+def test_any_value_of_any_setting_is_refused_by_name_or_within_the_tables_bounds(module, data):
+    declared = {s.name for s in (*BASE_SETTINGS, *load_model_module(module).HuggingAdapter.settings)}
+    name = data.draw(st.sampled_from(sorted(declared - {"module_name"})))
     value = data.draw(json_values)
     try:
-        resolved = resolve_configuration(module, declared.values(), {name: value})[name]
+        result = resolved(module, name, value)
     except ConfigurationError as error:
-        assert name in str(error)
+        assert f"'{name}'" in str(error)
         return
-    setting = declared[name]
-    assert resolved is None and setting.nullable or isinstance(resolved, setting.kinds)
-    if isinstance(resolved, (int, float)) and not isinstance(resolved, bool):
-        assert math.isfinite(resolved)
-        assert setting.minimum is None or resolved >= setting.minimum
-        assert setting.maximum is None or resolved <= setting.maximum
+    if name in NUMBERS:
+        kind, minimum, maximum = NUMBERS[name]
+        assert (result is None and name in NULLABLE) or (type(result) is kind and minimum <= result <= maximum)
+    elif name in FLAGS:
+        assert type(result) is bool
+    elif name in CHOICES:
+        assert result in CHOICES[name][module]
+    else:
+        assert result not in OTHERS[name][1]

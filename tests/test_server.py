@@ -29,6 +29,7 @@ NAMES = {"dialogpt-large": "gpt2", "bart-large-mnli": "bart", "distilbert-sst2":
 BODY_LIMIT = 64 * 1024
 MARKER = "zebra-marker-7731"  # user text that must never reach the server's log
 STARTUP_SECONDS = 90
+T5_SEED = 5  # the server's own seed for t5-email, so a request without one is reproducible
 
 
 def free_loopback_port() -> int:
@@ -44,7 +45,8 @@ def server(tiny_models, tmp_path_factory):
     port = free_loopback_port()
     command = [sys.executable, "-m", "adapters", "serve", *NAMES, "--port", str(port),
                "--max-body-bytes", str(BODY_LIMIT),
-               "--set", "dialogpt-large.max_new_tokens=8", "--set", "t5-email.token_count=8"]
+               "--set", "dialogpt-large.max_new_tokens=8", "--set", "t5-email.token_count=8",
+               "--set", f"t5-email.seed={T5_SEED}"]
     for name, tiny in NAMES.items():
         command += ["--model-path", f"{name}={tiny_models[tiny]}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DATALOOP_PATH": str(state / "dl"),
@@ -153,14 +155,28 @@ def test_generate_takes_seed_004_fields(client):
     body = client.post("/models/t5-email/generate", json=request).json()
     assert body["model"] == "t5-email" and len(body["generations"]) == 3
     assert all(g["generated_tokens"] <= 6 and 0.0 <= g["confidence"] <= 1.0 for g in body["generations"])
-    assert client.post("/models/t5-email/generate", json=request).json() == body  # seeded: reproducible
+
+
+def test_generate_replays_a_seed_and_other_seeds_write_other_emails(client):
+    """seeded: reproducible, and the seed is what decides: another seed samples other emails."""
+    request = {"prompt": "we will have a system update on friday. please backup your work", "token_count": 6,
+               "temperature": 0.7, "n_gen": 3}
+    emails = {seed: client.post("/models/t5-email/generate", json={**request, "seed": seed}).json()["generations"]
+              for seed in (11, 12, 13)}
+    assert client.post("/models/t5-email/generate", json={**request, "seed": 11}).json()["generations"] == emails[11]
+    assert emails[12] != emails[11] and emails[13] != emails[11]
+    assert len({g["text"] for g in emails[11]}) > 1  # a model whose samples vary: a replay is not trivially equal
 
 
 def test_per_request_overrides_do_not_leak(client):
-    plain = {"prompt": MARKER + " reminder about the team lunch", "seed": 3}
+    """A request without overrides, after one with them, runs on the server's configuration (its seed included)."""
+    plain = {"prompt": MARKER + " reminder about the team lunch"}  # no override: the server's configuration runs
     before = client.post("/models/t5-email/generate", json=plain).json()
-    overridden = client.post("/models/t5-email/generate", json={**plain, "token_count": 1, "n_gen": 2}).json()
-    assert len(overridden["generations"]) == 2 and all(g["generated_tokens"] <= 1 for g in overridden["generations"])
+    seeded = client.post("/models/t5-email/generate", json={**plain, "seed": 3}).json()
+    assert seeded != before  # the seed shows in the answer, so a seed that leaked would too
+    overridden = client.post("/models/t5-email/generate", json={**plain, "seed": 3, "token_count": 1, "n_gen": 3,
+                                                                 "temperature": 1.5, "top_k": 5}).json()
+    assert len(overridden["generations"]) == 3 and all(g["generated_tokens"] <= 1 for g in overridden["generations"])
     assert client.post("/models/t5-email/generate", json=plain).json() == before
 
 

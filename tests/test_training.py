@@ -323,3 +323,50 @@ def test_a_module_without_training_rows_is_refused_before_the_data_is_read(make_
     adapter.__class__ = Untrainable
     with pytest.raises(ConfigurationError, match="cannot be fine-tuned"):
         prepare(adapter, tmp_path / "no-such-folder")
+
+
+# ----- training rows, as each module builds them -----
+def training_question(text: str):
+    from adapters.prompt_items import Question
+    return Question(0, "item", "1", "0", text)
+
+
+def test_dialogpt_training_answers_are_cut_to_what_generation_could_write(make_adapter):
+    """The answer's tokens and its end token: whole when they fit the budget, else the budget ending in eos."""
+    adapter = make_adapter("models.dialogpt_large", max_new_tokens=8)
+    eos = adapter.tokenizer.eos_token_id
+    words = "the team lunch is scheduled for noon on thursday at the station".split()
+    fitting = next(text for text in (" ".join(words[:n]) for n in range(1, len(words) + 1))
+                   if len(adapter.utterance(text)) == 8)  # exactly the budget, end token included
+    for reference, expected in ((fitting, adapter.utterance(fitting)),
+                                (fitting + " lunch lunch", adapter.utterance(fitting + " lunch lunch")[:7] + [eos])):
+        (row,) = adapter.training_rows(training_question("hi"), [], reference)
+        assert row["labels"][-len(expected):] == expected and row["input_ids"][-len(expected):] == expected
+        assert row["attention_mask"] == [1] * len(row["input_ids"])
+
+
+def test_t5_training_targets_are_cut_to_max_target_length(make_adapter):
+    adapter = make_adapter("models.t5_email", max_target_length=4)
+    (row,) = adapter.training_rows(training_question("meeting"), [], "please send the invoice by friday")
+    assert len(row["labels"]) == 4 and row["labels"][-1] == adapter.tokenizer.eos_token_id
+
+
+def test_nli_fine_tuning_needs_an_entailment_label_wherever_it_is(tmp_path):
+    from adapters.errors import ConfigurationError
+    from models.bart_large_mnli import HuggingAdapter
+    from tests.model_factory import build_bart_nli
+    for index, labels in enumerate(({0: "contradiction", 1: "entailment"}, {0: "ENTAILMENT", 1: "neutral"})):
+        adapter = HuggingAdapter({"model_path": str(build_bart_nli(tmp_path / f"nli-{index}", id2label=labels))})
+        adapter.prepare_training(["a", "b"])  # an entailment label at index 1 or 0: fine
+    adapter = HuggingAdapter({"model_path": str(build_bart_nli(tmp_path / "no-nli", id2label={0: "yes", 1: "no"}))})
+    with pytest.raises(ConfigurationError, match="'entailment' label"):
+        adapter.prepare_training(["a", "b"])
+
+
+def test_a_classifier_keeps_its_head_when_the_answers_use_its_own_labels(make_adapter):
+    adapter = make_adapter("models.distilbert_sst2")
+    model = adapter.model
+    adapter.prepare_training(["POSITIVE", "NEGATIVE", "POSITIVE"])
+    assert adapter.model is model
+    adapter.prepare_training(["POSITIVE", "spam"])  # a label the head does not have: a new head
+    assert adapter.model is not model and set(adapter.model.config.label2id) == {"POSITIVE", "spam"}

@@ -1,0 +1,96 @@
+"""Mutation testing of the core modules with mutmut: mutate, run the tests that cover each mutant, list survivors.
+
+    python scripts/mutation.py                      # every core module in setup.cfg [mutmut], 2 test processes
+    python scripts/mutation.py adapters.batching    # only these modules (dotted names, as mutmut names mutants)
+    python scripts/mutation.py --max-children 4 --report-only
+
+mutmut copies `adapters/` and `models/` to `mutants/`, mutates the files listed in `only_mutate` and, for each
+mutant, runs only the tests (from `pytest_add_cli_args_test_selection`) that call the mutated function. Results
+are kept in `mutants/`: a second run only tries mutants whose function changed. Not part of CI: it takes two to
+three hours on 2 cores (docs/testing.md has the last score and the survivors accepted on purpose).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# mutmut's exit codes per mutant (mutmut/stats.py): 1 and 3 mean a test failed, 0 that every test passed.
+KILLED, SURVIVED, NO_TESTS, TIMEOUT = {1, 3}, {0}, {5, 33}, {24, -24, 36, 152, 255}
+
+
+def outcome(exit_code: int | None) -> str:
+    if exit_code in KILLED:
+        return "killed"
+    if exit_code in SURVIVED:
+        return "survived"
+    if exit_code in NO_TESTS:
+        return "no tests"
+    if exit_code in TIMEOUT:
+        return "timeout"  # the tests ran far past their usual time: counted as caught, as mutmut does
+    return "not checked" if exit_code is None else f"exit {exit_code}"
+
+
+def read_results(modules: list[str]) -> dict[str, dict[str, str]]:
+    """Outcome of every mutant, by source file, from mutmut's `mutants/<file>.meta` records."""
+    results: dict[str, dict[str, str]] = {}
+    for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
+        source = str(meta.relative_to(ROOT / "mutants"))[:-len(".meta")]
+        dotted = source[:-len(".py")].replace("/", ".")
+        if modules and dotted not in modules:
+            continue
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        results[source] = {name: outcome(code) for name, code in sorted(codes.items())}
+    return results
+
+
+def report(results: dict[str, dict[str, str]]) -> str:
+    """A Markdown table per module (score = caught / checked), then every checked mutant that was not caught."""
+    lines = ["| module | checked / mutants | killed | timeout | survived | no tests | score |",
+             "|---|---|---|---|---|---|---|"]
+    totals: Counter = Counter()
+    rows = [(source, Counter(outcomes.values()), len(outcomes)) for source, outcomes in results.items()]
+    rows.append(("**all**", sum((counts for _, counts, _ in rows), Counter()), sum(n for _, _, n in rows)))
+    for source, counts, total in rows:
+        checked = total - counts["not checked"]
+        caught = counts["killed"] + counts["timeout"]
+        lines.append(f"| {source} | {checked} / {total} | {counts['killed']} | {counts['timeout']} | "
+                     f"{counts['survived']} | {counts['no tests']} | "
+                     f"{f'{caught / checked:.0%}' if checked else '-'} |")
+    lines += ["", "Not caught (see one with `mutmut show <name>`):"]
+    lines += [f"- {name}: {state}" for outcomes in results.values() for name, state in outcomes.items()
+              if state not in ("killed", "timeout", "not checked")]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="dotted module names, e.g. adapters.batching (default: all)")
+    parser.add_argument("--max-children", type=int, default=2, help="test processes at once (default 2)")
+    parser.add_argument("--report-only", action="store_true", help="summarise the last run without running")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        try:
+            import mutmut  # noqa: F401
+        except ImportError:
+            print("mutmut is not installed: pip install -r requirements-dev.txt", file=sys.stderr)
+            return 2
+        patterns = [f"{module}.*" for module in args.modules]
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *patterns]
+        code = subprocess.call(command, cwd=ROOT)
+        if code != 0:
+            print(f"mutmut exited with {code}", file=sys.stderr)
+    results = read_results(args.modules)
+    if not results:
+        print("no mutation results in mutants/: run without --report-only first", file=sys.stderr)
+        return 1
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,7 @@ TRAINING_SETTINGS: tuple[Setting, ...] = (
     Setting("gradient_accumulation_steps", (int,), "forward passes per optimizer step (the effective batch is "
             "train_batch_size times this, times the GPUs)", minimum=1, maximum=MAX_ACCUMULATION),
     Setting("gradient_checkpointing", (bool,), "recompute activations in the backward pass instead of keeping "
-            "them: less memory, about a third more time"),
+            "them: less memory, more time per step (1.5-2x measured on CPU)"),
     Setting("mixed_precision", (str,), "'auto' (bf16 or fp16 on a GPU that has it, 'no' on CPU), 'no', 'fp16' "
             "(CUDA only) or 'bf16'", choices=MIXED_PRECISION),
     Setting("weight_decay", (float,), "AdamW weight decay (not applied to biases and norms)", minimum=0.0, maximum=1.0),

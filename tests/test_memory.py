@@ -170,3 +170,19 @@ def test_generation_micro_batches_count_the_answers_they_will_grow(make_adapter)
     assert len(answers(collection)) == 80
     assert all(len(a.metadata["user"]["model_output"]["generations"]) == 2 for a in collection.annotations)
     assert max(rows * 2 * (length + 4) for rows, length in shapes) <= 512
+
+
+@pytest.mark.parametrize("beams, n_gen, sampling", [(1, 1, False), (2, 1, False), (3, 3, False), (1, 3, True)])
+def test_a_generators_micro_batch_counts_every_beam_and_generation_against_max_batch_tokens(make_adapter, beams,
+                                                                                              n_gen, sampling):
+    """Generation holds rows x n_gen x beams sequences of prompt + answer budget: that is what max_batch_tokens
+    caps, so more beams or generations mean fewer questions per forward pass, never a larger peak."""
+    budget, cap = 8, 1200
+    adapter = make_adapter("models.t5_email", num_beams=beams, n_gen=n_gen, token_count=budget, batch_size=64,
+                           max_batch_tokens=cap, do_sample=sampling, seed=1)
+    shapes = spy_forward(adapter)
+    collections = adapter.predict(questions(60))
+    assert sum(len(c.annotations) for c in collections) == 60
+    held = [rows * n_gen * beams * (length + budget) for rows, length in shapes if rows > 1]  # one row runs alone
+    assert held and max(held) <= cap  # the cap holds, counted as generation holds it
+    assert max(held) > cap // 2  # and batches are not needlessly small

@@ -6,11 +6,9 @@ import base64
 import json
 import re
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -24,18 +22,12 @@ from adapters.server.limits import MAX_TEXTS
 from adapters.settings import MAX_BEAMS, MAX_GENERATIONS, MAX_NEW_TOKENS
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item, legacy_item
+from tests.servers import free_loopback_port, wait_until_ready
 
 NAMES = {"dialogpt-large": "gpt2", "bart-large-mnli": "bart", "distilbert-sst2": "distilbert", "t5-email": "t5"}
 BODY_LIMIT = 64 * 1024
 MARKER = "zebra-marker-7731"  # user text that must never reach the server's log
-STARTUP_SECONDS = 90
 T5_SEED = 5  # the server's own seed for t5-email, so a request without one is reproducible
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +48,7 @@ def server(tiny_models, tmp_path_factory):
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not healthy after {STARTUP_SECONDS}s:\n{log_path.read_text()}")
-            time.sleep(0.25)
+        wait_until_ready(process, log_path, lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200)
         yield {"url": base, "log": log_path}
     finally:
         process.terminate()

@@ -38,7 +38,7 @@ from adapters.server.limits import (MAX_IDENTIFIER_CHARS, MAX_TEXTS, RESERVED_FI
 from adapters.server.logs import RepeatedLogFilter
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item, legacy_item
-from tests.test_server import free_loopback_port
+from tests.servers import free_loopback_port, wait_until_ready
 
 SST2 = "/models/distilbert-sst2/classify"
 
@@ -408,17 +408,7 @@ def start(command: list[str], log_path, file_limit: int | None = None) -> subpro
 
 
 def wait_healthy(process: subprocess.Popen, url: str, log_path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server not healthy:\n{log_path.read_text()}")
+    wait_until_ready(process, log_path, lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200)
 
 
 def stop(process: subprocess.Popen) -> None:

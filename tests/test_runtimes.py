@@ -172,3 +172,11 @@ def test_modules_accept_exactly_the_runtimes_of_their_task():
         settings = importlib.import_module(module_name).HuggingAdapter.settings
         assert set(runtimes_of(settings)) == {name for name, r in RUNTIMES.items() if task in r.tasks}
     assert runtimes_of(importlib.import_module("models.t5_email").HuggingAdapter.settings) == ("torch", "ctranslate2")
+
+
+def test_a_runtime_that_serves_generation_must_define_generate():
+    from adapters.runtimes.base import GENERATE, Runtime
+
+    with pytest.raises(TypeError, match="serves 'generate' but defines no generate"):
+        type("Incomplete", (Runtime,), {"name": "x", "doc": "", "tasks": frozenset({GENERATE}),
+                                        "load": lambda self, *a: None})

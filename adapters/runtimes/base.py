@@ -26,21 +26,28 @@ GENERATE = "generate"
 
 
 class Runtime(abc.ABC):
-    """One way to run models; one subclass per file of this package, registered in `adapters.runtimes`."""
+    """One way to run models; one subclass per file of this package, registered in `adapters.runtimes`.
+
+    A runtime whose `tasks` include GENERATE also defines `generate(model, encoded, config, seed)`: answers
+    (`adapters.generation.Generated`) for a padded batch, `config.num_return_sequences` per row, under the
+    `transformers.GenerationConfig` `config`. Others have none: a module refuses a runtime that cannot serve its
+    task when its configuration is read, so nothing ever asks them to generate. The rule is checked when the
+    subclass is defined.
+    """
 
     name: ClassVar[str]
     doc: ClassVar[str]  # one line for the `runtime` setting's description
     tasks: ClassVar[frozenset[str]]
     settings: ClassVar[tuple[Setting, ...]] = ()  # the configuration keys only this runtime reads
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if GENERATE in getattr(cls, "tasks", ()) and not callable(getattr(cls, "generate", None)):
+            raise TypeError(f"{cls.__name__} serves {GENERATE!r} but defines no generate()")
+
     @abc.abstractmethod
     def load(self, model_class: Any, configuration: dict, device: torch.device) -> tuple[Any, Any]:
         """`(model, tokenizer)` for `configuration['model_path']`, ready for inference on `device`."""
-
-    def generate(self, model: Any, encoded: dict[str, torch.Tensor], config: Any, seed: int | None) -> list[Any]:
-        """Answers (`adapters.generation.Generated`) for a padded batch, `config.num_return_sequences` per row,
-        under the `transformers.GenerationConfig` `config`; only runtimes with the GENERATE task implement it."""
-        raise NotImplementedError(f"runtime {self.name!r} does not generate text")
 
 
 class InferenceOnlyModel:

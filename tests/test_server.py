@@ -6,7 +6,6 @@ import base64
 import json
 import re
 import os
-import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from adapters.server.limits import MAX_TEXTS
 from adapters.settings import MAX_BEAMS, MAX_GENERATIONS, MAX_NEW_TOKENS
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item, legacy_item
-from tests.servers import free_loopback_port, wait_until_ready
+from tests.servers import free_loopback_port, running
 
 NAMES = {"dialogpt-large": "gpt2", "bart-large-mnli": "bart", "distilbert-sst2": "distilbert", "t5-email": "t5"}
 BODY_LIMIT = 64 * 1024
@@ -44,19 +43,9 @@ def server(tiny_models, tmp_path_factory):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DATALOOP_PATH": str(state / "dl"),
            "HOME": str(state), "PYTHONPATH": str(ROOT)}
     log_path = state / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(process, log_path, lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200)
+    with running(command, env, log_path, lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200):
         yield {"url": base, "log": log_path}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

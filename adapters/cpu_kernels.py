@@ -4,10 +4,11 @@ Which kernel is faster depends on the CPU: on AMD EPYC machines torch's default 
 sgemm) reached about 180 GFLOP/s and oneDNN 350-480 on the same shapes and threads, while on an Intel Xeon
 (Sapphire Rapids) oneDNN was about a quarter slower than MKL (`python -m benchmarks.gemm`,
 docs/performance.md). So by default (`HF_ADAPTERS_ONEDNN=auto`) both kernels are timed once per process on the
-model's most common layer shape, and oneDNN is used only when it is clearly faster; `1` always routes, `0`
-never does. The layers are not replaced: their `forward` takes the oneDNN route only when no gradient is being
-recorded, on float32 CPU tensors, so training, saving and `state_dict` are untouched. Results differ from
-MKL's only by float rounding (about 1e-6 relative).
+model's layer shapes (in the model's own type: float32, or bfloat16 where `dtype` asks for it), and oneDNN is
+used only when it is clearly faster; `1` always routes, `0` never does. The layers are not replaced: their
+`forward` takes the oneDNN route only when no gradient is being recorded, on CPU tensors of the layer's type,
+so training, saving and `state_dict` are untouched. Results differ from the default kernel's only by rounding
+(about 1e-6 relative in float32).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 DISABLE_VARIABLE = "HF_ADAPTERS_ONEDNN"  # auto (default): measured; 1: always oneDNN; 0: torch's default kernels
 SMALL_ROWS = 64  # products with fewer rows (generation's decoding steps) are timed and routed on their own
 PROBE_ROWS = {False: 16, True: 256}  # rows of the probe product: a decoding step, a prefill / classifier batch
+ROUTED_DTYPES = (torch.float32, torch.bfloat16)
 PROBE_WORK_ROWS = 512  # each timing runs the product this many rows' worth, so small ones are not all noise
 REQUIRED_GAIN = 1.1  # oneDNN must beat the default kernel by 10% to be used: a tie is not worth switching
 
@@ -55,28 +57,28 @@ def _best_seconds(run: Callable[[], Any], calls: int, repeats: int = 3) -> float
 
 
 @functools.lru_cache(maxsize=None)
-def onednn_is_faster(in_features: int, out_features: int, rows: int) -> bool:
-    """Whether oneDNN runs a (rows x in) @ (in x out) float32 product clearly faster than torch's default kernel
-    on this machine with the current threads; measured once per shape and process (tens of milliseconds)."""
+def onednn_is_faster(in_features: int, out_features: int, rows: int, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN runs a (rows x in) @ (in x out) product of `dtype` clearly faster than torch's default
+    kernel on this machine with the current threads; measured once per shape and process (tens of milliseconds)."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, in_features, generator=generator)
-    weight = torch.randn(out_features, in_features, generator=generator)
-    bias = torch.randn(out_features, generator=generator)
+    x = torch.randn(rows, in_features, generator=generator).to(dtype)
+    weight = torch.randn(out_features, in_features, generator=generator).to(dtype)
+    bias = torch.randn(out_features, generator=generator).to(dtype)
     calls = max(1, PROBE_WORK_ROWS // rows)
     with torch.inference_mode():
         default = _best_seconds(lambda: F.linear(x, weight, bias), calls)
         onednn = _best_seconds(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""), calls)
     faster = default >= REQUIRED_GAIN * onednn
-    logger.debug("dense %dx%d, %d rows: default kernel %.3f ms, oneDNN %.3f ms: %s", in_features, out_features,
-                 rows, default / calls * 1e3, onednn / calls * 1e3, "oneDNN" if faster else "default kernel")
+    logger.debug("dense %dx%d, %d rows, %s: default kernel %.3f ms, oneDNN %.3f ms: %s", in_features,
+                 out_features, rows, dtype, default / calls * 1e3, onednn / calls * 1e3, "oneDNN" if faster else "default kernel")
     return faster
 
 
-def routes(in_features: int, out_features: int) -> tuple[bool, bool]:
+def routes(in_features: int, out_features: int, dtype: torch.dtype = torch.float32) -> tuple[bool, bool]:
     """(oneDNN for products of fewer than SMALL_ROWS rows, oneDNN for larger ones) for a layer of this shape."""
     if kernel_mode() == "1":
         return True, True
-    return tuple(onednn_is_faster(in_features, out_features, PROBE_ROWS[large]) for large in (False, True))
+    return tuple(onednn_is_faster(in_features, out_features, PROBE_ROWS[large], dtype) for large in (False, True))
 
 
 def _use_onednn(self: nn.Module, x: torch.Tensor) -> bool:
@@ -84,9 +86,10 @@ def _use_onednn(self: nn.Module, x: torch.Tensor) -> bool:
 
 
 def _fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Inference on float32 CPU tensors only; tracing (ONNX export) and autograd take the standard route."""
-    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and x.dim() >= 2 and not torch.jit.is_tracing())
+    """Inference on CPU tensors of the layer's own (routed) type only; tracing (ONNX export) and autograd take
+    the standard route."""
+    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == weight.dtype
+            and weight.dtype in ROUTED_DTYPES and x.dim() >= 2 and not torch.jit.is_tracing())
 
 
 def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -113,11 +116,11 @@ def use_onednn_linears(model: Any) -> int:
     routed = 0
     for module in model.modules():
         forward = forwards.get(type(module))
-        if forward is None:
+        if forward is None or module.weight.dtype not in ROUTED_DTYPES:
             continue
         in_features, out_features = (module.weight.shape[1], module.weight.shape[0]) if type(module) is nn.Linear \
             else tuple(module.weight.shape)
-        module.onednn_routes = routes(in_features, out_features)
+        module.onednn_routes = routes(in_features, out_features, module.weight.dtype)
         if any(module.onednn_routes):
             module.forward = types.MethodType(forward, module)
             routed += 1

@@ -25,9 +25,9 @@ from .answers import StoredAnswer, answers_by, prompt_item_answers, stored_answe
 from .batching import plan_micro_batches
 from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .loading import context_window, resolve_device
-from .manifest import model_entries
+from .manifest import defaults_for_module, model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
-from .runtimes import load_model
+from .runtimes import check_runtime_keys, load_model
 from .settings import Setting, resolve_configuration
 from .truncation import Segments
 
@@ -98,6 +98,7 @@ class HuggingAdapter(abc.ABC):
         module_name = type(self).__module__
         self.configuration = resolve_configuration(module_name, self.settings, configuration)
         self.check_configuration(self.configuration)
+        check_runtime_keys(self.configuration, defaults_for_module(module_name))
         self.model_name = model_name or _manifest_name(module_name)
         self.device = resolve_device(self.configuration["device"])
         self.runtime, self.model, self.tokenizer = load_model(self.model_class, self.configuration, self.device)

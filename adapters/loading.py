@@ -120,8 +120,11 @@ def load_tokenizer(source: str) -> Any:
     return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
 
 
-def load_weights(model_class: Any, source: str) -> Any:
+def load_weights(model_class: Any, source: str, dtype: torch.dtype = torch.float32) -> Any:
     """The `transformers` model of `model_class` from `source` (see resolve_source), on the CPU, in eval mode.
+
+    Its weights are `dtype` (float32 unless asked), whatever type they were saved in: `transformers` 5 would
+    otherwise load a checkpoint saved in half precision as half precision, slow and imprecise on a CPU.
 
     Weights that do not cover the model are refused: a checkpoint of another architecture or task would
     otherwise load with randomly initialised layers (a T5 folder given to a sentiment classifier gets a random
@@ -129,7 +132,7 @@ def load_weights(model_class: Any, source: str) -> Any:
     """
     try:
         model, info = model_class.from_pretrained(source, use_safetensors=True, trust_remote_code=False,
-                                                  output_loading_info=True)
+                                                  output_loading_info=True, dtype=dtype)
     except ValueError as error:
         if "Unrecognized configuration class" not in str(error):
             raise

@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
 
 from adapters.cpu_kernels import DISABLE_VARIABLE  # noqa: E402
+from adapters.runtimes.torch_runtime import native_cpu_bfloat16  # noqa: E402
 
 from .baselines import best_batch_size  # noqa: E402
 from .measure import classifier_flops, generation_flops, matmul_peak_flops, matmul_rates, measured  # noqa: E402
@@ -168,6 +169,8 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
     methods.append(method_result("ours (torch, default kernels)", default, workload, flops, peak, questions,
                                  agreement_with_ours=agreement(ours_answers, default_answers, suite.kind)))
     print_method(methods[-1])
+    methods.append(run_bfloat16(suite, module, folder, workload, ours_answers, flops, peak, questions))
+    print_method(methods[-1])
 
     suite.naive(model, tokenizer, Workload(workload.items[:1], 0, 0), plain.configuration)  # warm-up
     with measured() as naive:
@@ -199,8 +202,10 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
     ours_rate = rate["ours (torch)"]
     summary["ours_over_naive"] = round(ours_rate / rate["naive loop"], 2)
     pipeline_name = next((name for name in rate if name.startswith("pipeline")), None)
+    summary["bfloat16_over_naive"] = round(rate[BFLOAT16] / rate["naive loop"], 2)
     if pipeline_name:
         summary["ours_over_pipeline"] = round(ours_rate / rate[pipeline_name], 2)
+        summary["bfloat16_over_pipeline"] = round(rate[BFLOAT16] / rate[pipeline_name], 2)
         summary["pipeline_over_naive"] = round(rate[pipeline_name] / rate["naive loop"], 2)
     print(f"  ours/naive = {summary['ours_over_naive']}x" +
           (f", ours/pipeline = {summary['ours_over_pipeline']}x" if pipeline_name else ""), flush=True)
@@ -219,6 +224,20 @@ def default_kernels() -> Iterator[None]:
             del os.environ[DISABLE_VARIABLE]
         else:
             os.environ[DISABLE_VARIABLE] = saved
+
+
+BFLOAT16 = "ours (torch, dtype bfloat16)"
+
+
+def run_bfloat16(suite: Suite, module: Any, folder: Path, workload: Workload, ours_answers: list, flops: float,
+                 peak: float, questions: int) -> dict[str, Any]:
+    """Ours with `dtype: bfloat16`: fast where the CPU computes bfloat16 natively (AMX, AVX512-BF16), emulated
+    (and slow) elsewhere; `native_bfloat16` in the row says which."""
+    adapter = module.HuggingAdapter({"model_path": str(folder), **suite.configuration, "dtype": "bfloat16"})
+    measurement, answers, _ = run_predict(adapter, workload, suite.kind)
+    return method_result(BFLOAT16, measurement, workload, flops, peak, questions,
+                         native_bfloat16=native_cpu_bfloat16(),
+                         agreement_with_ours=agreement(ours_answers, answers, suite.kind))
 
 
 def run_onnx(suite: Suite, module: Any, folder: Path, workload: Workload, ours_answers: list, flops: float,
@@ -366,6 +385,7 @@ def machine() -> dict[str, Any]:
             "transformers": importlib.import_module("transformers").__version__,
             "onnxruntime": importlib.import_module("onnxruntime").__version__,
             "ctranslate2": importlib.import_module("ctranslate2").__version__,
+            "native_bfloat16": native_cpu_bfloat16(),
             "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 

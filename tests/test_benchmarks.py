@@ -20,7 +20,9 @@ def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answe
     assert report["matmul_peak_gflop_per_s"]["start"] > 0 and report["machine"]["torch_threads"] >= 1
     for name, suite in report["suites"].items():
         methods = {m["method"].split(" (batch_size")[0]: m for m in suite["methods"]}
-        assert {"ours (torch)", "naive loop"} <= set(methods), name
+        assert {"ours (torch)", "ours (torch, dtype bfloat16)", "naive loop"} <= set(methods), name
+        assert suite["bfloat16_over_naive"] == pytest.approx(
+            methods["ours (torch, dtype bfloat16)"]["items_per_s"] / methods["naive loop"]["items_per_s"], abs=0.006)
         assert suite["model_gflop"] > 0
         for method in methods.values():
             assert rate_matches(suite["items"], method), (name, method)
@@ -32,6 +34,7 @@ def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answe
                 agreement = methods[exact]["agreement_with_ours"]
                 assert agreement["all_same_text"] and agreement["max_score_diff"] < 1e-4, (name, exact, agreement)
             assert methods["ours (onnx int8)"]["agreement_with_ours"]["max_score_diff"] < 0.02
+            assert methods["ours (torch, dtype bfloat16)"]["agreement_with_ours"]["max_score_diff"] < 0.05
         else:
             assert suite["generated_tokens"] > 0 and "pipeline" not in methods
             for compute_type in ("float32", "int8"):  # the same engine and inputs give the same answers

@@ -183,6 +183,7 @@ CHOICES = {  # key: {module: accepted values}
     "runtime": {**{m: ("torch", "onnx") for m in CLASSIFIERS}, **{m: ("torch", "ctranslate2") for m in GENERATORS}},
     "mixed_precision": {m: ("auto", "no", "fp16", "bf16") for m in MODULES},
     "compute_type": {m: ("default", "int8", "int8_float32", "float32") for m in GENERATORS},
+    "dtype": {m: ("float32", "bfloat16", "float16") for m in MODULES},
 }
 OTHERS = {  # key: (good values, bad values)
     "model_path": (["t5-base", "/models/my-model"], ["", "   ", 7, None]),

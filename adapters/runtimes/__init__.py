@@ -11,14 +11,15 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigurationError
 from ..settings import Setting
 from .base import CLASSIFY, GENERATE, Runtime
 from .ctranslate2_runtime import CTranslate2Runtime
 from .onnx_runtime import OnnxRuntime
 from .torch_runtime import TorchRuntime
 
-__all__ = ["CLASSIFY", "GENERATE", "RUNTIMES", "Runtime", "load_model", "runtime_named", "runtime_settings",
-           "runtimes_of"]
+__all__ = ["CLASSIFY", "GENERATE", "RUNTIMES", "Runtime", "check_runtime_keys", "load_model", "runtime_named",
+           "runtime_settings", "runtimes_of"]
 
 RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (TorchRuntime(), OnnxRuntime(),
                                                                         CTranslate2Runtime())}
@@ -35,6 +36,18 @@ def runtime_settings(task: str) -> tuple[Setting, ...]:
 def runtimes_of(settings: tuple[Setting, ...]) -> tuple[str, ...]:
     """The runtimes a module with these settings accepts ('torch' alone when it has no `runtime` key)."""
     return next((s.choices for s in settings if s.name == "runtime"), ("torch",))
+
+
+def check_runtime_keys(configuration: dict, defaults: dict) -> None:
+    """Refuse a key of another runtime set away from its default (`dtype: bfloat16` with `runtime: onnx`, say):
+    the chosen runtime would not read it, and the user would believe it applied."""
+    chosen = configuration.get("runtime", "torch")
+    for name, runtime in RUNTIMES.items():
+        for setting in runtime.settings if name != chosen else ():
+            if setting.name in configuration and configuration[setting.name] != defaults.get(setting.name):
+                raise ConfigurationError(f"configuration {setting.name!r} is read by runtime {name!r} only, and "
+                                         f"this configuration runs {chosen!r}; remove the key or set it to "
+                                         f"{defaults.get(setting.name)!r}")
 
 
 def runtime_named(name: str) -> Runtime:

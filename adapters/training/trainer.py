@@ -96,6 +96,9 @@ def prepare(adapter: Any, data_path: str | Path) -> Prepared:
     runtime = adapter.configuration.get("runtime", "torch")
     if runtime != "torch":
         raise ConfigurationError(f"fine-tuning needs runtime 'torch' (the weights are trained), not {runtime!r}")
+    if adapter.configuration.get("dtype", "float32") != "float32":
+        raise ConfigurationError(f"fine-tuning trains float32 weights, not dtype {adapter.configuration['dtype']!r}; "
+                                 "set dtype 'float32' and choose 'mixed_precision' for faster training")
     subsets = read_layout(data_path)
     seed = adapter.configuration["seed"]
     if seed is None:

@@ -23,10 +23,32 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import importlib  # noqa: E402
+import resource  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import Phase, settings  # noqa: E402
 
 from tests.model_factory import build_all, build_bart_nli, build_distilbert_classifier, sharpen  # noqa: E402
+
+# Mutation testing (scripts/mutation.py, docs/testing.md): mutmut 3 sets MUTANT_UNDER_TEST in every process that runs
+# the tests. There, each surviving mutant runs every example of every property test that calls it, and mutmut's
+# time limit grows with those tests' usual time, so a mutant that loops waits out minutes: property tests run a
+# tenth of their examples, a failure found is not shrunk (a mutant needs one failure, not the smallest), and no
+# example database carries failures from one mutant to the next (each is judged by the same examples). A mutant
+# that allocates without end fails with MemoryError at 8 GiB instead of starving the machine.
+MUTATING = "MUTANT_UNDER_TEST" in os.environ
+settings.register_profile("mutation", max_examples=25, phases=(Phase.explicit, Phase.generate), database=None,
+                          deadline=None)
+if MUTATING:
+    settings.load_profile("mutation")
+    _, hard_limit = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30 if hard_limit == resource.RLIM_INFINITY
+                                            else min(8 * 2**30, hard_limit), hard_limit))
+
+
+def examples(count: int) -> int:
+    """A property test's number of examples: `count`, or a tenth of it (at least 25) under mutation testing."""
+    return max(count // 10, 25) if MUTATING else count
 
 MODULE_MODELS = {
     "models.distilbert_sst2": "distilbert",

@@ -27,3 +27,17 @@ def answers(collection) -> list[tuple[str, str, float]]:
     """(prompt id, text, confidence) of each annotation, in order."""
     return [(a.metadata["system"]["promptId"], a.coordinates, a.metadata["user"]["model"]["confidence"])
             for a in collection.annotations]
+
+
+def own_and_best_score(text: str, model_output: dict) -> tuple[float, float]:
+    """The score the model's own output gives the answer `text`, and the best score in that output (before the
+    annotation's confidence is clamped to [0, 1]): an answer is its model's top choice and carries that score."""
+    if "generations" in model_output:  # generators: every generation with its confidence, the chosen one named
+        generations = model_output["generations"]
+        chosen = generations[model_output["generation"]]
+        assert chosen["text"] == text
+        return chosen["confidence"], max(g["confidence"] for g in generations)
+    scores = model_output["scores"]
+    if isinstance(scores, dict):  # sentiment: a score per label
+        return scores[text], max(scores.values())
+    return scores[model_output["labels"].index(text)], max(scores)  # zero-shot: ranked labels, their scores

@@ -7,7 +7,7 @@ from adapters.errors import ModelFailure
 from adapters.hugging_adapter import LoadedItem
 from adapters.model_adapter import ModelAdapter
 from tests.fake_platform import FakePlatform, linked_item
-from tests.prompt_factory import answers, current_item, legacy_item
+from tests.prompt_factory import answers, current_item, legacy_item, own_and_best_score
 
 MODULES = ["models.distilbert_sst2", "models.bart_large_mnli", "models.dialogpt_large", "models.t5_email"]
 UNICODE = ["Ünïcödé ✓ — 日本語のテキスト", "emoji 😂🎉 only?", "tab\tand\nnewline", "x" * 3]
@@ -27,7 +27,9 @@ def test_every_question_of_every_item_is_answered_in_order(make_adapter, module)
     assert collections[1].annotations == []
     assert [p for p, _, _ in answers(collections[2])] == ["1", "2"]  # a current-format prompt gets one answer
     assert [p for p, _, _ in answers(collections[3])] == ["p"]
-    assert all(0.0 <= c <= 1.0 for col in collections for _, _, c in answers(col))
+    for annotation in (a for col in collections for a in col.annotations):
+        own, best = own_and_best_score(annotation.coordinates, annotation.metadata["user"]["model_output"])
+        assert annotation.metadata["user"]["model"]["confidence"] == own == best
     assert all(a.metadata["user"]["model"]["name"] == adapter.model_name for col in collections for a in col.annotations)
     report = adapter.last_report
     assert [f.item for f in report.failed_items] == ["batch[1]"]
@@ -145,7 +147,8 @@ def test_model_adapter_drives_a_module_through_dtlpy_predict_items(tiny_models, 
     for annotation in annotations:
         assert annotation.type == "text" and annotation.metadata["system"]["promptId"] == "p"
         assert annotation.metadata["system"]["model"]["name"] == "my-model"
-        assert 0.0 <= annotation.metadata["user"]["model"]["confidence"] <= 1.0
+        own, best = own_and_best_score(annotation.coordinates, annotation.metadata["user"]["model_output"])
+        assert annotation.metadata["user"]["model"]["confidence"] == own == best
 
 
 def test_model_adapter_refuses_modules_outside_models(tmp_path):

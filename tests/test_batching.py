@@ -5,6 +5,7 @@ import random
 from hypothesis import given, settings, strategies as st
 
 from adapters.batching import plan_micro_batches
+from tests.conftest import examples
 
 
 def test_every_row_exactly_once_and_budgets_hold():
@@ -60,7 +61,7 @@ def plan_cost(plan, lengths, cost, min_batch_cost):
     return sum(max(cost(len(b), max(lengths[i] for i in b)), min_batch_cost) for b in plan)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.lists(st.integers(1, 300) | st.integers(1, 8), max_size=60), st.integers(1, 40), st.integers(16, 4000),
        st.sampled_from([0, 1, 64, 512, 5000]), st.integers(1, 3), st.integers(0, 50))
 def test_cheapest_cuts_are_as_cheap_as_the_exhaustive_plan_within_the_caps(lengths, max_rows, max_tokens, floor,

@@ -160,10 +160,11 @@ def test_bart_runs_its_last_decoder_layer_only_at_the_classified_token_with_equa
 
 def test_nli_labels_without_the_usual_names_fall_back_to_the_last_and_first_logits(tmp_path, caplog):
     """No 'entailment' label: the last logit is entailment (with a warning); no 'contradiction' label: the first,
-    or the last when entailment is the first."""
+    or the last when entailment is the first. Named labels are found wherever they are."""
     from models.bart_large_mnli import HuggingAdapter
     cases = [({0: "yes", 1: "no"}, (-1, 0)), ({0: "Entailment", 1: "other", 2: "x"}, (0, -1)),
-             ({0: "x", 1: "entailment"}, (1, 0)), ({0: "contradiction", 1: "neutral", 2: "entailment"}, (2, 0))]
+             ({0: "x", 1: "entailment"}, (1, 0)), ({0: "contradiction", 1: "neutral", 2: "entailment"}, (2, 0)),
+             ({0: "neutral", 1: "Contradiction", 2: "entailment"}, (2, 1))]
     for index, (labels, expected) in enumerate(cases):
         with caplog.at_level(logging.WARNING, logger="models"):
             adapter = HuggingAdapter({"model_path": str(build_bart_nli(tmp_path / str(index), id2label=labels))})

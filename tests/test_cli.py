@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from adapters.manifest import MANIFEST_PATH, model_entries
-from tests.prompt_factory import legacy_item
+from tests.prompt_factory import legacy_item, own_and_best_score
 
 ROOT = MANIFEST_PATH.parent
 EXAMPLES = ROOT / "examples"
@@ -55,7 +55,8 @@ def check_answers(model: str, entry: dict, path: Path) -> None:
     for annotation in entry["annotations"]:
         assert annotation["type"] == "text" and isinstance(annotation["coordinates"], str)
         assert annotation["metadata"]["user"]["model"]["name"] == model
-        assert 0.0 <= annotation["metadata"]["user"]["model"]["confidence"] <= 1.0
+        own, best = own_and_best_score(annotation["coordinates"], annotation["metadata"]["user"]["model_output"])
+        assert annotation["metadata"]["user"]["model"]["confidence"] == own == best
         if model in GENERATIONS:
             assert len(annotation["metadata"]["user"]["model_output"]["generations"]) == GENERATIONS[model]
         prompt = annotation["metadata"]["system"]["promptId"]

@@ -18,6 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from adapters.errors import ConfigurationError, MalformedItemError
 from adapters.prompt_items import natural_key, parse_prompt_item
+from tests.conftest import examples
 from tests.model_factory import CORPUS
 from tests.prompt_factory import current_item, legacy_item
 
@@ -114,7 +115,7 @@ def expected_parse(data: Any) -> tuple[list[tuple[str, str, str]], list[tuple[st
 
 
 # ----- the parser -----
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(anything)
 def test_parser_agrees_with_the_format_on_any_json(data):
     expected = expected_parse(data)
@@ -131,7 +132,7 @@ def test_parser_agrees_with_the_format_on_any_json(data):
         question.text.encode("utf-8")  # valid Unicode: every tokenizer can take it
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), short_texts.filter(str.strip)), min_size=1, max_size=6))
 def test_duplicate_keys_in_the_json_text_last_value_wins_at_the_first_position(pairs):
     """`json.loads` keeps the LAST value of a repeated key, at the position where the key FIRST appeared."""
@@ -144,7 +145,7 @@ def test_duplicate_keys_in_the_json_text_last_value_wins_at_the_first_position(p
                                                                    for k, v in last.items()]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(keys, max_size=8))
 def test_natural_key_sorts_any_key_and_numbers_numerically(prompt_keys):
     ordered = sorted(prompt_keys, key=natural_key)
@@ -227,25 +228,25 @@ def t5(make_adapter):
     return tagged(make_adapter("models.t5_email", token_count=4, n_gen=2, do_sample=True, temperature=0.7, seed=1))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(batches)
 def test_distilbert_predict_loses_nothing(distilbert, batch):
     check_nothing_lost(distilbert, batch)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(batches)
 def test_bart_predict_loses_nothing(bart, batch):
     check_nothing_lost(bart, batch)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(batches)
 def test_dialogpt_predict_loses_nothing(dialogpt, batch):
     check_nothing_lost(dialogpt, batch)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(batches)
 def test_t5_predict_loses_nothing(t5, batch):
     check_nothing_lost(t5, batch)
@@ -274,7 +275,7 @@ labels = st.lists(short_texts | huge_texts | st.sampled_from(["sports", "x" * MA
                   max_size=6) | json_values
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(templates, short_texts)
 def test_a_template_is_refused_or_only_puts_the_label_in_its_one_plain_placeholder(template, label):
     """`"{{}}{:>20000000}"` padded every hypothesis to 20 MB through str.format; `{__class__}` read attributes."""
@@ -289,7 +290,7 @@ def test_a_template_is_refused_or_only_puts_the_label_in_its_one_plain_placehold
     assert len(before) + len(after) < len(template)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(labels)
 def test_labels_are_refused_or_few_unique_and_short(value):
     try:
@@ -308,7 +309,7 @@ def counted_bart(make_adapter):
     return adapter
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.fixed_dictionaries({}, optional={"candidate_labels": labels, "hypothesis_template": templates,
                                            "multi_label": st.booleans() | json_values}),
        texts.filter(str.strip))
@@ -338,7 +339,7 @@ identifiers = (st.text(alphabet=characters, max_size=50) | huge_texts | st.sampl
                            st.integers(1_000, 100_000)))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(identifiers, identifiers, identifiers)
 def test_odd_or_huge_item_names_and_prompt_keys_are_echoed_short(distilbert, name, prompt_key, element_key):
     """A 110 KB request gave a 25 MB response and log: every skip echoed its whole item name and prompt key."""
@@ -384,7 +385,7 @@ long_texts = st.lists(st.tuples(words | short_texts, separators), min_size=1, ma
     lambda parts: SURROGATE.sub("\ufffd", "".join(w + s for w, s in parts)))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(["bart", "distilbert", "t5", "gpt2"]), long_texts, st.sampled_from([12, 16, 64]),
        st.booleans())
 def test_cutting_before_tokenizing_keeps_the_tokens_the_whole_text_gives(tokenizers, name, text, max_length, paired):

@@ -167,6 +167,7 @@ def test_t5_writes_n_gen_emails_per_question_in_one_answer_with_the_prefix(make_
         assert len(generations) == 3
         best = max(range(3), key=lambda i: (generations[i]["confidence"], -i))
         assert output["generation"] == best and annotation.coordinates == generations[best]["text"]
+        assert output["generated_tokens"] == generations[best]["generated_tokens"]  # the chosen email's length
         assert annotation.metadata["user"]["model"]["confidence"] == pytest.approx(generations[best]["confidence"])
     assert seen[0][1].startswith("write an email: system update friday")
 
@@ -205,18 +206,45 @@ def test_t5_n_gen_answers_are_the_distinct_sequences_generate_returns(make_adapt
             assert generation["confidence"] == pytest.approx(recomputed_confidence(model, row, answer), rel=1e-4)
 
 
+def test_questions_generated_in_one_micro_batch_each_get_their_own_n_gen_generations(make_adapter, monkeypatch):
+    """The runtime returns n_gen sequences per row, row after row: a question's answer holds the n_gen of its own
+    row, whatever else shared its micro-batch (rows run longest first, so row order is not question order)."""
+    adapter = make_adapter("models.t5_email", n_gen=3, num_beams=4, do_sample=False, prefix="")
+    calls = []
+    generate = adapter.runtime.generate
+
+    def recording(model, encoded, *args):
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+        calls.append((rows, generate(model, encoded, *args)))
+        return calls[-1][1]
+    monkeypatch.setattr(adapter.runtime, "generate", recording)
+    texts = ["quarterly report attached", "lunch on friday at noon with the whole team"]
+    (collection,) = adapter.predict([legacy_item({"p": texts})])
+    ((rows, raw),) = calls  # both questions in one micro-batch
+    assert len(rows) == 2 and len(raw) == 6 and len(collection.annotations) == 2
+    for text, annotation in zip(texts, collection.annotations):
+        row = rows.index(adapter.tokenizer(text)["input_ids"])
+        expected = [(adapter.tokenizer.decode(g.token_ids, skip_special_tokens=True).strip(), g.confidence,
+                     len(g.token_ids)) for g in raw[3 * row:3 * row + 3]]
+        generations = annotation.metadata["user"]["model_output"]["generations"]
+        assert [(g["text"], g["confidence"], g["generated_tokens"]) for g in generations] == expected
+        assert len({text for text, _, _ in expected}) == 3  # three different beams: a shifted slice cannot match
+
+
 def test_an_earlier_turn_is_kept_only_when_it_fits_the_window_whole(make_adapter):
-    """The oldest turns go first, whole: a turn that fits to the token is kept, one token more and it is dropped."""
+    """The oldest turns go first, whole: a turn that fits to the token is kept, one token more and it is dropped.
+    An empty answer (the model wrote only end-of-text) is one token: it too is kept when it fills the last one."""
     from adapters.hugging_adapter import Answer, Turn
     from adapters.prompt_items import Question
     adapter = make_adapter("models.dialogpt_large", do_sample=False, max_new_tokens=8)
     budget = adapter.max_input_tokens - 8
-    turn = Turn(Question(0, "item", "1", "0", "hello there"), [Answer("fine thanks", 1.0)])
-    earlier = adapter.utterance("hello there") + adapter.utterance("fine thanks")
     questions = {len(adapter.utterance(text)): text for text in (" ".join(["a"] * n) for n in range(1, 130))}
-    for room, kept in ((len(earlier), True), (len(earlier) - 1, False)):
-        question = Question(0, "item", "2", "0", questions[budget - room])
-        (row,) = adapter.preprocess(question, [turn])
-        assert row["input_ids"] == (earlier if kept else []) + adapter.utterance(question.text)
+    for answer in ("fine thanks", ""):
+        turn = Turn(Question(0, "item", "1", "0", "hello there"), [Answer(answer, 1.0)])
+        earlier = adapter.utterance("hello there") + adapter.utterance(answer)
+        for room, kept in ((len(earlier), True), (len(earlier) - 1, False)):
+            question = Question(0, "item", "2", "0", questions[budget - room])
+            (row,) = adapter.preprocess(question, [turn])
+            assert row["input_ids"] == (earlier if kept else []) + adapter.utterance(question.text)
     (long,) = adapter.preprocess(Question(0, "item", "3", "0", "word " * 500 + "the end"), [turn])
     assert len(long["input_ids"]) == budget  # a question longer than the window fills it, and leaves no room

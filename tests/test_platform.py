@@ -59,13 +59,16 @@ def test_items_that_are_not_prompt_items_are_refused_by_name_untouched(tiny_mode
     adapter = deployed(tiny_models, "models.distilbert_sst2")
     image = platform.add_item(linked_item(tmp_path, "photo.json", {}, "item-photo", dltype=None),
                               [answer_json("1", "POSITIVE", MODEL)])
-    (tmp_path / "photo.json").unlink()  # reading it would fail loudly: it must not be read at all
+    table = platform.add_item(linked_item(tmp_path, "table.json", {}, "item-table", dltype="table"))
+    for name in ("photo.json", "table.json"):
+        (tmp_path / name).unlink()  # reading it would fail loudly: it must not be read at all
     prompt = platform.add_item(linked_item(tmp_path, "p.json", current_item({"1": ["lovely"]}), "item-p"))
-    _, annotations = adapter.predict_items([image, prompt])
+    _, annotations = adapter.predict_items([image, table, prompt])
     assert len(annotations) == 1 and annotations[0].item_id == "item-p"
-    assert not [call for call in platform.calls if call[1] == "item-photo"]
+    assert not [call for call in platform.calls if call[1] in ("item-photo", "item-table")]
     assert platform.texts("item-photo") == [("1", "POSITIVE", MODEL)]
-    assert "'photo.json' is not a prompt item" in caplog.text
+    assert "'photo.json' is not a prompt item (metadata.system.shebang.dltype is None," in caplog.text
+    assert "'table.json' is not a prompt item (metadata.system.shebang.dltype is 'table'," in caplog.text
 
 
 def greedy_chat_reply(model_dir, utterances: list[str], max_new_tokens: int) -> str:

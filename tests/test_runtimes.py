@@ -71,7 +71,6 @@ def test_greedy_float32_answers_and_confidence_equal_torch(generators, module_na
     actual = predicted(model)
     assert [text for _, text, _ in actual] == [text for _, text, _ in expected]
     assert [c for _, _, c in actual] == pytest.approx([c for _, _, c in expected], rel=1e-4)
-    assert all(0.0 <= c <= 1.0 for _, _, c in actual)
     assert len({round(c, 3) for _, _, c in expected}) > 2  # confidences that differ: the comparison means something
     assert len({text for _, text, _ in expected}) > 2
 
@@ -80,7 +79,9 @@ def test_greedy_float32_answers_and_confidence_equal_torch(generators, module_na
 def test_int8_runs_and_stays_in_range(generators, module_name):
     model = adapter(generators, module_name, runtime="ctranslate2")  # compute_type 'default': int8 on CPU
     assert model.model.engine.compute_type == "int8_float32"
-    assert all(0.0 <= c <= 1.0 for _, _, c in predicted(model))
+    predicted(model)  # every question answered
+    # The runtime's own confidences, before predict clamps them into [0, 1] for the annotation.
+    assert all(0.0 <= g.confidence <= 1.0 for row in generations(model) for g in row)
 
 
 @pytest.mark.parametrize("module_name", MODULES)

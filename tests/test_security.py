@@ -19,6 +19,7 @@ from adapters.errors import ConfigurationError
 from adapters.model_adapter import ModelAdapter
 from adapters.module_loader import available_modules, load_model_module
 from adapters.settings import BASE_SETTINGS, resolve_configuration
+from tests.conftest import examples
 from tests.prompt_factory import answers, legacy_item
 from tests.test_base_adapter import offline_model
 
@@ -284,7 +285,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                                                                                        max_size=3), max_leaves=6)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(MODULES), st.data())
 def test_any_value_of_any_setting_is_refused_by_name_or_within_the_tables_bounds(module, data):
     declared = {s.name for s in (*BASE_SETTINGS, *load_model_module(module).HuggingAdapter.settings)}

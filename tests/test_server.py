@@ -20,7 +20,7 @@ from adapters.server import create_app
 from adapters.server.limits import MAX_TEXTS
 from adapters.settings import MAX_BEAMS, MAX_GENERATIONS, MAX_NEW_TOKENS
 from tests.conftest import ROOT
-from tests.prompt_factory import current_item, legacy_item
+from tests.prompt_factory import current_item, legacy_item, own_and_best_score
 from tests.servers import free_loopback_port, running
 
 NAMES = {"dialogpt-large": "gpt2", "bart-large-mnli": "bart", "distilbert-sst2": "distilbert", "t5-email": "t5"}
@@ -78,7 +78,8 @@ def test_predict_reads_both_formats_and_reports_skips(client):
     for annotation in first + second:
         assert annotation["type"] == "text" and isinstance(annotation["coordinates"], str)
         assert annotation["metadata"]["user"]["model"]["name"] == "dialogpt-large"
-        assert 0.0 <= annotation["metadata"]["user"]["model"]["confidence"] <= 1.0
+        own, best = own_and_best_score(annotation["coordinates"], annotation["metadata"]["user"]["model_output"])
+        assert annotation["metadata"]["user"]["model"]["confidence"] == own == best
     assert body["failed_items"] == []
     assert [(s["item"], s["element_key"]) for s in body["skipped"]] == [("batch[0]", "question-2")]
     assert "non-text" in body["skipped"][0]["reason"]
@@ -102,29 +103,43 @@ def test_sentiment_accepts_a_list_a_json_string_and_a_data_uri(client, make_adap
     assert body["confidences"] == [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
 
 
-def test_zero_shot_matches_seed_000_shape(client):
+def test_zero_shot_matches_seed_000_shape(client, make_adapter):
     single = client.post("/models/bart-large-mnli/classify",
                          json={"sequences": "Replicate, I think I might...like you a lot!"}).json()
     assert single["sequence"] == "Replicate, I think I might...like you a lot!"
     assert sorted(single["labels"]) == ["negative", "neutral", "positive"]  # the manifest's default labels
     assert single["scores"] == sorted(single["scores"], reverse=True)
     assert sum(single["scores"]) == pytest.approx(1.0, abs=1e-5)
-    many = client.post("/models/bart-large-mnli/classify", json={
-        "sequences": ["billing is broken", "the app is great"], "candidate_labels": ["billing", "mobile", "website"],
-        "hypothesis_template": "This text is about {}.", "multi_label": True}).json()
-    assert [r["sequence"] for r in many] == ["billing is broken", "the app is great"]
-    for result in many:
+    task = {"candidate_labels": ["billing", "mobile", "website"], "hypothesis_template": "This text is about {}.",
+            "multi_label": True}
+    texts = ["billing is broken", "the app is great"]
+    many = client.post("/models/bart-large-mnli/classify", json={"sequences": texts, **task}).json()
+    assert [r["sequence"] for r in many] == texts
+    # The same predict path in-process, with the task as prompt metadata: the same ranked labels and scores.
+    (collection,) = make_adapter("models.bart_large_mnli").predict([current_item(
+        {str(i): [text] for i, text in enumerate(texts)}, metadata={str(i): task for i in range(len(texts))})])
+    expected = [a.metadata["user"]["model_output"] for a in collection.annotations]
+    assert len(many) == len(expected) == 2
+    for result, reference in zip(many, expected):
         assert sorted(result["labels"]) == ["billing", "mobile", "website"]
         assert result["multi_label"] is True and result["hypothesis_template"] == "This text is about {}."
-        assert all(0.0 <= s <= 1.0 for s in result["scores"])
+        assert result["labels"] == reference["labels"] and result["scores"] == pytest.approx(reference["scores"])
 
 
-def test_generate_takes_seed_004_fields(client):
+def test_generate_takes_seed_004_fields(client, make_adapter):
     request = {"prompt": "we will have a system update on friday. please backup your work",
                "token_count": 6, "temperature": 0.7, "n_gen": 3, "seed": 11}
     body = client.post("/models/t5-email/generate", json=request).json()
     assert body["model"] == "t5-email" and len(body["generations"]) == 3
-    assert all(g["generated_tokens"] <= 6 and 0.0 <= g["confidence"] <= 1.0 for g in body["generations"])
+    assert all(g["generated_tokens"] <= 6 for g in body["generations"])
+    # Every field reaches generation: the adapter configured with them writes the same emails, in-process.
+    adapter = make_adapter("models.t5_email", **{key: value for key, value in request.items() if key != "prompt"})
+    (collection,) = adapter.predict([current_item({"0": [request["prompt"]]})])
+    (annotation,) = collection.annotations
+    expected = annotation.metadata["user"]["model_output"]["generations"]
+    assert [(g["text"], g["generated_tokens"]) for g in body["generations"]] == [
+        (g["text"], g["generated_tokens"]) for g in expected]
+    assert [g["confidence"] for g in body["generations"]] == pytest.approx([g["confidence"] for g in expected])
 
 
 def test_generate_replays_a_seed_and_other_seeds_write_other_emails(client):
@@ -150,11 +165,17 @@ def test_per_request_overrides_do_not_leak(client):
     assert client.post("/models/t5-email/generate", json=plain).json() == before
 
 
-def test_chat_answers_every_turn(client):
-    body = client.post("/models/dialogpt-large/chat",
-                       json={"turns": ["Hi there!", "Do you want to grab a coffee?"], "seed": 5}).json()
+def test_chat_answers_every_turn(client, make_adapter):
+    turns = ["Hi there!", "Do you want to grab a coffee?"]
+    body = client.post("/models/dialogpt-large/chat", json={"turns": turns, "seed": 5}).json()
     assert len(body["replies"]) == 2 and body["reply"] == body["replies"][-1]
-    assert 0.0 <= body["confidence"] <= 1.0
+    # The turns are one conversation: in-process, the same seeded chat gives the same replies, and the last one's
+    # confidence is its generation's own.
+    (collection,) = make_adapter("models.dialogpt_large", seed=5).predict([current_item(
+        {str(i): [turn] for i, turn in enumerate(turns)})])
+    assert body["replies"] == [a.coordinates for a in collection.annotations]
+    last = collection.annotations[-1].metadata["user"]["model_output"]
+    assert body["confidence"] == pytest.approx(last["generations"][last["generation"]]["confidence"])
 
 
 # ----- bad input: 4xx that says what to fix -----

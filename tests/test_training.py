@@ -11,7 +11,7 @@ import torch
 from adapters.cli import main as cli_main
 from adapters.local_runner import LocalRunner
 from adapters.model_adapter import ModelAdapter
-from adapters.training.dataset import DatasetError, read_layout
+from adapters.training.dataset import DatasetError, read_layout, read_subset
 from adapters.training.layout import text_annotation, write_item
 from adapters.training.loop import collator_for
 from adapters.training.metrics import accuracy, macro_f1, rouge, score
@@ -221,6 +221,23 @@ def test_dtlpy_evaluate_model_scores_uploaded_answers(tiny_models, tmp_path, mon
     assert adapter.evaluation_metrics["accuracy"] == pytest.approx(0.75)
     assert adapter.evaluation_metrics["questions"] == 4
     assert {s.figure: s.y for s in samples}["accuracy"] == pytest.approx(0.75)
+
+
+def test_evaluation_scores_a_question_it_cannot_prepare_as_unanswered_and_reports_it(make_adapter, tmp_path):
+    """Evaluation answers as predict does: a question the model cannot prepare (a candidate label longer than the
+    window) is a reported skip that scores as wrong, and the other questions are answered and scored."""
+    from adapters.training.evaluation import evaluate_by_predicting
+    huge = {"1": {"candidate_labels": ["x9 " * 66, "other"]}}  # within the 200-character cap, 200 tokens
+    write_item(tmp_path / "validation", "item-0", current_item({"1": ["first"], "2": ["second"]}, metadata=huge),
+               [text_annotation("1", "other"), text_annotation("2", "positive")])
+    subset = read_subset(tmp_path / "validation", "validation")
+    adapter = make_adapter("models.bart_large_mnli", candidate_labels=["positive", "negative"])
+    answers, report = adapter.answer_questions([item.parsed for item in subset.items])
+    assert [question.prompt_key for question in answers] == ["2"]
+    (skipped,) = report.skipped
+    assert skipped.prompt_key == "1" and "leaves no room for the question" in skipped.reason
+    scored = evaluate_by_predicting(adapter, subset)
+    assert (scored["questions"], scored["unanswered"]) == (2, 1)
 
 
 # ----- command line -----

@@ -2,8 +2,9 @@
 
 `dtype` chooses the weight and arithmetic type. `float32` (the default) answers as the model was published;
 `bfloat16` halves the weights and, on CPUs with AMX or AVX512-BF16 (Intel Xeon since Sapphire Rapids, AMD Zen 4)
-or on GPUs, runs the dense layers several times faster, with scores that move by about 1e-2
-(docs/performance.md); `float16` is for CUDA GPUs only (CPUs have no fast float16 arithmetic).
+or on GPUs, runs the dense layers three to seven times faster (whole predictions about twice as fast), with scores
+that move by about 2e-3 (docs/performance.md); `float16` is for CUDA GPUs only (CPUs have no fast float16
+arithmetic).
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_SETTING = Setting(
-    "dtype", (str,), "runtime 'torch' only: weight and arithmetic type; 'bfloat16' is several times faster on CPUs "
-    "with AMX / AVX512-BF16 and GPUs, with scores about 1e-2 off float32's; 'float16' on CUDA only",
+    "dtype", (str,), "runtime 'torch' only: weight and arithmetic type; 'bfloat16' is about twice as fast on CPUs "
+    "with AMX / AVX512-BF16 and on GPUs, with scores about 2e-3 off float32's; 'float16' on CUDA only",
     choices=tuple(DTYPES))
 
 

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 DISABLE_VARIABLE = "HF_ADAPTERS_ONEDNN"  # auto (default): measured; 1: always oneDNN; 0: torch's default kernels
 SMALL_ROWS = 64  # products with fewer rows (generation's decoding steps) are timed and routed on their own
 PROBE_ROWS = {False: 16, True: 256}  # rows of the probe product: a decoding step, a prefill / classifier batch
-ROUTED_DTYPES = (torch.float32, torch.bfloat16)
+ROUTED_DTYPES = (torch.float32, torch.bfloat16)  # the types a layer may be routed in (`dtype` of the torch runtime)
 PROBE_WORK_ROWS = 512  # each timing runs the product this many rows' worth, so small ones are not all noise
 REQUIRED_GAIN = 1.1  # oneDNN must beat the default kernel by 10% to be used: a tie is not worth switching
 
@@ -70,7 +70,8 @@ def onednn_is_faster(in_features: int, out_features: int, rows: int, dtype: torc
         onednn = _best_seconds(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""), calls)
     faster = default >= REQUIRED_GAIN * onednn
     logger.debug("dense %dx%d, %d rows, %s: default kernel %.3f ms, oneDNN %.3f ms: %s", in_features,
-                 out_features, rows, dtype, default / calls * 1e3, onednn / calls * 1e3, "oneDNN" if faster else "default kernel")
+                 out_features, rows, dtype, default / calls * 1e3, onednn / calls * 1e3,
+                 "oneDNN" if faster else "default kernel")
     return faster
 
 

@@ -78,6 +78,8 @@ def test_cheapest_cuts_are_as_cheap_as_the_exhaustive_plan_within_the_caps(lengt
             assert len(batch) == 1 or (len(batch) <= max_rows
                                        and cost(len(batch), max(lengths[i] for i in batch)) <= max_tokens)
         assert plan_cost(plan, lengths, cost, floor) == reference_cuts(lengths, max_rows, max_tokens, cost, floor)
+        firsts = [lengths[batch[0]] for batch in plan]  # longest first: out of memory shows before the rest is spent
+        assert firsts == sorted(firsts, reverse=True)
 
 
 def test_planning_takes_n_log_n_cost_evaluations_not_n_times_the_row_cap():

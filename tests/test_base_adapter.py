@@ -155,3 +155,16 @@ def test_model_adapter_refuses_modules_outside_models(tmp_path):
     from adapters.errors import ConfigurationError
     with pytest.raises(ConfigurationError, match="valid names"):
         ModelAdapter(model_entity=offline_model("evil", {"module_name": "os"}))
+
+
+def test_an_annotations_confidence_is_0_when_not_a_number_and_clamped_into_0_1(make_adapter):
+    """model_info.confidence must lie in [0, 1]: a NaN or infinite score (a broken output) claims nothing."""
+    import math
+
+    from adapters.hugging_adapter import Answer
+    from adapters.prompt_items import parse_prompt_item
+    adapter = make_adapter("models.distilbert_sst2")
+    parsed = parse_prompt_item(legacy_item({"p": ["a", "b", "c", "d", "e", "f"]}), 0, "x.json")
+    scores = [math.nan, math.inf, -0.5, 1.5, 0.25, 1.0]
+    collection = adapter._collection(parsed, {id(q): [Answer("POSITIVE", s)] for q, s in zip(parsed.questions, scores)})
+    assert [a[2] for a in answers(collection)] == [0.0, 0.0, 0.0, 1.0, 0.25, 1.0]

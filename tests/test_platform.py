@@ -82,6 +82,13 @@ def test_an_item_without_a_prompt_shebang_is_refused_as_not_a_prompt_item(metada
                                        "not 'prompt'): refused, nothing of it was read")
 
 
+def test_an_item_without_a_name_is_reported_by_its_id(make_adapter):
+    item = dl.Item.from_json(_json={"id": "item-7", "name": None, "filename": "/x", "type": "file", "metadata": {}},
+                             client_api=dl.client_api, dataset=None, project=None)
+    loaded = make_adapter("models.distilbert_sst2").prepare_item_func(item)
+    assert loaded.name == "item-7" and loaded.error.startswith("item 'item-7' is not a prompt item")
+
+
 def greedy_chat_reply(model_dir, utterances: list[str], max_new_tokens: int) -> str:
     """DialoGPT's reply computed directly with transformers: every utterance ends with end-of-text, greedy."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -168,3 +168,17 @@ def test_an_annotations_confidence_is_0_when_not_a_number_and_clamped_into_0_1(m
     scores = [math.nan, math.inf, -0.5, 1.5, 0.25, 1.0]
     collection = adapter._collection(parsed, {id(q): [Answer("POSITIVE", s)] for q, s in zip(parsed.questions, scores)})
     assert [a[2] for a in answers(collection)] == [0.0, 0.0, 0.0, 1.0, 0.25, 1.0]
+
+
+def test_a_dict_items_stored_answers_by_this_model_are_kept_not_rerun(make_adapter):
+    from tests.fake_platform import answer_json
+    adapter = make_adapter("models.distilbert_sst2")
+    item = {**current_item({"1": ["first"], "2": ["second"]}), "name": "d.json",
+            "annotations": [answer_json("1", "kept as it is", adapter.model_name)]}
+    (collection,) = adapter.predict([item])
+    assert [prompt for prompt, _, _ in answers(collection)] == ["2"]
+    (kept,) = adapter.last_report.kept
+    assert (kept.item, kept.prompt_key) == ("d.json", "1")
+    (refused,) = adapter.predict([{**item, "annotations": {"1": "not a list"}}])
+    assert refused.annotations == []
+    assert [s.reason for s in adapter.last_report.failed_items] == ["'annotations' must be a list of annotations"]

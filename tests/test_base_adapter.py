@@ -182,3 +182,19 @@ def test_a_dict_items_stored_answers_by_this_model_are_kept_not_rerun(make_adapt
     (refused,) = adapter.predict([{**item, "annotations": {"1": "not a list"}}])
     assert refused.annotations == []
     assert [s.reason for s in adapter.last_report.failed_items] == ["'annotations' must be a list of annotations"]
+
+
+def test_a_prompt_items_own_answers_by_this_model_are_kept_and_its_skips_named_by_it(make_adapter):
+    adapter = make_adapter("models.distilbert_sst2")
+    prompt_item = dl.PromptItem(name="from-sdk")
+    for key, text in (("1", "what a great day"), ("2", "an awful day"), ("3", "   ")):
+        prompt_item.add(message={"role": "user", "content": [{"mimetype": dl.PromptType.TEXT, "value": text}]},
+                        prompt_key=key)
+    answer = dl.Prompt(key="1", role="assistant")  # as dtlpy loads a stored answer (`_load_annotations_prompts`)
+    answer.add_element(value="kept", mimetype=dl.PromptType.TEXT)
+    answer.add_element(value={"id": "a1", "model_info": {"name": adapter.model_name}}, mimetype=dl.PromptType.METADATA)
+    prompt_item.assistant_prompts.append(answer)
+    (collection,) = adapter.predict([prompt_item])
+    assert [prompt for prompt, _, _ in answers(collection)] == ["2"]
+    assert [(k.item, k.prompt_key) for k in adapter.last_report.kept] == [("from-sdk", "1")]
+    assert [(s.item, s.prompt_key) for s in adapter.last_report.skipped] == [("from-sdk", "3")]

@@ -179,9 +179,12 @@ def test_a_dict_items_stored_answers_by_this_model_are_kept_not_rerun(make_adapt
     assert [prompt for prompt, _, _ in answers(collection)] == ["2"]
     (kept,) = adapter.last_report.kept
     assert (kept.item, kept.prompt_key) == ("d.json", "1")
-    (refused,) = adapter.predict([{**item, "annotations": {"1": "not a list"}}])
-    assert refused.annotations == []
-    assert [s.reason for s in adapter.last_report.failed_items] == ["'annotations' must be a list of annotations"]
+    nameless = {key: value for key, value in item.items() if key != "name"}
+    refused = adapter.predict([{**item, "annotations": {"1": "not a list"}}, {**nameless, "annotations": "x"}])
+    assert [c.annotations for c in refused] == [[], []]
+    assert [(s.item, s.reason) for s in adapter.last_report.failed_items] == [
+        ("d.json", "'annotations' must be a list of annotations"),
+        ("batch[1]", "'annotations' must be a list of annotations")]
 
 
 def test_a_prompt_items_own_answers_by_this_model_are_kept_and_its_skips_named_by_it(make_adapter):

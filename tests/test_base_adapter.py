@@ -201,3 +201,13 @@ def test_a_prompt_items_own_answers_by_this_model_are_kept_and_its_skips_named_b
     assert [prompt for prompt, _, _ in answers(collection)] == ["2"]
     assert [(k.item, k.prompt_key) for k in adapter.last_report.kept] == [("from-sdk", "1")]
     assert [(s.item, s.prompt_key) for s in adapter.last_report.skipped] == [("from-sdk", "3")]
+
+
+def test_a_batch_entry_that_is_no_item_is_refused_by_type_and_name(make_adapter):
+    from types import SimpleNamespace
+    adapter = make_adapter("models.distilbert_sst2")
+    collections = adapter.predict([42, SimpleNamespace(name="odd.json"), legacy_item({"p": ["fine"]})])
+    assert [len(c.annotations) for c in collections] == [0, 0, 1]
+    assert [(s.item, s.reason) for s in adapter.last_report.failed_items] == [
+        ("batch[0]", "cannot read a int as a prompt item"),
+        ("odd.json", "cannot read a SimpleNamespace as a prompt item")]

@@ -155,3 +155,59 @@ def test_model_adapter_refuses_modules_outside_models(tmp_path):
     from adapters.errors import ConfigurationError
     with pytest.raises(ConfigurationError, match="valid names"):
         ModelAdapter(model_entity=offline_model("evil", {"module_name": "os"}))
+
+
+def test_an_annotations_confidence_is_0_when_not_a_number_and_clamped_into_0_1(make_adapter):
+    """model_info.confidence must lie in [0, 1]: a NaN or infinite score (a broken output) claims nothing."""
+    import math
+
+    from adapters.hugging_adapter import Answer
+    from adapters.prompt_items import parse_prompt_item
+    adapter = make_adapter("models.distilbert_sst2")
+    parsed = parse_prompt_item(legacy_item({"p": ["a", "b", "c", "d", "e", "f"]}), 0, "x.json")
+    scores = [math.nan, math.inf, -0.5, 1.5, 0.25, 1.0]
+    collection = adapter._collection(parsed, {id(q): [Answer("POSITIVE", s)] for q, s in zip(parsed.questions, scores)})
+    assert [a[2] for a in answers(collection)] == [0.0, 0.0, 0.0, 1.0, 0.25, 1.0]
+
+
+def test_a_dict_items_stored_answers_by_this_model_are_kept_not_rerun(make_adapter):
+    from tests.fake_platform import answer_json
+    adapter = make_adapter("models.distilbert_sst2")
+    item = {**current_item({"1": ["first"], "2": ["second"]}), "name": "d.json",
+            "annotations": [answer_json("1", "kept as it is", adapter.model_name)]}
+    (collection,) = adapter.predict([item])
+    assert [prompt for prompt, _, _ in answers(collection)] == ["2"]
+    (kept,) = adapter.last_report.kept
+    assert (kept.item, kept.prompt_key) == ("d.json", "1")
+    nameless = {key: value for key, value in item.items() if key != "name"}
+    refused = adapter.predict([{**item, "annotations": {"1": "not a list"}}, {**nameless, "annotations": "x"}])
+    assert [c.annotations for c in refused] == [[], []]
+    assert [(s.item, s.reason) for s in adapter.last_report.failed_items] == [
+        ("d.json", "'annotations' must be a list of annotations"),
+        ("batch[1]", "'annotations' must be a list of annotations")]
+
+
+def test_a_prompt_items_own_answers_by_this_model_are_kept_and_its_skips_named_by_it(make_adapter):
+    adapter = make_adapter("models.distilbert_sst2")
+    prompt_item = dl.PromptItem(name="from-sdk")
+    for key, text in (("1", "what a great day"), ("2", "an awful day"), ("3", "   ")):
+        prompt_item.add(message={"role": "user", "content": [{"mimetype": dl.PromptType.TEXT, "value": text}]},
+                        prompt_key=key)
+    answer = dl.Prompt(key="1", role="assistant")  # as dtlpy loads a stored answer (`_load_annotations_prompts`)
+    answer.add_element(value="kept", mimetype=dl.PromptType.TEXT)
+    answer.add_element(value={"id": "a1", "model_info": {"name": adapter.model_name}}, mimetype=dl.PromptType.METADATA)
+    prompt_item.assistant_prompts.append(answer)
+    (collection,) = adapter.predict([prompt_item])
+    assert [prompt for prompt, _, _ in answers(collection)] == ["2"]
+    assert [(k.item, k.prompt_key) for k in adapter.last_report.kept] == [("from-sdk", "1")]
+    assert [(s.item, s.prompt_key) for s in adapter.last_report.skipped] == [("from-sdk", "3")]
+
+
+def test_a_batch_entry_that_is_no_item_is_refused_by_type_and_name(make_adapter):
+    from types import SimpleNamespace
+    adapter = make_adapter("models.distilbert_sst2")
+    collections = adapter.predict([42, SimpleNamespace(name="odd.json"), legacy_item({"p": ["fine"]})])
+    assert [len(c.annotations) for c in collections] == [0, 0, 1]
+    assert [(s.item, s.reason) for s in adapter.last_report.failed_items] == [
+        ("batch[0]", "cannot read a int as a prompt item"),
+        ("odd.json", "cannot read a SimpleNamespace as a prompt item")]

@@ -2,7 +2,7 @@
 import math
 import random
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from adapters.batching import plan_micro_batches
 from tests.conftest import examples
@@ -64,6 +64,11 @@ def plan_cost(plan, lengths, cost, min_batch_cost):
 @settings(max_examples=examples(500), deadline=None)
 @given(st.lists(st.integers(1, 300) | st.integers(1, 8), max_size=60), st.integers(1, 40), st.integers(16, 4000),
        st.sampled_from([0, 1, 64, 512, 5000]), st.integers(1, 3), st.integers(0, 50))
+# Always run, whatever the example count (mutation testing runs a tenth): cases a planner with an off-by-one fails.
+@example([1, 8], 3, 16, 64, 1, 0)  # a batch whose padded cost is exactly max_tokens is within the cap
+@example([1, 1, 18], 3, 16, 512, 1, 0)  # one row over max_tokens gets a batch of its own; the others still share one
+@example([277, 5, 270, 188, 8], 6, 554, 512, 1, 0)  # starts tied in cost until a later end
+@example([4, 33, 4], 2, 1748, 64, 1, 0)  # the binary search for where a newer start takes over
 def test_cheapest_cuts_are_as_cheap_as_the_exhaustive_plan_within_the_caps(lengths, max_rows, max_tokens, floor,
                                                                            generations, budget):
     for cost in (lambda rows, longest: rows * longest, lambda rows, longest: rows * generations * (longest + budget)):
@@ -73,6 +78,8 @@ def test_cheapest_cuts_are_as_cheap_as_the_exhaustive_plan_within_the_caps(lengt
             assert len(batch) == 1 or (len(batch) <= max_rows
                                        and cost(len(batch), max(lengths[i] for i in batch)) <= max_tokens)
         assert plan_cost(plan, lengths, cost, floor) == reference_cuts(lengths, max_rows, max_tokens, cost, floor)
+        firsts = [lengths[batch[0]] for batch in plan]  # longest first: out of memory shows before the rest is spent
+        assert firsts == sorted(firsts, reverse=True)
 
 
 def test_planning_takes_n_log_n_cost_evaluations_not_n_times_the_row_cap():

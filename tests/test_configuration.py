@@ -36,23 +36,53 @@ def test_defaults_come_from_the_manifest():
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"token_count": -1}, ">= 1"), ({"token_count": 10**6}, "<="), ({"n_gen": 10**6}, "<="),
-    ({"n_gen": "3"}, "an integer"), ({"temperature": "hot"}, "a number"), ({"do_sample": "yes"}, "true/false"),
-    ({"num_beams": True}, "not a boolean"), ({"device": "tpu"}, "'auto'"), ({"model_path": ""}, "empty"),
-    ({"batch_size": 0}, ">= 1"), ({"trust_remote_code": True}, "refused"),
+    ({"token_count": -1}, "configuration 'token_count' must be >= 1, got -1"),
+    ({"token_count": 10**6}, "configuration 'token_count' must be <= 2048, got 1000000"),
+    ({"n_gen": 10**6}, "configuration 'n_gen' must be <= 16, got 1000000"),
+    ({"n_gen": "3"}, "configuration 'n_gen' must be an integer, got str"),
+    ({"temperature": "hot"}, "configuration 'temperature' must be a number, got str"),
+    ({"do_sample": "yes"}, "configuration 'do_sample' must be true/false, got str"),
+    ({"num_beams": True}, "configuration 'num_beams' must be an integer, not a boolean"),
+    ({"device": "tpu"}, "configuration 'device': use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"),
+    ({"model_path": ""}, "configuration 'model_path': must not be empty"),
+    ({"batch_size": 0}, "configuration 'batch_size' must be >= 1, got 0"),
+    ({"trust_remote_code": True},
+     "configuration 'trust_remote_code' is refused: this package never runs code shipped with model weights"),
 ])
-def test_bad_values_are_refused_with_a_message(override, message):
+def test_bad_values_are_refused_with_a_message_that_says_what_to_fix(override, message):
     with pytest.raises(ConfigurationError) as error:
         resolve_configuration("models.t5_email", t5_email.HuggingAdapter.settings, override)
-    assert message in str(error.value)
+    assert str(error.value) == message
 
 
-def test_unknown_keys_are_logged_and_dtlpy_keys_ignored(caplog):
+def test_unknown_keys_are_logged_with_the_module_and_its_valid_keys_and_dtlpy_keys_ignored(caplog):
     with caplog.at_level(logging.WARNING, logger="adapters"):
         resolved = resolve_configuration("models.t5_email", t5_email.HuggingAdapter.settings,
-                                         {"tokn_count": 3, "include_background": False})
-    assert "tokn_count" in caplog.text and "include_background" not in caplog.text
+                                         {"tokn_count": 3, "include_background": False, "trust_remote_code": False})
+    (record,) = caplog.records  # trust_remote_code false is understood (and harmless), not an unknown key
+    message = record.getMessage()
+    assert message.startswith("ignoring configuration keys that models.t5_email does not read: ['tokn_count'] "
+                              "(valid keys: [")
+    assert "'token_count'" in message and "'model_path'" in message  # the keys the user may have meant
     assert "tokn_count" not in resolved
+
+
+def test_the_resolved_module_name_is_the_module_that_runs():
+    """A configuration's own module_name (seed 001's spelling, say) does not replace the module's name."""
+    from models import dialogpt_large
+    resolved = resolve_configuration("models.dialogpt_large", dialogpt_large.HuggingAdapter.settings,
+                                     {"module_name": "models.dialogpt-large"})
+    assert resolved["module_name"] == "models.dialogpt_large"
+
+
+def test_a_module_without_a_runtime_key_refuses_any_runtime_but_torch():
+    """`runtime` chooses what runs: a module that does not read it must refuse it rather than ignore it."""
+    with pytest.raises(ConfigurationError) as error:
+        resolve_configuration("models.t5_email", (), {"runtime": "onnx"})
+    assert str(error.value) == ("configuration 'runtime' 'onnx' is not supported by models.t5_email; "
+                                "remove the key or set it to 'torch'")
+    for harmless in ("torch", None):
+        assert "runtime" not in resolve_configuration("models.t5_email", (), {"runtime": harmless})
 
 
 def test_refusals_happen_before_loading(tmp_path):

@@ -135,6 +135,67 @@ def test_confidence_of_an_answer_that_ends_early_includes_its_end_of_sequence_to
     assert ended[0] and not all(ended)  # answers that end early and answers cut at the budget, in one batch
 
 
+@pytest.mark.parametrize("sampling", SAMPLING)
+def test_an_answer_ends_at_the_first_of_any_of_several_end_of_sequence_tokens(make_adapter, sampling):
+    """A model may declare several end tokens (a list): each row ends at whichever of them it writes first, and its
+    confidence counts the tokens up to that one, not the padding after it."""
+    import copy
+
+    from adapters.generation import generate_with_confidence
+    adapter = make_adapter("models.dialogpt_large", seed=3, **sampling)
+    rows, inputs = padded(adapter, ["please send the invoice by friday", "lunch", "hi"])
+    config = copy.deepcopy(adapter.generation_config)
+    answers = [g.token_ids for g in generate_with_confidence(adapter.model, inputs, config, seed=3)]
+    # for each of the first two answers a token it writes (after its first) that no other answer writes: its own
+    # end token; the third answer writes neither, runs to the budget, and both others are padded after their end
+    ends = [next(token for i, token in enumerate(own) if i > 0 and token not in own[:i]
+                 and not any(token in other for other in answers if other is not own)) for own in answers[:2]]
+    config.eos_token_id = ends
+    generated = generate_with_confidence(adapter.model, inputs, config, seed=3)
+    assert len(generated) == len(rows) == 3
+    assert generated[2].token_ids == answers[2]
+    for own, row, result, end in zip(answers, rows, generated, ends):
+        assert result.token_ids == own[:own.index(end)]
+        assert result.confidence == pytest.approx(recomputed_confidence(adapter.model, row, result.token_ids + [end]),
+                                                  rel=1e-4)
+
+
+MODEL_DEFAULTS = {"do_sample": True, "temperature": 0.3, "top_k": 3, "top_p": 0.5, "min_length": 20, "min_new_tokens": 4}
+
+
+@pytest.mark.parametrize("configuration, expected", [
+    ({"do_sample": True, "temperature": 0.7, "top_k": 5, "top_p": 0.9},
+     {"do_sample": True, "temperature": 0.7, "top_k": 5, "top_p": 0.9}),
+    ({"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9},  # top_k 0 disables it
+     {"do_sample": True, "temperature": 0.7, "top_k": None, "top_p": 0.9}),
+    ({"do_sample": True, "temperature": 0.0, "top_k": 5, "top_p": 0.9},  # temperature 0 means greedy
+     {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}),
+    ({"do_sample": False, "temperature": 0.7, "top_k": 5, "top_p": 0.9},
+     {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}),
+])
+@pytest.mark.parametrize("model_eos, expected_eos", [(None, 2), (5, 5)])
+def test_the_configured_sampling_settings_replace_the_models_own_generation_defaults(configuration, expected,
+                                                                                      model_eos, expected_eos):
+    """The user's sampling settings reach `generate`, whatever the model's generation_config says; greedy decoding
+    leaves no sampling flag (transformers warns on every call that it ignores them); the model's own minimum
+    lengths do not apply (an answer may end at its first token); per-step scores are kept only for beam search
+    (rows x steps x vocabulary floats); the tokenizer's end token is used only when the model has none."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from adapters.generation import build_generation_config
+    model = SimpleNamespace(generation_config=GenerationConfig(eos_token_id=model_eos, **MODEL_DEFAULTS))
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=2)
+    config = build_generation_config(model, tokenizer, configuration, max_new_tokens=8)
+    assert {key: getattr(config, key) for key in expected} == expected
+    assert (config.max_new_tokens, config.min_length, config.min_new_tokens) == (8, 0, None)
+    assert (config.num_beams, config.num_return_sequences, config.output_scores) == (1, 1, False)
+    assert (config.eos_token_id, config.pad_token_id) == (expected_eos, 0)
+    beams = build_generation_config(model, tokenizer, {**configuration, "num_beams": 2}, max_new_tokens=8)
+    assert (beams.num_beams, beams.output_scores) == (2, True)  # a beam's confidence is read from its scores
+
+
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
 def test_seed_makes_sampling_reproducible(make_adapter, module):
     item = legacy_item({"p": ["we will have a system update on friday", "please backup your work"]})

@@ -129,10 +129,14 @@ def test_a_megabyte_question_is_tokenized_only_as_far_as_the_model_reads(make_ad
 
 
 # ----- memory -----
-def questions(count: int) -> list[dict]:
-    """`count` questions of 1 to 40 words in a few items, so micro-batches mix lengths as real data does."""
+def questions(count: int, per_prompt: int = 50) -> list[dict]:
+    """`count` questions of 1 to 40 words in a few items, so micro-batches mix lengths as real data does.
+
+    The chat model answers a prompt's questions turn by turn: with `per_prompt` 1 every question can join one batch.
+    """
     texts = [" ".join(["word"] * (1 + i * 7 % 40)) for i in range(count)]
-    return [legacy_item({f"p{j}": texts[i:i + 50] for j, i in enumerate(range(start, min(start + 500, count), 50))})
+    return [legacy_item({f"p{j}": texts[i:i + per_prompt]
+                         for j, i in enumerate(range(start, min(start + 500, count), per_prompt))})
             for start in range(0, count, 500)]
 
 
@@ -172,16 +176,20 @@ def test_generation_micro_batches_count_the_answers_they_will_grow(make_adapter)
     assert max(rows * 2 * (length + 4) for rows, length in shapes) <= 512
 
 
-@pytest.mark.parametrize("beams, n_gen, sampling", [(1, 1, False), (2, 1, False), (3, 3, False), (1, 3, True)])
-def test_a_generators_micro_batch_counts_every_beam_and_generation_against_max_batch_tokens(make_adapter, beams,
-                                                                                              n_gen, sampling):
+@pytest.mark.parametrize("module, beams, n_gen, sampling", [
+    ("models.t5_email", 1, 1, False), ("models.t5_email", 2, 1, False), ("models.t5_email", 3, 3, False),
+    ("models.t5_email", 1, 3, True), ("models.dialogpt_large", 1, 1, False)])
+def test_a_generators_micro_batch_counts_every_beam_and_generation_against_max_batch_tokens(make_adapter, module,
+                                                                                              beams, n_gen, sampling):
     """Generation holds rows x n_gen x beams sequences of prompt + answer budget: that is what max_batch_tokens
-    caps, so more beams or generations mean fewer questions per forward pass, never a larger peak."""
+    caps, so more beams or generations mean fewer questions per forward pass, never a larger peak. The chat model
+    has neither key: one sequence per question, so its batches are not halved either."""
     budget, cap = 8, 1200
-    adapter = make_adapter("models.t5_email", num_beams=beams, n_gen=n_gen, token_count=budget, batch_size=64,
-                           max_batch_tokens=cap, do_sample=sampling, seed=1)
+    options = ({"num_beams": beams, "n_gen": n_gen, "token_count": budget} if module == "models.t5_email"
+               else {"max_new_tokens": budget})
+    adapter = make_adapter(module, batch_size=64, max_batch_tokens=cap, do_sample=sampling, seed=1, **options)
     shapes = spy_forward(adapter)
-    collections = adapter.predict(questions(60))
+    collections = adapter.predict(questions(60, per_prompt=50 if module == "models.t5_email" else 1))
     assert sum(len(c.annotations) for c in collections) == 60
     held = [rows * n_gen * beams * (length + budget) for rows, length in shapes if rows > 1]  # one row runs alone
     assert held and max(held) <= cap  # the cap holds, counted as generation holds it

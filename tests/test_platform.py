@@ -71,6 +71,24 @@ def test_items_that_are_not_prompt_items_are_refused_by_name_untouched(tiny_mode
     assert "'table.json' is not a prompt item (metadata.system.shebang.dltype is 'table'," in caplog.text
 
 
+@pytest.mark.parametrize("metadata", [{}, {"system": None}, {"system": {}}, {"system": {"shebang": None}},
+                                      {"system": {"shebang": "prompt"}}])
+def test_an_item_without_a_prompt_shebang_is_refused_as_not_a_prompt_item(metadata):
+    """Items uploaded as plain files have no shebang: the refusal says what they are not, not a crash's text."""
+    from adapters.hugging_adapter import not_a_prompt_item
+    item = dl.Item.from_json(_json={"id": "item-x", "name": "photo.jpg", "filename": "/photo.jpg", "type": "file",
+                                    "metadata": metadata}, client_api=dl.client_api, dataset=None, project=None)
+    assert not_a_prompt_item(item) == ("item 'photo.jpg' is not a prompt item (metadata.system.shebang.dltype is None, "
+                                       "not 'prompt'): refused, nothing of it was read")
+
+
+def test_an_item_without_a_name_is_reported_by_its_id(make_adapter):
+    item = dl.Item.from_json(_json={"id": "item-7", "name": None, "filename": "/x", "type": "file", "metadata": {}},
+                             client_api=dl.client_api, dataset=None, project=None)
+    loaded = make_adapter("models.distilbert_sst2").prepare_item_func(item)
+    assert loaded.name == "item-7" and loaded.error.startswith("item 'item-7' is not a prompt item")
+
+
 def greedy_chat_reply(model_dir, utterances: list[str], max_new_tokens: int) -> str:
     """DialoGPT's reply computed directly with transformers: every utterance ends with end-of-text, greedy."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -1,4 +1,6 @@
 """Parsing both prompt-item formats, and reporting everything that is not a text question."""
+import logging
+
 import pytest
 
 from adapters.errors import MalformedItemError
@@ -24,21 +26,22 @@ def test_current_format_reads_metadata_and_skips_it_as_a_question():
 
 
 @pytest.mark.parametrize("element, reason", [
-    ({"mimetype": "image/png", "value": "http://x/y.png"}, "non-text element (image/png)"),
-    ({"mimetype": "audio/*", "value": "http://x/y.wav"}, "non-text element (audio/*)"),
-    ({"value": "no mimetype"}, "unknown element shape"),
-    (7, "unknown element shape"),
-    (["a", "list"], "unknown element shape"),
-    ({"mimetype": "application/text", "value": 42}, "must be a string"),
-    ({"mimetype": "application/text", "value": "   "}, "empty text"),
+    ({"mimetype": "image/png", "value": "http://x/y.png"}, "non-text element (image/png) skipped: this model reads text only"),
+    ({"mimetype": "audio/*", "value": "http://x/y.wav"}, "non-text element (audio/*) skipped: this model reads text only"),
+    ({"value": "no mimetype"}, "unknown element shape: no 'mimetype' string"),
+    (7, "unknown element shape: expected an object with 'mimetype' and 'value', got int"),
+    (["a", "list"], "unknown element shape: expected an object with 'mimetype' and 'value', got list"),
+    ({"mimetype": "application/text", "value": 42}, "text element value must be a string, got int"),
+    ({"mimetype": "application/text", "value": "   "}, "empty text: nothing to answer"),
 ])
-def test_unanswerable_elements_are_reported_with_item_prompt_and_reason(element, reason):
-    for item in (legacy_item({"p": ["ok", element]}), current_item({"p": ["ok", element]})):
+def test_unanswerable_elements_are_reported_with_item_prompt_element_and_reason(element, reason):
+    # the element's key: its question key in the legacy format, its position in the current one
+    for item, element_key in ((legacy_item({"p": ["ok", element]}), "question-2"),
+                              (current_item({"p": ["ok", element]}), "1")):
         parsed = parse_prompt_item(item, 0, "z.json")
         assert [q.text for q in parsed.questions] == ["ok"]
         (skipped,) = parsed.skipped
-        assert skipped.item == "z.json" and skipped.prompt_key == "p" and reason in skipped.reason
-        assert "z.json" in skipped.describe() and "'p'" in skipped.describe()
+        assert skipped.describe() == f"item 'z.json', prompt 'p', element '{element_key}': {reason}"
 
 
 def test_assistant_prompts_and_bad_prompt_shapes_are_reported():
@@ -46,13 +49,40 @@ def test_assistant_prompts_and_bad_prompt_shapes_are_reported():
     item["prompts"]["3"] = "not a prompt"
     parsed = parse_prompt_item(item, 0, "w")
     assert [q.text for q in parsed.questions] == ["q"]
-    assert [s.prompt_key for s in parsed.skipped] == ["2", "3"]
+    # a whole prompt is skipped: the reason names what it was, and no element is named
+    assert [s.describe() for s in parsed.skipped] == [
+        "item 'w', prompt '2': prompt role 'assistant' is not a user prompt",
+        "item 'w', prompt '3': a prompt must be a list or an object of elements, got str"]
 
 
-@pytest.mark.parametrize("data", [None, [], "text", {"no": "prompts"}, {"prompts": ["a"]}])
-def test_unreadable_items_raise(data):
-    with pytest.raises(MalformedItemError):
+def test_a_metadata_element_that_is_not_an_object_is_reported_and_the_prompt_still_answered():
+    item = current_item({"p": ["q"]})
+    item["prompts"]["p"].append({"mimetype": "metadata", "value": "role=user"})
+    parsed = parse_prompt_item(item, 0, "m")
+    assert [q.text for q in parsed.questions] == ["q"]
+    assert [s.describe() for s in parsed.skipped] == ["item 'm', prompt 'p': a metadata element's value must be an object"]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (None, "a prompt item must be a JSON object, got NoneType"),
+    ([], "a prompt item must be a JSON object, got list"),
+    ("text", "a prompt item must be a JSON object, got str"),
+    ({"no": "prompts"}, "a prompt item needs a 'prompts' object mapping prompt keys to their questions"),
+    ({"prompts": ["a"]}, "a prompt item needs a 'prompts' object mapping prompt keys to their questions"),
+])
+def test_unreadable_items_raise_with_what_is_wrong(data, reason):
+    # the message is what the server's caller and the report read
+    with pytest.raises(MalformedItemError) as error:
         parse_prompt_item(data, 0, "bad")
+    assert str(error.value) == reason
+
+
+def test_lone_surrogates_are_replaced_and_the_warning_says_where(caplog):
+    with caplog.at_level(logging.WARNING, logger="adapters.prompt_items"):
+        parsed = parse_prompt_item(legacy_item({"p": ["ok", "a \ud800 b \udfff"]}), 0, "s.json")
+    assert [q.text for q in parsed.questions] == ["ok", "a \ufffd b \ufffd"]
+    (record,) = caplog.records
+    assert record.getMessage().startswith("item 's.json', prompt 'p', element 'question-2': 2 lone surrogate(s)")
 
 
 def test_natural_key_orders_numbered_prompts():

@@ -94,14 +94,3 @@ def test_refusals_happen_before_loading(tmp_path):
         t5_email.HuggingAdapter({"model_path": "/nonexistent", "n_gen": 2, "do_sample": False})
     with pytest.raises(ConfigurationError, match="does not exist"):
         t5_email.HuggingAdapter({"model_path": "/nonexistent/folder"})
-
-
-def test_a_module_without_a_runtime_key_refuses_another_runtime_and_accepts_torch():
-    """A module that declares no `runtime` (a new one, before it adds runtime_settings) runs on torch only: asking
-    for another runtime must be refused, not logged as an unknown key and ignored."""
-    for value in ("onnx", "ctranslate2"):
-        with pytest.raises(ConfigurationError, match=f"configuration 'runtime' '{value}' is not supported by "
-                                                     "models.t5_email; remove the key or set it to 'torch'"):
-            resolve_configuration("models.t5_email", (), {"runtime": value})
-    for value in ("torch", None):
-        assert "runtime" not in resolve_configuration("models.t5_email", (), {"runtime": value})

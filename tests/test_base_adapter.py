@@ -187,6 +187,19 @@ def test_a_dict_items_stored_answers_by_this_model_are_kept_not_rerun(make_adapt
         ("batch[1]", "'annotations' must be a list of annotations")]
 
 
+def test_a_legacy_prompt_with_more_questions_than_stored_answers_keeps_each_question_by_element(make_adapter):
+    """A legacy prompt holds several questions; any stored answer by this model keeps them all (the extra ones see
+    its last answer), and the report names each kept question's element, as the local runner's output shows."""
+    from tests.fake_platform import answer_json
+    adapter = make_adapter("models.distilbert_sst2")
+    item = {**legacy_item({"a": ["one", "two", "three"], "b": ["four"]}), "name": "old.json",
+            "annotations": [answer_json("a", "A", adapter.model_name), answer_json("a", "B", adapter.model_name)]}
+    (collection,) = adapter.predict([item])
+    assert [prompt for prompt, _, _ in answers(collection)] == ["b"]
+    assert [(k.item, k.prompt_key, k.element_key) for k in adapter.last_report.kept] == [
+        ("old.json", "a", "question-1"), ("old.json", "a", "question-2"), ("old.json", "a", "question-3")]
+
+
 def test_a_prompt_items_own_answers_by_this_model_are_kept_and_its_skips_named_by_it(make_adapter):
     adapter = make_adapter("models.distilbert_sst2")
     prompt_item = dl.PromptItem(name="from-sdk")

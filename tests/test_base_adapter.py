@@ -200,6 +200,33 @@ def test_a_legacy_prompt_with_more_questions_than_stored_answers_keeps_each_ques
         ("old.json", "a", "question-1"), ("old.json", "a", "question-2"), ("old.json", "a", "question-3")]
 
 
+def test_an_item_whose_questions_a_module_cannot_order_is_reported_question_by_question_and_the_batch_goes_on(
+        make_adapter):
+    """A module's `conversations` that raises on one item (a module bug, or an item it did not foresee) skips that
+    item's questions, each reported with the error's type only, and the rest of the batch is answered."""
+    adapter = make_adapter("models.distilbert_sst2")
+    conversations = adapter.conversations
+
+    def failing_on_odd(parsed):
+        if parsed.name == "odd.json":
+            raise ValueError("odd.json cannot be ordered")
+        return conversations(parsed)
+    adapter.conversations = failing_on_odd
+    odd = {**legacy_item({"a": ["one", "two"]}), "name": "odd.json"}
+    fine = {**legacy_item({"a": ["three"]}), "name": "fine.json"}
+    odd_answers, fine_answers = adapter.predict([odd, fine])
+    assert (len(odd_answers.annotations), len(fine_answers.annotations)) == (0, 1)
+    reason = ("could not order the item's questions: failed with ValueError "
+              "(its message may quote the question, so only the DEBUG log has it)")
+    assert [(s.item, s.prompt_key, s.element_key, s.reason) for s in adapter.last_report.skipped] == [
+        ("odd.json", "a", "question-1", reason), ("odd.json", "a", "question-2", reason)]
+    from adapters.prompt_items import parse_prompt_item  # evaluation answers parsed items the same way
+    by_question, report = adapter.answer_questions([parse_prompt_item(odd, 0, "odd.json"),
+                                                    parse_prompt_item(fine, 1, "fine.json")])
+    assert [q.item_name for q in by_question] == ["fine.json"]
+    assert [(s.item, s.reason) for s in report.skipped] == [("odd.json", reason), ("odd.json", reason)]
+
+
 def test_a_prompt_items_own_answers_by_this_model_are_kept_and_its_skips_named_by_it(make_adapter):
     adapter = make_adapter("models.distilbert_sst2")
     prompt_item = dl.PromptItem(name="from-sdk")

@@ -309,3 +309,23 @@ def test_an_earlier_turn_is_kept_only_when_it_fits_the_window_whole(make_adapter
             assert row["input_ids"] == (earlier if kept else []) + adapter.utterance(question.text)
     (long,) = adapter.preprocess(Question(0, "item", "3", "0", "word " * 500 + "the end"), [turn])
     assert len(long["input_ids"]) == budget  # a question longer than the window fills it, and leaves no room
+
+
+def test_the_later_turns_of_a_chat_whose_turn_could_not_be_prepared_are_reported_not_answered(make_adapter):
+    """A chat turn that fails to prepare breaks its conversation: each later turn is reported (answering it without
+    that turn would be answering a different conversation), and other conversations are answered."""
+    adapter = make_adapter("models.dialogpt_large", do_sample=False)
+    preprocess = adapter.preprocess
+
+    def failing_on_first(question, history):
+        if question.text == "first":
+            raise ValueError("cannot prepare")
+        return preprocess(question, history)
+    adapter.preprocess = failing_on_first
+    (collection,) = adapter.predict([{**legacy_item({"a": ["first", "second", "third"], "b": ["other"]}),
+                                      "name": "chat.json"}])
+    assert [prompt for prompt, _, _ in answers(collection)] == ["b"]
+    broken = "an earlier turn of this conversation was not answered"
+    assert [(s.item, s.prompt_key, s.element_key, s.reason) for s in adapter.last_report.skipped][1:] == [
+        ("chat.json", "a", "question-2", broken), ("chat.json", "a", "question-3", broken)]
+    assert adapter.last_report.skipped[0].reason.startswith("could not prepare the question: failed with ValueError")

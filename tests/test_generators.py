@@ -322,9 +322,9 @@ def test_the_later_turns_of_a_chat_whose_turn_could_not_be_prepared_are_reported
             raise ValueError("cannot prepare")
         return preprocess(question, history)
     adapter.preprocess = failing_on_first
-    (collection,) = adapter.predict([{**legacy_item({"a": ["first", "second", "third"], "b": ["other"]}),
+    (collection,) = adapter.predict([{**legacy_item({"a": ["first", "second", "third"], "b": ["other", "more"]}),
                                       "name": "chat.json"}])
-    assert [prompt for prompt, _, _ in answers(collection)] == ["b"]
+    assert [prompt for prompt, _, _ in answers(collection)] == ["b", "b"]  # its turns after a's break too
     broken = "an earlier turn of this conversation was not answered"
     assert [(s.item, s.prompt_key, s.element_key, s.reason) for s in adapter.last_report.skipped][1:] == [
         ("chat.json", "a", "question-2", broken), ("chat.json", "a", "question-3", broken)]

@@ -79,6 +79,21 @@ def test_batched_answers_come_back_in_input_order_and_ignore_padding(tiny_models
     assert len({round(c, 4) for _, c in expected}) > 3  # answers differ per text: a mix-up cannot pass
 
 
+def test_a_module_that_cannot_read_the_models_output_fails_the_call_naming_model_question_and_error(make_adapter):
+    """A `postprocess` that raises is a model-side failure: the call fails with which model, which question and
+    the error's type (not its message, which may quote the question)."""
+    adapter = make_adapter("models.distilbert_sst2")
+
+    def unreadable(question, outputs):
+        raise ValueError("cannot read")
+    adapter.postprocess = unreadable
+    with pytest.raises(ModelFailure) as error:
+        adapter.predict([{**legacy_item({"p": ["fine"]}), "name": "out.json"}])
+    assert str(error.value) == ("distilbert-sst2 could not read the model's output for item 'out.json', prompt 'p', "
+                                "element 'question-1': failed with ValueError (its message may quote the question, "
+                                "so only the DEBUG log has it)")
+
+
 def test_a_failing_micro_batch_fails_the_whole_call(make_adapter):
     """A model failure is not bad input: `predict` raises instead of returning the batch short of answers."""
     adapter = make_adapter("models.distilbert_sst2", batch_size=1)

@@ -94,3 +94,20 @@ def test_planning_takes_n_log_n_cost_evaluations_not_n_times_the_row_cap():
             return rows * longest
         plan_micro_batches(lengths, 1024, max_tokens, cost, 512)
         assert len(calls) <= 3 * len(lengths) * math.log2(1024)
+
+
+def test_a_classifier_runs_one_long_question_apart_from_many_short_ones(make_adapter):
+    """Classifiers plan with the padded-cost planner: one long question (cut to the tiny model's 128 tokens) does
+    not pad 40 short ones to its length in one micro-batch (41 x 128 tokens): it runs with only as many as its
+    batch's cost floor (`min_batch_tokens`, 512) holds anyway, the rest together."""
+    from tests.prompt_factory import legacy_item
+    adapter = make_adapter("models.distilbert_sst2", batch_size=64)
+    forward, shapes = adapter.forward, []
+
+    def recording(inputs):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return forward(inputs)
+    adapter.forward = recording
+    (collection,) = adapter.predict([legacy_item({"p": ["word " * 200] + ["hi"] * 40})])
+    assert len(collection.annotations) == 41
+    assert len(shapes) == 2 and sum(rows * length for rows, length in shapes) <= 2 * adapter.min_batch_tokens

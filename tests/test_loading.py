@@ -83,3 +83,15 @@ def test_a_model_path_that_does_not_exist_says_so(tiny_models, capsys):
             loading.check_local_weights(path)
     assert main(["predict", "t5-email", str(EXAMPLE), "--model-path", "/no/such/folder"]) == 2
     assert capsys.readouterr().err.strip() == "error: model_path '/no/such/folder' does not exist"
+
+
+def test_an_adapters_input_limit_is_its_tokenizers_when_that_is_below_the_models_positions(tiny_models, tmp_path):
+    """A tokenizer saved with a shorter `model_max_length` than the model's position table sets the input limit."""
+    import json
+    import models.distilbert_sst2 as module
+    from tests.conftest import MODULE_MODELS
+    copy = shutil.copytree(tiny_models[MODULE_MODELS["models.distilbert_sst2"]], tmp_path / "short-tokenizer")
+    config_file = copy / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "model_max_length": 40}))
+    adapter = module.HuggingAdapter({"model_path": str(copy)})
+    assert adapter.model.config.max_position_embeddings > 40 and adapter.max_input_tokens == 40

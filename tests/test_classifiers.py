@@ -171,3 +171,15 @@ def test_nli_labels_without_the_usual_names_fall_back_to_the_last_and_first_logi
         assert (adapter.entailment_id, adapter.contradiction_id) == expected
         assert ("no 'entailment' label" in caplog.text) is (index == 0)
         caplog.clear()
+
+
+def test_a_regression_checkpoint_is_refused_by_its_path_not_scored_as_a_class(tmp_path):
+    """A DistilBERT fine-tuned for regression outputs one number, not class logits: reading it as a one-label
+    classifier would answer a meaningless sigmoid; it is refused when loaded, naming the checkpoint."""
+    from adapters.errors import ConfigurationError
+    from models.distilbert_sst2 import HuggingAdapter
+    path = build_distilbert_classifier(tmp_path / "regression", id2label={0: "LABEL_0"},
+                                       config_overrides={"problem_type": "regression"})
+    with pytest.raises(ConfigurationError) as error:
+        HuggingAdapter({"model_path": str(path)})
+    assert str(error.value) == f"{path} is a regression model, not a classifier"

@@ -183,3 +183,25 @@ def test_a_regression_checkpoint_is_refused_by_its_path_not_scored_as_a_class(tm
     with pytest.raises(ConfigurationError) as error:
         HuggingAdapter({"model_path": str(path)})
     assert str(error.value) == f"{path} is a regression model, not a classifier"
+
+
+@pytest.mark.parametrize("template", ["This example is {}.", "{}", "{} {{braces}}", "{{a}} {} {{b}}",
+                                      "x{}y", "{{{}}}"])
+def test_a_templates_hypothesis_is_what_str_format_would_write(template):
+    """The template is split, never formatted (a format spec could pad a hypothesis to any size), so the split
+    must rebuild exactly what the pipeline's `template.format(label)` writes, literal braces included."""
+    from models.bart_large_mnli import template_parts
+    before, after = template_parts(template)
+    for label in ("sports", "a {b}"):
+        assert before + label + after == template.format(label)
+
+
+def test_templates_are_accepted_up_to_200_characters_and_labels_must_be_valid_unicode():
+    from models.bart_large_mnli import _labels_problem, template_parts
+    longest = "{}" + "x" * 198
+    assert template_parts(longest) == ("", "x" * 198)
+    with pytest.raises(ValueError):
+        template_parts(longest + "x")
+    assert _labels_problem(["ok", "fine"]) is None
+    assert _labels_problem(["ok", "bad\ud800"]) == ("every label must be valid Unicode (no lone surrogates such as "
+                                                    "\\ud800)")

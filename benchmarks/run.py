@@ -39,6 +39,7 @@ from .suites import Suite, all_suites  # noqa: E402
 from .workload import Workload, build_workload  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BFLOAT16 = "ours (torch, dtype bfloat16)"  # the method row of `dtype: bfloat16`
 
 
 # ----- this package's predict -----
@@ -226,17 +227,13 @@ def default_kernels() -> Iterator[None]:
             os.environ[DISABLE_VARIABLE] = saved
 
 
-BFLOAT16 = "ours (torch, dtype bfloat16)"
-
-
 def run_bfloat16(suite: Suite, module: Any, folder: Path, workload: Workload, ours_answers: list, flops: float,
                  peak: float, questions: int) -> dict[str, Any]:
     """Ours with `dtype: bfloat16`: fast where the CPU computes bfloat16 natively (AMX, AVX512-BF16), emulated
-    (and slow) elsewhere; `native_bfloat16` in the row says which."""
+    (and slow) elsewhere; the report's `machine.native_bfloat16` says which."""
     adapter = module.HuggingAdapter({"model_path": str(folder), **suite.configuration, "dtype": "bfloat16"})
     measurement, answers, _ = run_predict(adapter, workload, suite.kind)
     return method_result(BFLOAT16, measurement, workload, flops, peak, questions,
-                         native_bfloat16=native_cpu_bfloat16(),
                          agreement_with_ours=agreement(ours_answers, answers, suite.kind))
 
 

@@ -84,3 +84,19 @@ def sharp_classifiers(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sharp-classifiers")
     return {"models.distilbert_sst2": sharpen(build_distilbert_classifier(root / "distilbert")),
             "models.bart_large_mnli": sharpen(build_bart_nli(root / "bart"))}
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Fail the test if a tokenizer, model weights or a pickle would be read (refusals must come first)."""
+    from types import SimpleNamespace
+
+    from adapters import loading
+    from adapters.module_loader import available_modules, load_model_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was loaded before the configuration was refused")
+    monkeypatch.setattr(loading, "AutoTokenizer", SimpleNamespace(from_pretrained=refuse))
+    monkeypatch.setattr("torch.load", refuse)
+    for name in available_modules():
+        monkeypatch.setattr(load_model_module(name).HuggingAdapter, "model_class", SimpleNamespace(from_pretrained=refuse))

@@ -14,7 +14,6 @@ from adapters.generation import generate_with_confidence
 from tests.prompt_factory import current_item
 from tests.references import recomputed_confidence
 from tests.test_classifiers import TEXTS
-from tests.test_security import nothing_loads  # noqa: F401  (fixture)
 
 BFLOAT16_TOLERANCE = 3e-2  # bfloat16 keeps 8 bits of mantissa: scores and probabilities move by about 1e-2
 
@@ -85,7 +84,7 @@ def test_weights_saved_in_half_precision_load_as_float32_by_default(tiny_models,
     assert {p.dtype for p in model.model.parameters()} == {torch.float32}
 
 
-def test_float16_on_a_cpu_is_refused_before_weights_are_read(nothing_loads, tiny_models):  # noqa: F811
+def test_float16_on_a_cpu_is_refused_before_weights_are_read(nothing_loads, tiny_models):
     with pytest.raises(ConfigurationError, match="'float16' runs on CUDA GPUs only"):
         adapter("models.distilbert_sst2", tiny_models["distilbert"], dtype="float16", device="cpu")
 
@@ -95,7 +94,7 @@ def test_float16_on_a_cpu_is_refused_before_weights_are_read(nothing_loads, tiny
     ("models.t5_email", {"runtime": "ctranslate2", "dtype": "bfloat16"}, "dtype"),
     ("models.t5_email", {"runtime": "torch", "compute_type": "int8"}, "compute_type"),
 ])
-def test_a_key_of_another_runtime_is_refused_before_weights_are_read(nothing_loads, tiny_models,  # noqa: F811
+def test_a_key_of_another_runtime_is_refused_before_weights_are_read(nothing_loads, tiny_models,
                                                                      module_name, configuration, key):
     with pytest.raises(ConfigurationError, match=f"'{key}' is read by runtime '.*' only"):
         adapter(module_name, tiny_models["t5"], **configuration)

@@ -9,7 +9,6 @@ import json
 import math
 import shutil
 import sys
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -24,17 +23,6 @@ from tests.prompt_factory import answers, legacy_item
 from tests.test_base_adapter import offline_model
 
 MODULES = available_modules()
-
-
-@pytest.fixture
-def nothing_loads(monkeypatch):
-    """Fail the test if a tokenizer, model weights or a pickle would be read."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("something was loaded before the configuration was refused")
-    monkeypatch.setattr(loading, "AutoTokenizer", SimpleNamespace(from_pretrained=refuse))
-    monkeypatch.setattr("torch.load", refuse)
-    for name in MODULES:
-        monkeypatch.setattr(load_model_module(name).HuggingAdapter, "model_class", SimpleNamespace(from_pretrained=refuse))
 
 
 def test_the_guard_catches_a_load(nothing_loads, tiny_models):

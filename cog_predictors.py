@@ -25,9 +25,9 @@ from typing import Any, ClassVar, Optional
 
 from cog import BaseModel, BaseRunner, Input
 
-from adapters.errors import ConfigurationError
-from adapters.local_runner import manifest_configuration, quiet_platform_logs
-from adapters.module_loader import load_model_module
+from adapters.core.errors import ConfigurationError
+from adapters.core.module_loader import load_model_module
+from adapters.dataloop.local_runner import manifest_configuration, quiet_platform_logs
 from adapters.server.limits import ServerLimits
 from adapters.server.runner import ModelRunner, Reply, prompt_item
 from adapters.server.texts import checked_text, checked_texts, decode_texts

@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dtlpy as dl
 
-from adapters.errors import ConfigurationError
-from adapters.manifest import MANIFEST_PATH, load_manifest
+from adapters.core.errors import ConfigurationError
+from adapters.core.manifest import MANIFEST_PATH, load_manifest
 
 ROOT = Path(__file__).resolve().parent
 # Tracked, but not what the service runs: folders, then single files (the image is built from the Dockerfile; Cog

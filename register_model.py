@@ -27,12 +27,12 @@ from typing import Any, Sequence
 
 import dtlpy as dl
 
-from adapters.errors import ConfigurationError
-from adapters.loading import check_local_weights
-from adapters.local_runner import parse_assignments, validate_configuration
-from adapters.manifest import defaults_for_module, load_manifest, model_entry
-from adapters.model_adapter import has_weights
-from adapters.module_loader import canonical_module_name
+from adapters.core.errors import ConfigurationError
+from adapters.core.loading import check_local_weights
+from adapters.core.manifest import defaults_for_module, load_manifest, model_entry
+from adapters.core.module_loader import canonical_module_name
+from adapters.dataloop.local_runner import parse_assignments, validate_configuration
+from adapters.dataloop.model_adapter import has_weights
 from creation import parse_platform_args, platform_parser, run_on_platform
 
 

@@ -1,6 +1,6 @@
 """Dense float32 layer throughput by kernel: torch's default (MKL sgemm) against oneDNN, on layer shapes.
 
-`python -m benchmarks.gemm` prints GFLOP/s per shape; it is why adapters/cpu_kernels.py routes dense layers
+`python -m benchmarks.gemm` prints GFLOP/s per shape; it is why adapters/runtimes/cpu_kernels.py routes dense layers
 through oneDNN on CPU. Not a test: nothing is asserted.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from adapters.cpu_kernels import onednn_available
+from adapters.runtimes.cpu_kernels import onednn_available
 
 from .measure import best_seconds
 

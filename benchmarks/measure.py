@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import torch
 
-from adapters.cpu_kernels import onednn_available
+from adapters.runtimes.cpu_kernels import onednn_available
 
 
 def best_seconds(run: Any, repeats: int) -> float:

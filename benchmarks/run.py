@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
-from adapters.cpu_kernels import DISABLE_VARIABLE  # noqa: E402
+from adapters.runtimes.cpu_kernels import DISABLE_VARIABLE  # noqa: E402
 from adapters.runtimes.torch_runtime import native_cpu_bfloat16  # noqa: E402
 
 from .baselines import best_batch_size  # noqa: E402
@@ -144,7 +144,7 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
     module = importlib.import_module(suite.module_name)
     adapter = module.HuggingAdapter({"model_path": str(folder), **suite.configuration})
     # The baselines get the model as `from_pretrained` gives it, with torch's default CPU kernels; this package
-    # routes its dense layers through oneDNN (adapters/cpu_kernels.py), measured below with and without that.
+    # routes its dense layers through oneDNN (adapters/runtimes/cpu_kernels.py), measured below with and without that.
     with default_kernels():
         plain = module.HuggingAdapter({"model_path": str(folder), **suite.configuration})
     model, tokenizer = plain.model, plain.tokenizer
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def quiet_process_logs() -> None:
     """Errors only, for a command-line run (not for callers such as the smoke test, whose logging is their own)."""
-    from adapters.local_runner import quiet_platform_logs
+    from adapters.dataloop.local_runner import quiet_platform_logs
 
     logging.basicConfig(level=logging.ERROR)
     warnings.simplefilter("ignore")

@@ -78,7 +78,7 @@ QUICK_SHAPES = {"source": 32, "target": 8}
 
 def shapes(model_name: str, quick: bool = False) -> dict[str, int]:
     """The manifest's training sizes: batch, input length and (generators) answer length of a full row."""
-    from adapters.manifest import model_entry
+    from adapters.core.manifest import model_entry
 
     if quick:
         return {**shapes(model_name), **QUICK_SHAPES}

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from adapters.bart_classification import eos_classifier
-from adapters.errors import ConfigurationError
-from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
-from adapters.prompt_items import Question
+from adapters.architectures.bart_classification import eos_classifier
+from adapters.core.errors import ConfigurationError
+from adapters.core.hugging_adapter import Answer, Row, Turn
+from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
+from adapters.core.prompt_items import Question
+from adapters.core.settings import Setting
 from adapters.runtimes import CLASSIFY, runtime_settings
-from adapters.settings import Setting
 from adapters.training.dataset import DatasetError
 from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
 

@@ -12,11 +12,11 @@ import logging
 
 from transformers import AutoModelForCausalLM
 
-from adapters.errors import ConfigurationError
-from adapters.generation import SAMPLING_SETTINGS, token_budget_setting
-from adapters.generative_adapter import GenerativeAdapter
-from adapters.hugging_adapter import Row, Turn
-from adapters.prompt_items import ParsedItem, Question, natural_key
+from adapters.core.errors import ConfigurationError
+from adapters.core.generation import SAMPLING_SETTINGS, token_budget_setting
+from adapters.core.generative_adapter import GenerativeAdapter
+from adapters.core.hugging_adapter import Row, Turn
+from adapters.core.prompt_items import ParsedItem, Question, natural_key
 from adapters.runtimes import GENERATE, runtime_settings
 from adapters.training.loop import IGNORE_INDEX
 from adapters.training.settings import TRAINING_SETTINGS

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from adapters.errors import ConfigurationError
-from adapters.hugging_adapter import Answer, HuggingAdapter as BaseAdapter, Row, Turn
-from adapters.prompt_items import Question
+from adapters.core.errors import ConfigurationError
+from adapters.core.hugging_adapter import Answer, Row, Turn
+from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
+from adapters.core.prompt_items import Question
 from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
 from adapters.training.heads import with_new_head

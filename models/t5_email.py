@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from transformers import AutoModelForSeq2SeqLM
 
-from adapters.errors import ConfigurationError
-from adapters.generation import SAMPLING_SETTINGS, beams_setting, token_budget_setting
-from adapters.generative_adapter import GenerativeAdapter
-from adapters.hugging_adapter import Row, Turn
-from adapters.prompt_items import Question
+from adapters.core.errors import ConfigurationError
+from adapters.core.generation import SAMPLING_SETTINGS, beams_setting, token_budget_setting
+from adapters.core.generative_adapter import GenerativeAdapter
+from adapters.core.hugging_adapter import Row, Turn
+from adapters.core.prompt_items import Question
+from adapters.core.settings import MAX_GENERATIONS, Setting
 from adapters.runtimes import GENERATE, runtime_settings
-from adapters.settings import MAX_GENERATIONS, Setting
 from adapters.training.settings import TRAINING_SETTINGS, source_length_setting, target_length_setting
 
 

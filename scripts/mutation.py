@@ -1,7 +1,7 @@
 """Mutation testing of the core modules with mutmut: mutate, run the tests that cover each mutant, list survivors.
 
     python scripts/mutation.py                      # every core module in setup.cfg [mutmut], 2 test processes
-    python scripts/mutation.py adapters.batching    # only these modules (dotted names, as mutmut names mutants)
+    python scripts/mutation.py adapters.core.batching    # only these modules (dotted names, as mutmut names mutants)
     python scripts/mutation.py --max-children 4 --report-only
 
 mutmut copies `adapters/` and `models/` to `mutants/`, mutates the files listed in `only_mutate` and, for each
@@ -69,7 +69,7 @@ def report(results: dict[str, dict[str, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", help="dotted module names, e.g. adapters.batching (default: all)")
+    parser.add_argument("modules", nargs="*", help="dotted module names, e.g. adapters.core.batching (default: all)")
     parser.add_argument("--max-children", type=int, default=2, help="test processes at once (default 2)")
     parser.add_argument("--report-only", action="store_true", help="summarise the last run without running")
     args = parser.parse_args(argv)

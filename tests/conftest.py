@@ -91,8 +91,8 @@ def nothing_loads(monkeypatch):
     """Fail the test if a tokenizer, model weights or a pickle would be read (refusals must come first)."""
     from types import SimpleNamespace
 
-    from adapters import loading
-    from adapters.module_loader import available_modules, load_model_module
+    from adapters.core import loading
+    from adapters.core.module_loader import available_modules, load_model_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("something was loaded before the configuration was refused")

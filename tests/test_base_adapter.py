@@ -3,9 +3,9 @@
 import dtlpy as dl
 import pytest
 
-from adapters.errors import ModelFailure
-from adapters.hugging_adapter import LoadedItem
-from adapters.model_adapter import ModelAdapter
+from adapters.core.errors import ModelFailure
+from adapters.core.hugging_adapter import LoadedItem
+from adapters.dataloop.model_adapter import ModelAdapter
 from tests.fake_platform import FakePlatform, linked_item
 from tests.prompt_factory import answers, current_item, legacy_item, own_and_best_score
 
@@ -46,8 +46,9 @@ MIXED = ["terrible", "The plot was boring, predictable and far too long, and the
 def batched(module, tiny_models, sharp_classifiers, **configuration):
     """An adapter that pads all of MIXED into shared micro-batches; classifiers on sharpened weights (answers that
     differ per text), generators greedy."""
-    from tests.conftest import FAST_SETTINGS, MODULE_MODELS
     import importlib
+
+    from tests.conftest import FAST_SETTINGS, MODULE_MODELS
     path = sharp_classifiers.get(module) or tiny_models[MODULE_MODELS[module]]
     settings = {} if module in sharp_classifiers else {"do_sample": False}
     return importlib.import_module(module).HuggingAdapter({"model_path": str(path), **FAST_SETTINGS.get(module, {}),
@@ -167,7 +168,7 @@ def test_model_adapter_drives_a_module_through_dtlpy_predict_items(tiny_models, 
 
 
 def test_model_adapter_refuses_modules_outside_models(tmp_path):
-    from adapters.errors import ConfigurationError
+    from adapters.core.errors import ConfigurationError
     with pytest.raises(ConfigurationError, match="valid names"):
         ModelAdapter(model_entity=offline_model("evil", {"module_name": "os"}))
 
@@ -176,8 +177,8 @@ def test_an_annotations_confidence_is_0_when_not_a_number_and_clamped_into_0_1(m
     """model_info.confidence must lie in [0, 1]: a NaN or infinite score (a broken output) claims nothing."""
     import math
 
-    from adapters.hugging_adapter import Answer
-    from adapters.prompt_items import parse_prompt_item
+    from adapters.core.hugging_adapter import Answer
+    from adapters.core.prompt_items import parse_prompt_item
     adapter = make_adapter("models.distilbert_sst2")
     parsed = parse_prompt_item(legacy_item({"p": ["a", "b", "c", "d", "e", "f"]}), 0, "x.json")
     scores = [math.nan, math.inf, -0.5, 1.5, 0.25, 1.0]
@@ -235,7 +236,7 @@ def test_an_item_whose_questions_a_module_cannot_order_is_reported_question_by_q
               "(its message may quote the question, so only the DEBUG log has it)")
     assert [(s.item, s.prompt_key, s.element_key, s.reason) for s in adapter.last_report.skipped] == [
         ("odd.json", "a", "question-1", reason), ("odd.json", "a", "question-2", reason)]
-    from adapters.prompt_items import parse_prompt_item  # evaluation answers parsed items the same way
+    from adapters.core.prompt_items import parse_prompt_item  # evaluation answers parsed items the same way
     by_question, report = adapter.answer_questions([parse_prompt_item(odd, 0, "odd.json"),
                                                     parse_prompt_item(fine, 1, "fine.json")])
     assert [q.item_name for q in by_question] == ["fine.json"]

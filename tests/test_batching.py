@@ -2,9 +2,10 @@
 import math
 import random
 
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from adapters.batching import plan_micro_batches
+from adapters.core.batching import plan_micro_batches
 from tests.conftest import examples
 
 

@@ -176,7 +176,7 @@ def test_nli_labels_without_the_usual_names_fall_back_to_the_last_and_first_logi
 def test_a_regression_checkpoint_is_refused_by_its_path_not_scored_as_a_class(tmp_path):
     """A DistilBERT fine-tuned for regression outputs one number, not class logits: reading it as a one-label
     classifier would answer a meaningless sigmoid; it is refused when loaded, naming the checkpoint."""
-    from adapters.errors import ConfigurationError
+    from adapters.core.errors import ConfigurationError
     from models.distilbert_sst2 import HuggingAdapter
     path = build_distilbert_classifier(tmp_path / "regression", id2label={0: "LABEL_0"},
                                        config_overrides={"problem_type": "regression"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.manifest import MANIFEST_PATH, model_entries
+from adapters.core.manifest import MANIFEST_PATH, model_entries
 from tests.prompt_factory import legacy_item, own_and_best_score
 
 ROOT = MANIFEST_PATH.parent
@@ -153,7 +153,7 @@ def test_usage_errors_exit_2_before_loading_anything(cli, args, message):
 
 def test_progress_moves_with_every_micro_batch_not_once_per_file(tiny_models, tmp_path):
     """One file of 40 questions is one predict call: the progress reported must move inside it."""
-    from adapters.local_runner import LocalRunner
+    from adapters.dataloop.local_runner import LocalRunner
     runner = LocalRunner("distilbert-sst2", {"model_path": str(tiny_models["distilbert"]), "batch_size": 4})
     path = tmp_path / "many.json"
     path.write_text(json.dumps(legacy_item({"p": [f"question {i} " * (1 + i % 5) for i in range(40)]})))

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import cog_predictors
-from adapters.errors import ConfigurationError
-from adapters.manifest import model_entry
+from adapters.core.errors import ConfigurationError
+from adapters.core.manifest import model_entry
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item
 from tests.servers import free_loopback_port, started, wait_until_ready

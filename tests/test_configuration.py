@@ -3,10 +3,10 @@ import logging
 
 import pytest
 
-from adapters.errors import ConfigurationError
-from adapters.manifest import defaults_for_module
-from adapters.module_loader import available_modules, canonical_module_name, load_model_module
-from adapters.settings import resolve_configuration
+from adapters.core.errors import ConfigurationError
+from adapters.core.manifest import defaults_for_module
+from adapters.core.module_loader import available_modules, canonical_module_name, load_model_module
+from adapters.core.settings import resolve_configuration
 from models import t5_email
 
 MODULES = ["models.bart_large_mnli", "models.dialogpt_large", "models.distilbert_sst2", "models.t5_email"]
@@ -20,7 +20,7 @@ def test_the_four_modules_are_available_and_load():
 
 
 @pytest.mark.parametrize("name", ["os", "subprocess", "models", "models.x", "models.t5_email.os", "models..t5_email",
-                                  "../models/t5_email", "/tmp/evil", "models/t5_email", "adapters.settings",
+                                  "../models/t5_email", "/tmp/evil", "models/t5_email", "adapters.core.settings",
                                   "models.__init__", "", "   ", None, 3, ["models.t5_email"]])
 def test_refused_module_names_list_the_valid_ones(name):
     with pytest.raises(ConfigurationError) as error:

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from adapters import cpu_kernels
-from adapters.cpu_kernels import onednn_available, onednn_is_faster, use_onednn_linears
+from adapters.runtimes import cpu_kernels
+from adapters.runtimes.cpu_kernels import onednn_available, onednn_is_faster, use_onednn_linears
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
 

@@ -12,7 +12,7 @@ import pytest
 
 import creation
 import register_model
-from adapters.manifest import load_manifest, model_entry
+from adapters.core.manifest import load_manifest, model_entry
 
 
 class Recorder:
@@ -67,7 +67,7 @@ def test_creation_dry_run_prints_the_app_and_its_codebase_without_logging_in(off
     plan = json.loads(capsys.readouterr().out)
     assert pruned(plan["dpk"]) == pruned(load_manifest())
     files = plan["codebase"]["files"]
-    for needed in ("dataloop.json", "requirements.txt", "adapters/model_adapter.py", "models/t5_email.py"):
+    for needed in ("dataloop.json", "requirements.txt", "adapters/dataloop/model_adapter.py", "models/t5_email.py"):
         assert needed in files
     assert not [f for f in files if f.startswith(("tests/", ".git/", "examples/")) or "__pycache__" in f]
 
@@ -85,7 +85,7 @@ def git_checkout(folder: Path, tracked: dict[str, str]) -> Path:
 
 def test_the_codebase_is_the_tracked_source_and_nothing_a_user_left_in_the_checkout(tmp_path):
     root = git_checkout(tmp_path, {"dataloop.json": "{}", "requirements.txt": "torch==2.13.0\n",
-                                   "adapters/model_adapter.py": "", "models/t5_email.py": "", "tests/test_x.py": "",
+                                   "adapters/dataloop/model_adapter.py": "", "models/t5_email.py": "", "tests/test_x.py": "",
                                    "benchmarks/run.py": "", "docs/app.md": "", "Dockerfile": "", "cog.yaml": "",
                                    ".gitignore": "benchmarks/results/\n"})
     left_behind = ["benchmarks/results/run.json", "trained/model.safetensors", "trained/config.json",
@@ -93,7 +93,7 @@ def test_the_codebase_is_the_tracked_source_and_nothing_a_user_left_in_the_check
     for name in left_behind:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("{}")
-    assert creation.codebase_files(root) == ["adapters/model_adapter.py", "dataloop.json", "models/t5_email.py",
+    assert creation.codebase_files(root) == ["adapters/dataloop/model_adapter.py", "dataloop.json", "models/t5_email.py",
                                              "requirements.txt"]
 
 
@@ -124,7 +124,7 @@ def test_creation_publishes_the_manifest_and_installs_it(offline, capsys):
     assert creation.main(["--project-id", "project-1", "--env", "rc"]) == 0
     assert (seen.env, seen.login, seen.project_id) == ("rc", 1, "project-1")
     assert sorted(packed) == creation.tracked_files(creation.ROOT)
-    assert "adapters/model_adapter.py" in packed and not [f for f in packed if f.startswith("tests/")]
+    assert "adapters/dataloop/model_adapter.py" in packed and not [f for f in packed if f.startswith("tests/")]
     (_, publish), = project.dpks.calls
     sent = publish["dpk"].to_json()
     assert sent["codebase"] == codebase.to_json()
@@ -224,7 +224,7 @@ def test_register_refuses_a_name_the_project_already_has_before_creating(offline
 def test_a_registered_model_is_trainable_by_dtlpy(offline, capsys, tiny_models, tmp_path, monkeypatch, options,
                                                   train, validation):
     """What `models.create` stores from the request is what dtlpy's `prepare_data` (called by `train_model`) needs."""
-    from adapters.model_adapter import ModelAdapter
+    from adapters.dataloop.model_adapter import ModelAdapter
     assert register_model.main(["distilbert-sst2", "--dry-run", "--dataset-id", "dataset-1", *options]) == 0
     request = json.loads(capsys.readouterr().out)["create"]
     metadata = dl.repositories.Models._build_model_metadata(train_filter=request["train_filter"],

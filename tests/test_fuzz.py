@@ -14,10 +14,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from adapters.errors import ConfigurationError, MalformedItemError
-from adapters.prompt_items import natural_key, parse_prompt_item
+from adapters.core.errors import ConfigurationError, MalformedItemError
+from adapters.core.prompt_items import natural_key, parse_prompt_item
 from tests.conftest import examples
 from tests.model_factory import CORPUS
 from tests.prompt_factory import current_item, legacy_item
@@ -262,7 +263,7 @@ def test_thousands_of_prompts_in_one_item_are_all_answered(distilbert, dialogpt)
 
 
 # ----- what a request controls must not buy cost: templates, labels, identifiers, long texts -----
-from adapters.prompt_items import Skipped  # noqa: E402
+from adapters.core.prompt_items import Skipped  # noqa: E402
 from models.bart_large_mnli import MAX_LABEL_CHARS, MAX_TEMPLATE_CHARS, TASK_SETTINGS, template_parts  # noqa: E402
 from tests.test_memory import CountingTokenizer  # noqa: E402
 
@@ -390,7 +391,7 @@ long_texts = st.lists(st.tuples(words | short_texts, separators), min_size=1, ma
        st.booleans())
 def test_cutting_before_tokenizing_keeps_the_tokens_the_whole_text_gives(tokenizers, name, text, max_length, paired):
     """Texts are cut to a character bound before tokenizing: the rows must be those of the whole text, truncated."""
-    from adapters.truncation import Segments
+    from adapters.core.truncation import Segments
     tokenizer = tokenizers[name]
     segments = Segments(tokenizer)
     pair = ["It is sports."] if paired else None

@@ -75,7 +75,7 @@ def test_a_question_longer_than_the_window_keeps_its_end(make_adapter, caplog):
 
 
 def test_budget_past_the_context_window_is_refused(make_adapter):
-    from adapters.errors import ConfigurationError
+    from adapters.core.errors import ConfigurationError
     with pytest.raises(ConfigurationError, match="context window"):
         make_adapter("models.dialogpt_large", max_new_tokens=128)
 
@@ -105,7 +105,7 @@ def assert_confidences_recomputed(adapter, rows, generated, config) -> list[bool
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
 @pytest.mark.parametrize("sampling", SAMPLING)
 def test_confidence_is_the_geometric_mean_of_the_generated_tokens_raw_probabilities(make_adapter, module, sampling):
-    from adapters.generation import generate_with_confidence
+    from adapters.core.generation import generate_with_confidence
     adapter = make_adapter(module, seed=3, **sampling)
     rows, inputs = padded(adapter, ["please backup your work", "hi"])
     generated = generate_with_confidence(adapter.model, inputs, adapter.generation_config, seed=3)
@@ -119,7 +119,7 @@ def test_confidence_of_an_answer_that_ends_early_includes_its_end_of_sequence_to
     """The end-of-sequence token is a token the model chose: leaving it out would score "stop here" as certain."""
     import copy
 
-    from adapters.generation import generate_with_confidence
+    from adapters.core.generation import generate_with_confidence
     adapter = make_adapter(module, seed=3, **sampling)
     rows, inputs = padded(adapter, ["please send the invoice by friday", "lunch", "hi"])
     config = adapter.generation_config
@@ -141,7 +141,7 @@ def test_an_answer_ends_at_the_first_of_any_of_several_end_of_sequence_tokens(ma
     confidence counts the tokens up to that one, not the padding after it."""
     import copy
 
-    from adapters.generation import generate_with_confidence
+    from adapters.core.generation import generate_with_confidence
     adapter = make_adapter("models.dialogpt_large", seed=3, **sampling)
     rows, inputs = padded(adapter, ["please send the invoice by friday", "lunch", "hi"])
     config = copy.deepcopy(adapter.generation_config)
@@ -184,7 +184,7 @@ def test_the_configured_sampling_settings_replace_the_models_own_generation_defa
 
     from transformers import GenerationConfig
 
-    from adapters.generation import build_generation_config
+    from adapters.core.generation import build_generation_config
     model = SimpleNamespace(generation_config=GenerationConfig(eos_token_id=model_eos, **MODEL_DEFAULTS))
     tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=2)
     config = build_generation_config(model, tokenizer, configuration, max_new_tokens=8)
@@ -295,8 +295,8 @@ def test_questions_generated_in_one_micro_batch_each_get_their_own_n_gen_generat
 def test_an_earlier_turn_is_kept_only_when_it_fits_the_window_whole(make_adapter):
     """The oldest turns go first, whole: a turn that fits to the token is kept, one token more and it is dropped.
     An empty answer (the model wrote only end-of-text) is one token: it too is kept when it fills the last one."""
-    from adapters.hugging_adapter import Answer, Turn
-    from adapters.prompt_items import Question
+    from adapters.core.hugging_adapter import Answer, Turn
+    from adapters.core.prompt_items import Question
     adapter = make_adapter("models.dialogpt_large", do_sample=False, max_new_tokens=8)
     budget = adapter.max_input_tokens - 8
     questions = {len(adapter.utterance(text)): text for text in (" ".join(["a"] * n) for n in range(1, 130))}

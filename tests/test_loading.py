@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from adapters import loading
+from adapters.core import loading
 from adapters.cli import main
-from adapters.errors import ConfigurationError
+from adapters.core.errors import ConfigurationError
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "t5-email" / "key-points-current.json"
@@ -88,6 +88,7 @@ def test_a_model_path_that_does_not_exist_says_so(tiny_models, capsys):
 def test_an_adapters_input_limit_is_its_tokenizers_when_that_is_below_the_models_positions(tiny_models, tmp_path):
     """A tokenizer saved with a shorter `model_max_length` than the model's position table sets the input limit."""
     import json
+
     import models.distilbert_sst2 as module
     from tests.conftest import MODULE_MODELS
     copy = shutil.copytree(tiny_models[MODULE_MODELS["models.distilbert_sst2"]], tmp_path / "short-tokenizer")

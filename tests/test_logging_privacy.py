@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from adapters.model_adapter import ModelAdapter
+from adapters.core.errors import ModelFailure
+from adapters.dataloop.model_adapter import ModelAdapter
 from tests.conftest import FAST_SETTINGS, MODULE_MODELS
-from tests.prompt_factory import current_item, legacy_item
-from adapters.errors import ModelFailure
 from tests.fake_platform import FakePlatform, linked_item
+from tests.prompt_factory import current_item, legacy_item
 from tests.test_base_adapter import offline_model
 
 MODULES = list(MODULE_MODELS)

@@ -10,11 +10,11 @@ import sys
 import dtlpy as dl
 import pytest
 
-from adapters.local_runner import validate_configuration
-from adapters.manifest import MANIFEST_PATH, load_manifest
-from adapters.model_adapter import ModelAdapter
-from adapters.module_loader import load_model_module
-from adapters.settings import setting_names
+from adapters.core.manifest import MANIFEST_PATH, load_manifest
+from adapters.core.module_loader import load_model_module
+from adapters.core.settings import setting_names
+from adapters.dataloop.local_runner import validate_configuration
+from adapters.dataloop.model_adapter import ModelAdapter
 
 ROOT = MANIFEST_PATH.parent
 MANIFEST = load_manifest()
@@ -115,7 +115,7 @@ def test_models_are_sized_cpu_for_distilbert_gpu_for_the_large_ones():
 def test_module_declares_the_model_adapter_functions_as_dtlpy_does():
     module = MODULES["hugging-adapter"]
     assert (ROOT / module.entry_point).is_file()
-    assert module.entry_point == "adapters/model_adapter.py" and module.class_name == "ModelAdapter"
+    assert module.entry_point == "adapters/dataloop/model_adapter.py" and module.class_name == "ModelAdapter"
     assert [(i.name, i.type) for i in module.init_inputs] == [("model_entity", "Model")]
     assert "model_entity" in inspect.signature(ModelAdapter.__init__).parameters
     assert [f.name for f in module.functions] == ["predict_items", "predict_dataset", "train_model", "evaluate_model"]

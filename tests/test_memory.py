@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from adapters.settings import MAX_BATCH_TOKENS
+from adapters.core.settings import MAX_BATCH_TOKENS
 from tests.prompt_factory import answers, current_item, legacy_item
 
 LONG = "the service was slow but the food was wonderful " * 300  # ~3000 tokens, far past the 128/512 windows

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from adapters.errors import ConfigurationError
+from adapters.core.errors import ConfigurationError
 from tests.conftest import ROOT
 from tests.model_factory import build_bart_nli, build_distilbert_classifier
 from tests.prompt_factory import current_item, legacy_item

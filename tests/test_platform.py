@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adapters.model_adapter import ModelAdapter
+from adapters.dataloop.model_adapter import ModelAdapter
 from tests.conftest import FAST_SETTINGS, MODULE_MODELS
 from tests.fake_platform import FakePlatform, answer_json, linked_item
 from tests.prompt_factory import current_item
@@ -75,7 +75,7 @@ def test_items_that_are_not_prompt_items_are_refused_by_name_untouched(tiny_mode
                                       {"system": {"shebang": "prompt"}}])
 def test_an_item_without_a_prompt_shebang_is_refused_as_not_a_prompt_item(metadata):
     """Items uploaded as plain files have no shebang: the refusal says what they are not, not a crash's text."""
-    from adapters.hugging_adapter import not_a_prompt_item
+    from adapters.core.hugging_adapter import not_a_prompt_item
     item = dl.Item.from_json(_json={"id": "item-x", "name": "photo.jpg", "filename": "/photo.jpg", "type": "file",
                                     "metadata": metadata}, client_api=dl.client_api, dataset=None, project=None)
     assert not_a_prompt_item(item) == ("item 'photo.jpg' is not a prompt item (metadata.system.shebang.dltype is None, "

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from adapters.cpu_kernels import onednn_available, use_onednn_linears
-from adapters.errors import ConfigurationError
-from adapters.generation import generate_with_confidence
+from adapters.core.errors import ConfigurationError
+from adapters.core.generation import generate_with_confidence
+from adapters.runtimes.cpu_kernels import onednn_available, use_onednn_linears
 from tests.prompt_factory import current_item
 from tests.references import recomputed_confidence
 from tests.test_classifiers import TEXTS

@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from adapters.errors import MalformedItemError
-from adapters.prompt_items import natural_key, parse_prompt_item
+from adapters.core.errors import MalformedItemError
+from adapters.core.prompt_items import natural_key, parse_prompt_item
 from tests.prompt_factory import current_item, legacy_item
 
 
@@ -78,7 +78,7 @@ def test_unreadable_items_raise_with_what_is_wrong(data, reason):
 
 
 def test_lone_surrogates_are_replaced_and_the_warning_says_where(caplog):
-    with caplog.at_level(logging.WARNING, logger="adapters.prompt_items"):
+    with caplog.at_level(logging.WARNING, logger="adapters.core.prompt_items"):
         parsed = parse_prompt_item(legacy_item({"p": ["ok", "a \ud800 b \udfff"]}), 0, "s.json")
     assert [q.text for q in parsed.questions] == ["ok", "a \ufffd b \ufffd"]
     (record,) = caplog.records

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.manifest import model_entries
-from adapters.settings import BASE_SETTINGS
+from adapters.core.manifest import model_entries
+from adapters.core.settings import BASE_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

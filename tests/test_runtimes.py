@@ -7,9 +7,8 @@ import importlib
 import pytest
 import torch
 
-from adapters.errors import ConfigurationError
-from adapters.runtimes import CLASSIFY, GENERATE, RUNTIMES, runtimes_of
-from adapters.runtimes import ctranslate2_runtime
+from adapters.core.errors import ConfigurationError
+from adapters.runtimes import CLASSIFY, GENERATE, RUNTIMES, ctranslate2_runtime, runtimes_of
 from tests.model_factory import build_gpt2_lm, build_t5
 from tests.prompt_factory import answers, current_item, legacy_item
 

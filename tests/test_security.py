@@ -11,13 +11,14 @@ import shutil
 import sys
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from adapters import loading
-from adapters.errors import ConfigurationError
-from adapters.model_adapter import ModelAdapter
-from adapters.module_loader import available_modules, load_model_module
-from adapters.settings import BASE_SETTINGS, resolve_configuration
+from adapters.core import loading
+from adapters.core.errors import ConfigurationError
+from adapters.core.module_loader import available_modules, load_model_module
+from adapters.core.settings import BASE_SETTINGS, resolve_configuration
+from adapters.dataloop.model_adapter import ModelAdapter
 from tests.conftest import examples
 from tests.prompt_factory import answers, legacy_item
 from tests.test_base_adapter import offline_model
@@ -44,7 +45,7 @@ def refused(configuration: dict, match: str) -> None:
     "models.t5_emaіl",  # Cyrillic "і"
     "models.T5_EMAIL", "models.t5_email\x00", "models.t5_email;import os", "__import__('os')", ".models.t5_email",
     "models.t5_email.", "models/../models/t5_email", "..models.t5_email", "models.t5_email.__builtins__",
-    "tests.conftest", "adapters.model_adapter", "models.training", "models." + "a" * 10_000,
+    "tests.conftest", "adapters.dataloop.model_adapter", "models.training", "models." + "a" * 10_000,
     b"models.t5_email", {"name": "models.t5_email"}, True, 0.0, None,
 ])
 def test_module_names_outside_models_are_refused_before_any_import(nothing_loads, name):

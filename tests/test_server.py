@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import os
+import re
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,10 +15,10 @@ import pytest
 
 from adapters.cli import build_parser
 from adapters.cli.serve import configurations
-from adapters.errors import ConfigurationError
+from adapters.core.errors import ConfigurationError
+from adapters.core.settings import MAX_BEAMS, MAX_GENERATIONS, MAX_NEW_TOKENS
 from adapters.server import create_app
 from adapters.server.limits import MAX_TEXTS
-from adapters.settings import MAX_BEAMS, MAX_GENERATIONS, MAX_NEW_TOKENS
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item, legacy_item, own_and_best_score
 from tests.servers import free_loopback_port, running

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from adapters.server import create_app
 from adapters.server.limits import MAX_IDENTIFIER_CHARS, MAX_TEXTS, SHOWN_IDENTIFIER_CHARS, ServerLimits

@@ -29,12 +29,17 @@ import pytest
 from adapters.cli import build_parser
 from adapters.cli import serve as serve_command
 from adapters.cli._common import CommandError
-from adapters.errors import ModelFailure
-from adapters.prompt_items import parse_prompt_item
+from adapters.core.errors import ModelFailure
+from adapters.core.prompt_items import parse_prompt_item
 from adapters.server import create_app
 from adapters.server.cost import SPECIAL_TOKENS, request_cost
-from adapters.server.limits import (MAX_IDENTIFIER_CHARS, MAX_TEXTS, RESERVED_FILE_HANDLES, SHOWN_IDENTIFIER_CHARS,
-                                    ServerLimits)
+from adapters.server.limits import (
+    MAX_IDENTIFIER_CHARS,
+    MAX_TEXTS,
+    RESERVED_FILE_HANDLES,
+    SHOWN_IDENTIFIER_CHARS,
+    ServerLimits,
+)
 from adapters.server.logs import RepeatedLogFilter
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item, legacy_item

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from adapters.cli import main as cli_main
-from adapters.local_runner import LocalRunner
-from adapters.model_adapter import ModelAdapter
+from adapters.dataloop.local_runner import LocalRunner
+from adapters.dataloop.model_adapter import ModelAdapter
 from adapters.training.dataset import DatasetError, read_layout, read_subset
 from adapters.training.layout import text_annotation, write_item
 from adapters.training.loop import collator_for
@@ -178,7 +178,7 @@ def test_dialogpt_trains_on_answer_tokens_with_predicts_history(tiny_models, tmp
     hugging = adapter.hugging
     item = read_layout(data)["train"].items[0]
     first, second = hugging.conversations(item.parsed)[0]
-    from adapters.hugging_adapter import Answer, Turn
+    from adapters.core.hugging_adapter import Answer, Turn
     history = [Turn(first, [Answer(item.references[first][0], 1.0)])]
     row = hugging.training_rows(second, history, "reply")[0]
     context = hugging.preprocess(second, history)[0]["input_ids"]
@@ -314,9 +314,9 @@ def test_ambiguous_and_unanswered_questions_are_reported_not_guessed(tmp_path, c
 
 
 def test_training_keys_are_validated_and_seed_is_declared_once():
-    from adapters.errors import ConfigurationError
-    from adapters.local_runner import validate_configuration
-    from adapters.module_loader import available_modules, load_model_module
+    from adapters.core.errors import ConfigurationError
+    from adapters.core.module_loader import available_modules, load_model_module
+    from adapters.dataloop.local_runner import validate_configuration
 
     for module_name in available_modules():
         names = [s.name for s in load_model_module(module_name).HuggingAdapter.settings]
@@ -328,8 +328,8 @@ def test_training_keys_are_validated_and_seed_is_declared_once():
 
 
 def test_a_module_without_training_rows_is_refused_before_the_data_is_read(make_adapter, tmp_path):
-    from adapters.errors import ConfigurationError
-    from adapters.hugging_adapter import HuggingAdapter
+    from adapters.core.errors import ConfigurationError
+    from adapters.core.hugging_adapter import HuggingAdapter
     from adapters.training.trainer import prepare
     from models.distilbert_sst2 import HuggingAdapter as Sentiment
 
@@ -344,7 +344,7 @@ def test_a_module_without_training_rows_is_refused_before_the_data_is_read(make_
 
 # ----- training rows, as each module builds them -----
 def training_question(text: str):
-    from adapters.prompt_items import Question
+    from adapters.core.prompt_items import Question
     return Question(0, "item", "1", "0", text)
 
 
@@ -369,7 +369,7 @@ def test_t5_training_targets_are_cut_to_max_target_length(make_adapter):
 
 
 def test_nli_fine_tuning_needs_an_entailment_label_wherever_it_is(tmp_path):
-    from adapters.errors import ConfigurationError
+    from adapters.core.errors import ConfigurationError
     from models.bart_large_mnli import HuggingAdapter
     from tests.model_factory import build_bart_nli
     for index, labels in enumerate(({0: "contradiction", 1: "entailment"}, {0: "ENTAILMENT", 1: "neutral"})):

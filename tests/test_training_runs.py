@@ -12,10 +12,18 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from adapters.cli import main as cli_main
-from adapters.errors import ConfigurationError
-from adapters.model_adapter import ModelAdapter
+from adapters.core.errors import ConfigurationError
+from adapters.dataloop.model_adapter import ModelAdapter
 from tests.model_factory import build_distilbert_classifier, build_gpt2_lm, build_t5
-from tests.test_training import FAST, chat_layout, email_layout, local_adapter, predicted_texts, rows_loss, sentiment_layout
+from tests.test_training import (
+    FAST,
+    chat_layout,
+    email_layout,
+    local_adapter,
+    predicted_texts,
+    rows_loss,
+    sentiment_layout,
+)
 
 NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 
@@ -199,7 +207,7 @@ def test_accumulation_gives_the_same_updates_as_a_larger_batch(name, tmp_path):
                                  {"gradient_accumulation_steps": 0}, {"early_stopping_patience": -1},
                                  {"gradient_checkpointing": "yes"}, {"lora_alpha": 0}])
 def test_new_training_keys_are_range_checked(bad):
-    from adapters.local_runner import validate_configuration
+    from adapters.dataloop.local_runner import validate_configuration
     with pytest.raises(ConfigurationError):
         validate_configuration({"module_name": "models.dialogpt_large", **bad})
 

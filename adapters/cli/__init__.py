@@ -12,7 +12,6 @@ from typing import Sequence
 
 from ._common import CommandError
 
-
 VERBOSE_HELP = "log at DEBUG level (includes user text)"
 
 

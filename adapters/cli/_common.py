@@ -36,10 +36,10 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 
 def open_runner(args: argparse.Namespace, **overrides: Any) -> Any:
     """The `LocalRunner` of `args.model` with --set/--model-path (and `overrides`); CommandError if it can't load."""
-    from adapters.errors import ConfigurationError
-    from adapters.loading import WeightsUnavailable
-    from adapters.local_runner import LocalRunner, parse_assignments, quiet_platform_logs
-    from adapters.manifest import model_entry
+    from adapters.core.errors import ConfigurationError
+    from adapters.core.loading import WeightsUnavailable
+    from adapters.core.manifest import model_entry
+    from adapters.dataloop.local_runner import LocalRunner, parse_assignments, quiet_platform_logs
 
     try:
         model_entry(args.model)  # an unknown name fails before the weights are looked for
@@ -67,7 +67,7 @@ def open_runner(args: argparse.Namespace, **overrides: Any) -> Any:
 @contextlib.contextmanager
 def data_errors() -> Iterator[None]:
     """Training and evaluation: unusable data exits 1, a configuration the data exposes exits 2."""
-    from adapters.errors import ConfigurationError
+    from adapters.core.errors import ConfigurationError
     from adapters.training.dataset import DatasetError
 
     try:

@@ -28,10 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports only when this command runs, so other commands start fast.
-    from adapters.errors import ConfigurationError
-    from adapters.local_runner import quiet_platform_logs
-    from adapters.manifest import model_entry
-    from adapters.module_loader import load_model_module
+    from adapters.core.errors import ConfigurationError
+    from adapters.core.manifest import model_entry
+    from adapters.core.module_loader import load_model_module
+    from adapters.dataloop.local_runner import quiet_platform_logs
     from adapters.runtimes import runtimes_of
     from adapters.runtimes.onnx_runtime import export_onnx
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from adapters.manifest import model_entries
+from adapters.core.manifest import model_entries
 
 
 def register(commands: argparse._SubParsersAction) -> None:

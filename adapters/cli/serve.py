@@ -11,14 +11,14 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
-from ._common import CommandError
-from ..manifest import model_entries, model_entry
-from ..module_loader import load_model_module
+from ..core.errors import ConfigurationError
+from ..core.manifest import model_entries, model_entry
+from ..core.module_loader import load_model_module
 from ..server.limits import ServerLimits
+from ._common import CommandError
 
 if TYPE_CHECKING:
-    from ..hugging_adapter import HuggingAdapter
+    from ..core.hugging_adapter import HuggingAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def configurations(models: list[str], model_paths: list[tuple[str, str]],
 
     Only overrides are kept: the manifest defaults fill in the rest when the adapter resolves its configuration.
     """
-    from ..local_runner import parse_assignments, validate_configuration
+    from ..dataloop.local_runner import parse_assignments, validate_configuration
 
     chosen = list(dict.fromkeys(models))
     overrides: dict[str, list[str]] = {name: [] for name in chosen}
@@ -152,7 +152,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..local_runner import quiet_platform_logs
+    from ..dataloop.local_runner import quiet_platform_logs
     from ..server import create_app
 
     if not args.verbose:

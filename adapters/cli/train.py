@@ -43,8 +43,8 @@ def add_data_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapters.training.output import OutputError, OutputFolder
-    from adapters.training.trainer import is_main_process, use_local_gpu
+    from ..training.output import OutputError, OutputFolder
+    from ..training.trainer import is_main_process, use_local_gpu
 
     try:
         OutputFolder(args.output_dir, args.overwrite, keep=(Path(args.data_dir),)).check()  # before anything loads

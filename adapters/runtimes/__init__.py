@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigurationError
-from ..settings import Setting
+from ..core.errors import ConfigurationError
+from ..core.settings import Setting
 from .base import CLASSIFY, GENERATE, Runtime
 from .ctranslate2_runtime import CTranslate2Runtime
 from .onnx_runtime import OnnxRuntime

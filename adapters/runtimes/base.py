@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 
-from ..settings import Setting
+from ..core.settings import Setting
 
 CLASSIFY = "classify"
 GENERATE = "generate"
@@ -29,7 +29,7 @@ class Runtime(abc.ABC):
     """One way to run models; one subclass per file of this package, registered in `adapters.runtimes`.
 
     A runtime whose `tasks` include GENERATE also defines `generate(model, encoded, config, seed)`: answers
-    (`adapters.generation.Generated`) for a padded batch, `config.num_return_sequences` per row, under the
+    (`adapters.core.generation.Generated`) for a padded batch, `config.num_return_sequences` per row, under the
     `transformers.GenerationConfig` `config`. Others have none: a module refuses a runtime that cannot serve its
     task when its configuration is read, so nothing ever asks them to generate. The rule is checked when the
     subclass is defined.

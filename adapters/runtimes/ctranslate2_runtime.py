@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from transformers import AutoConfig, GenerationConfig
 
-from ..errors import ConfigurationError
-from ..generation import Generated
-from ..loading import load_tokenizer, load_weights, resolve_source
-from ..settings import Setting
+from ..core.errors import ConfigurationError
+from ..core.generation import Generated
+from ..core.loading import load_tokenizer, load_weights, resolve_source
+from ..core.settings import Setting
 from .base import GENERATE, InferenceOnlyModel, Runtime, derived_folder, written_folder
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..loading import load_tokenizer, load_weights, resolve_source
+from ..core.loading import load_tokenizer, load_weights, resolve_source
 from .base import CLASSIFY, InferenceOnlyModel, Runtime, derived_folder, written_folder
 
 logger = logging.getLogger(__name__)

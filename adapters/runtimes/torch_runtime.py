@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from ..cpu_kernels import use_onednn_linears
-from ..errors import ConfigurationError
-from ..generation import generate_with_confidence
-from ..loading import load_tokenizer, load_weights, resolve_source
-from ..settings import Setting
+from ..core.errors import ConfigurationError
+from ..core.generation import generate_with_confidence
+from ..core.loading import load_tokenizer, load_weights, resolve_source
+from ..core.settings import Setting
 from .base import CLASSIFY, GENERATE, Runtime
+from .cpu_kernels import use_onednn_linears
 
 logger = logging.getLogger(__name__)
 

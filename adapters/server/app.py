@@ -9,8 +9,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from ..errors import ConfigurationError, ModelFailure
-from ..hugging_adapter import HuggingAdapter
+from ..core.errors import ConfigurationError, ModelFailure
+from ..core.hugging_adapter import HuggingAdapter
 from . import compat
 from .body_guard import Message, Receive, RequestBodyGuard, Scope, Send
 from .limits import MAX_TEXTS, ServerLimits, shortened

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..hugging_adapter import HuggingAdapter
-from ..prompt_items import ParsedItem, Question
+from ..core.hugging_adapter import HuggingAdapter
+from ..core.prompt_items import ParsedItem, Question
 
 SPECIAL_TOKENS = 8  # start/end/separator tokens and a module's prefix, per row
 

@@ -6,14 +6,29 @@ from typing import Any, Callable
 import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
-from ..errors import MalformedItemError
-from ..manifest import model_entries
-from ..prompt_items import Skipped, parse_prompt_item
+from ..core.errors import MalformedItemError
+from ..core.manifest import model_entries
+from ..core.prompt_items import Skipped, parse_prompt_item
 from .limits import MAX_IDENTIFIER_CHARS, MAX_TEXTS, shortened
 from .runner import ClientGone, ModelRunner
-from .schemas import (ChatRequest, ChatResponse, ErrorBody, GenerateRequest, GenerateResponse, Generation, Health,
-                      ItemAnnotations, ModelInfo, PredictBody, PredictResponse, SentimentRequest, SentimentResponse,
-                      SkippedEntry, ZeroShotRequest, ZeroShotResult)
+from .schemas import (
+    ChatRequest,
+    ChatResponse,
+    ErrorBody,
+    GenerateRequest,
+    GenerateResponse,
+    Generation,
+    Health,
+    ItemAnnotations,
+    ModelInfo,
+    PredictBody,
+    PredictResponse,
+    SentimentRequest,
+    SentimentResponse,
+    SkippedEntry,
+    ZeroShotRequest,
+    ZeroShotResult,
+)
 
 ERRORS = {404: {"model": ErrorBody, "description": "the model is not loaded by this server"},
           408: {"model": ErrorBody, "description": "the body did not arrive in time"},

@@ -19,10 +19,10 @@ from typing import Any, Awaitable, Callable, Sequence
 import anyio
 import dtlpy as dl
 
-from ..errors import ConfigurationError
-from ..hugging_adapter import HuggingAdapter, PredictionReport
-from ..prompt_items import METADATA_MIMETYPE, ParsedItem, parse_prompt_item
-from ..settings import resolve_configuration, setting_names
+from ..core.errors import ConfigurationError
+from ..core.hugging_adapter import HuggingAdapter, PredictionReport
+from ..core.prompt_items import METADATA_MIMETYPE, ParsedItem, parse_prompt_item
+from ..core.settings import resolve_configuration, setting_names
 from .cost import request_cost
 from .limits import ServerLimits, retry_after
 

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, RootModel, Tag,
-                      ValidationInfo, WithJsonSchema, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
-from ..generation import SAMPLING_SETTINGS
-from ..module_loader import load_model_module
-from ..settings import Setting
+from ..core.generation import SAMPLING_SETTINGS
+from ..core.module_loader import load_model_module
+from ..core.settings import Setting
 from .limits import MAX_TEXTS
 from .texts import checked_text, checked_texts, decode_texts
 

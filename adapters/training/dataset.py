@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..answers import model_name_of as stored_model_name
-from ..errors import MalformedItemError
-from ..prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
+from ..core.errors import MalformedItemError
+from ..core.prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
+from ..dataloop.answers import model_name_of as stored_model_name
 
 logger = logging.getLogger(__name__)
 

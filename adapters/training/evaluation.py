@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..prompt_items import Question
+from ..core.prompt_items import Question
 from .dataset import DatasetError, Subset
 from .metrics import score
 

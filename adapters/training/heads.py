@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..loading import check_local_weights
+from ..core.loading import check_local_weights
 
 logger = logging.getLogger(__name__)
 

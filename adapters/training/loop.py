@@ -18,7 +18,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from ..errors import ConfigurationError
+from ..core.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 

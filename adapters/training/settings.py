@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import MAX_BATCH_SIZE, MAX_NEW_TOKENS, Setting
+from ..core.settings import MAX_BATCH_SIZE, MAX_NEW_TOKENS, Setting
 
 MAX_EPOCHS = 1000
 MAX_SOURCE_TOKENS = 1 << 16

@@ -16,12 +16,12 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from ..errors import ConfigurationError
-from ..hugging_adapter import Answer, Turn
+from ..core.errors import ConfigurationError
+from ..core.hugging_adapter import Answer, Turn
 from .dataset import DatasetError, Subset, read_layout
 from .evaluation import evaluate_by_predicting
-from .lora import merge, with_lora
 from .loop import LoopSettings, Row, collator_for, train
+from .lora import merge, with_lora
 from .metrics import PRIMARY
 from .output import OutputFolder
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import ConfigurationError, MalformedItemError
-from .manifest import model_entry
-from .module_loader import canonical_module_name, load_model_module
-from .prompt_items import Skipped, parse_prompt_item
-from .settings import resolve_configuration, setting_names
+from adapters.core.errors import ConfigurationError, MalformedItemError
+from adapters.core.manifest import model_entry
+from adapters.core.module_loader import canonical_module_name, load_model_module
+from adapters.core.prompt_items import Skipped, parse_prompt_item
+from adapters.core.settings import resolve_configuration, setting_names
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class LocalRunner:
     """One manifest model, loaded once, answering local prompt-item files through `predict_items`."""
 
     def __init__(self, model_name: str, overrides: dict[str, Any] | None = None):
-        from .model_adapter import ModelAdapter
+        from adapters.dataloop.model_adapter import ModelAdapter
 
         self.entry, self.configuration = manifest_configuration(model_name, overrides)
         self.model = local_model_entity(self.entry, self.configuration)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "dataloop.json"
+MANIFEST_PATH = Path(__file__).resolve().parents[2] / "dataloop.json"
 
 
 @functools.lru_cache(maxsize=4)

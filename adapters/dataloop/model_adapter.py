@@ -10,10 +10,10 @@ from typing import Any, Callable
 
 import dtlpy as dl
 
-# Absolute imports: Dataloop loads this entry point by file path, where relative imports have no parent package.
+from adapters.core.module_loader import load_model_module
 
-from adapters.answers import stored_answers
-from adapters.module_loader import load_model_module
+# Absolute imports: Dataloop loads this entry point by file path, where relative imports have no parent package.
+from adapters.dataloop.answers import stored_answers
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
 from adapters.training.output import CHECKPOINTS, OutputFolder

@@ -21,13 +21,13 @@ from typing import Any, ClassVar, Iterator, Sequence
 import dtlpy as dl
 import torch
 
-from .answers import StoredAnswer, answers_by, prompt_item_answers, stored_answers
+from ..dataloop.answers import StoredAnswer, answers_by, prompt_item_answers, stored_answers
+from ..runtimes import check_runtime_keys, load_model
 from .batching import plan_micro_batches
 from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .loading import context_window, resolve_device
 from .manifest import defaults_for_module, model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
-from .runtimes import check_runtime_keys, load_model
 from .settings import Setting, resolve_configuration
 from .truncation import Segments
 
@@ -157,7 +157,7 @@ class HuggingAdapter(abc.ABC):
                max_length: int | None = None) -> list[Row]:
         """Rows for `text`, or for `text` paired with each of `pairs`; only `text` is cut to the model's limit.
 
-        `text` is tokenized once, and only as far as the model can read (adapters/truncation.py): a 1 MB
+        `text` is tokenized once, and only as far as the model can read (adapters/core/truncation.py): a 1 MB
         question costs what its first window of tokens costs, whatever the number of pairs.
         """
         max_length = max_length or self.max_input_tokens

@@ -9,7 +9,7 @@ from types import ModuleType
 
 from .errors import ConfigurationError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 _NAME = re.compile(r"models\.([a-z][a-z0-9_-]*)")
 
 

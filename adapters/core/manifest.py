@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "dataloop.json"
+_PACKAGE = Path(__file__).resolve().parents[1]
+# A clone (and Dataloop's codebase) keeps the manifest at its root; an installed distribution inside `adapters/`.
+MANIFEST_PATH = next((p for p in (_PACKAGE.parent / "dataloop.json", _PACKAGE / "dataloop.json") if p.is_file()),
+                     _PACKAGE.parent / "dataloop.json")
 
 
 @functools.lru_cache(maxsize=4)

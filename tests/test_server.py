@@ -402,3 +402,18 @@ def test_every_serve_option_is_documented_with_its_default():
         assert option in documented, option
         if isinstance(action.default, (int, float)):
             assert float(documented[option]) == action.default, option
+
+
+def test_the_docs_pages_load_every_asset_from_the_server_itself(client):
+    # Offline (a closed network, a laptop on a plane), a page that loads its script from a CDN is blank.
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+        scripts = [a for a in assets if a.endswith(".js")]
+        assert scripts, page
+        for asset in assets:
+            assert not re.match(r"(https?:)?//", asset), (page, asset)  # nothing from another host
+            fetched = client.get(asset)
+            assert fetched.status_code == 200 and len(fetched.content) > 100, (page, asset)
+    assert client.get("/openapi.json").json()["info"]["title"] == "Hugging Face NLP models"

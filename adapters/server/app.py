@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from ..core.errors import ConfigurationError, ModelFailure
@@ -33,8 +34,10 @@ MAX_LISTED_ERRORS = 20
 
 def create_app(adapters: dict[str, HuggingAdapter], limits: ServerLimits = ServerLimits()) -> FastAPI:
     """A FastAPI app serving `adapters` (manifest name -> loaded adapter); usable in-process or under uvicorn."""
-    app = FastAPI(title="Hugging Face NLP models", description=DESCRIPTION, version="0.1.0",
-                  default_response_class=JSONAnswer)
+    # The /docs and /redoc pages load their scripts and styles from the package (fastapi-offline), not a CDN: a
+    # server on a closed network still shows its API.
+    app = FastAPIOffline(title="Hugging Face NLP models", description=DESCRIPTION, version="0.1.0",
+                         default_response_class=JSONAnswer)
     app.state.limits = limits
     app.state.runners = {name: ModelRunner(name, adapter, limits) for name, adapter in adapters.items()}
     app.include_router(router)

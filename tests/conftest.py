@@ -15,6 +15,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = os.path.join(_STATE, "hf")
 os.environ["DATALOOP_PATH"] = os.path.join(_STATE, "dataloop")
 os.environ["HOME"] = os.path.join(_STATE, "home")
+os.environ["HF_ADAPTERS_CACHE"] = os.path.join(_STATE, "cache")  # kernel choices and other per-machine caches
 for folder in ("hf", "dataloop", "home"):
     os.makedirs(os.path.join(_STATE, folder), exist_ok=True)
 

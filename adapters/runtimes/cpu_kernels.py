@@ -3,9 +3,11 @@
 Which kernel is faster depends on the CPU: on AMD EPYC machines torch's default float32 matrix product (MKL's
 sgemm) reached about 180 GFLOP/s and oneDNN 350-480 on the same shapes and threads, while on an Intel Xeon
 (Sapphire Rapids) oneDNN was about a quarter slower than MKL (`python -m benchmarks.gemm`,
-docs/performance.md). So by default (`HF_ADAPTERS_ONEDNN=auto`) both kernels are timed once per process on the
-model's layer shapes (in the model's own type: float32, or bfloat16 where `dtype` asks for it), and oneDNN is
-used only when it is clearly faster; `1` always routes, `0` never does. The layers are not replaced: their
+docs/performance.md). So by default (`HF_ADAPTERS_ONEDNN=auto`) both kernels are timed on the model's layer shapes
+(in the model's own type: float32, or bfloat16 where `dtype` asks for it), and oneDNN is used only when it is
+clearly faster; `1` always routes, `0` never does. A choice is timed once per machine, not per load: it is kept
+in a small file (`kernels.json` in `HF_ADAPTERS_CACHE`, by default ~/.cache/hf-adapters) under the CPU's model,
+the torch version and the thread count, since it holds for the same three. The layers are not replaced: their
 `forward` takes the oneDNN route only when no gradient is being recorded, on CPU tensors of the layer's type,
 so training, saving and `state_dict` are untouched. Results differ from the default kernel's only by rounding
 (about 1e-6 relative in float32).
@@ -13,10 +15,14 @@ so training, saving and `state_dict` are untouched. Results differ from the defa
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import platform
+import tempfile
 import time
 import types
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -32,6 +38,10 @@ PROBE_ROWS = {False: 16, True: 256}  # rows of the probe product: a decoding ste
 ROUTED_DTYPES = (torch.float32, torch.bfloat16)  # the types a layer may be routed in (`dtype` of the torch runtime)
 PROBE_WORK_ROWS = 512  # each timing runs the product this many rows' worth, so small ones are not all noise
 REQUIRED_GAIN = 1.1  # oneDNN must beat the default kernel by 10% to be used: a tie is not worth switching
+CACHE_VARIABLE = "HF_ADAPTERS_CACHE"  # folder of the package's per-machine caches
+CHOICES_FILE = "kernels.json"
+MAX_REMEMBERED = 4096  # choices kept per machine (a model has tens of layer shapes)
+MAX_MACHINES = 8  # machines kept in one file (a home folder shared by a cluster's nodes); the oldest go first
 
 
 def kernel_mode() -> str:
@@ -56,10 +66,74 @@ def _best_seconds(run: Callable[[], Any], calls: int, repeats: int = 3) -> float
     return best
 
 
+def choices_path() -> Path:
+    folder = os.environ.get(CACHE_VARIABLE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "hf-adapters")
+    return Path(folder) / CHOICES_FILE
+
+
+def machine_key() -> str:
+    """What a kernel choice holds for: the CPU's model, the torch version and the threads a product may use."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def _read_choices(path: Path) -> dict[str, dict[str, bool]]:
+    """The remembered choices by machine; an unreadable or foreign file reads as none (it is only a cache)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    machines = data.get("machines") if isinstance(data, dict) else None
+    if not isinstance(machines, dict):
+        return {}
+    return {machine: {k: v for k, v in choices.items() if isinstance(v, bool)}
+            for machine, choices in machines.items() if isinstance(choices, dict)}
+
+
+def remembered_choice(shape: str) -> bool | None:
+    return _read_choices(choices_path()).get(machine_key(), {}).get(shape)
+
+
+def remember_choice(shape: str, faster: bool) -> None:
+    """Add one choice to the file, written whole beside it and renamed into place (a concurrent reader sees the
+    old file or the new one); a folder that cannot be written costs the next load a timing, nothing else."""
+    path = choices_path()
+    machines = _read_choices(path)
+    machine = machine_key()
+    choices = machines.pop(machine, {})  # re-inserted last: the most recently used machine
+    choices[shape] = faster
+    machines[machine] = dict(list(choices.items())[-MAX_REMEMBERED:])
+    machines = dict(list(machines.items())[-MAX_MACHINES:])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".kernels-", suffix=".tmp", delete=False,
+                                         encoding="utf-8") as temporary:
+            json.dump({"machines": machines}, temporary)
+        os.replace(temporary.name, path)
+    except OSError as error:
+        logger.debug("could not remember the kernel choice in %s: %s", path, error)
+
+
 @functools.lru_cache(maxsize=None)
 def onednn_is_faster(in_features: int, out_features: int, rows: int, dtype: torch.dtype = torch.float32) -> bool:
     """Whether oneDNN runs a (rows x in) @ (in x out) product of `dtype` clearly faster than torch's default
-    kernel on this machine with the current threads; measured once per shape and process (tens of milliseconds)."""
+    kernel on this machine with the current threads: remembered per machine, else timed (tens of milliseconds)."""
+    shape = f"{in_features}x{out_features}x{rows}:{str(dtype).removeprefix('torch.')}"
+    remembered = remembered_choice(shape)
+    if remembered is not None:
+        return remembered
+    faster = _time_kernels(in_features, out_features, rows, dtype)
+    remember_choice(shape, faster)
+    return faster
+
+
+def _time_kernels(in_features: int, out_features: int, rows: int, dtype: torch.dtype) -> bool:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, in_features, generator=generator).to(dtype)
     weight = torch.randn(out_features, in_features, generator=generator).to(dtype)

@@ -162,3 +162,14 @@ def test_progress_moves_with_every_micro_batch_not_once_per_file(tiny_models, tm
     assert len(result.annotations) == 40 and seen[-1] == (40, 40)
     done = [d for d, _ in seen]
     assert done == sorted(done) and len({d for d in done if 0 < d < 40}) >= 5
+
+
+def test_a_wrong_checkpoint_is_one_line_ours_without_the_librarys_report(cli, tiny_models):
+    # transformers logs a LOAD REPORT table for a checkpoint of another architecture; our error says it in one line.
+    quiet = cli("predict", "distilbert-sst2", str(EXAMPLES / "distilbert-sst2" / "reviews-current.json"),
+                "--model-path", str(tiny_models["gpt2"]))
+    assert quiet.returncode == 2
+    assert quiet.stderr.splitlines() == [quiet.stderr.strip()] and quiet.stderr.startswith("error: the weights at")
+    verbose = cli("-v", "predict", "distilbert-sst2", str(EXAMPLES / "distilbert-sst2" / "reviews-current.json"),
+                  "--model-path", str(tiny_models["gpt2"]))
+    assert verbose.returncode == 2 and "LOAD REPORT" in verbose.stderr  # -v shows the library's own account

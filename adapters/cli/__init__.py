@@ -40,15 +40,26 @@ def wants_verbose(argv: Sequence[str]) -> bool:
 
 
 def configure_logging(verbose: bool) -> None:
-    """Warnings only on stderr unless --verbose; dtlpy sets its own logger to DEBUG, so the handler filters too."""
+    """Warnings only on stderr unless --verbose; dtlpy sets its own logger to DEBUG, so the handler filters too.
+
+    Without --verbose, the libraries' own chatter stays out: `transformers` logs at ERROR only (its weight-loading
+    report of a wrong checkpoint, for one, is said by our one-line error) and draws no progress bars. Set through
+    the environment, read when `transformers` is imported, so that a command which never needs it (`list`, a
+    usage error) does not pay for importing it here.
+    """
     level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)
     logging.getLogger("dtlpy").setLevel(level)
-    if not verbose:  # transformers' own weight-loading bars are noise around a JSON answer
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        importlib.import_module("transformers").utils.logging.disable_progress_bar()
+    if verbose:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # imported already (in-process callers): set what the environment would
+        library_logging = sys.modules["transformers"].utils.logging
+        library_logging.disable_progress_bar()
+        library_logging.set_verbosity(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

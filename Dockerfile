@@ -2,15 +2,15 @@
 # requirements (requirements.txt) baked in, so a service starts with torch, transformers and the rest already there.
 # The code itself is not in the image: Dataloop mounts the app's codebase. See docs/app.md.
 #
-# GPU image (compute configs hugging-gpu, hugging-gpu-train, hugging-gpu-train-large):
-#   docker build -t ghcr.io/huggingface-nlp-adapters/runner:gpu-0.1.0 .
-# CPU image (compute config hugging-cpu); torch from PyTorch's CPU index keeps CUDA libraries (GBs) out of it:
-#   docker build -t ghcr.io/huggingface-nlp-adapters/runner:cpu-0.1.0 \
-#       --build-arg RUNNER=cpu:python3.11_pytorch2 --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu .
-# Then push both (the registry must be public, so that Dataloop can pull them):
-#   docker push ghcr.io/huggingface-nlp-adapters/runner:gpu-0.1.0
-#   docker push ghcr.io/huggingface-nlp-adapters/runner:cpu-0.1.0
-# The tag is the app's version in dataloop.json; tests/test_creation.py checks the manifest names these images.
+# `python creation.py --project-id <PROJECT_ID> --registry <REPOSITORY>` builds both images from this file, pushes
+# them and publishes the app naming them (creation.IMAGE_BUILD_ARGS holds each image's build arguments, and
+# creation.IMAGE_CONTEXT the files a build receives: everything this file copies):
+#   GPU image (compute configs hugging-gpu, hugging-gpu-train, hugging-gpu-train-large): the defaults below,
+#     tagged <REPOSITORY>:gpu-<version>.
+#   CPU image (compute config hugging-cpu): --build-arg RUNNER=cpu:python3.11_pytorch2 and torch from PyTorch's CPU
+#     index (--build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu) keep CUDA libraries (GBs) out of it;
+#     tagged <REPOSITORY>:cpu-<version>.
+# The version is the app's in dataloop.json; the registry must let Dataloop pull (public, or a registry integration).
 
 ARG RUNNER=gpu:python3.11_cuda11.8_pytorch2
 FROM hub.dataloop.ai/dtlpy-runner-images/${RUNNER}

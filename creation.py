@@ -1,14 +1,21 @@
 """Publish this repository as a Dataloop app (DPK) to a project, and install it there (or update the install).
 
-    python creation.py --project-id PROJECT_ID [--env prod] [--runner-image-repository REPOSITORY]
-    python creation.py --dry-run            # print what would be published; no login, nothing written
+    python creation.py --project-id PROJECT_ID --registry REPOSITORY [--env prod]
+    python creation.py --project-id PROJECT_ID --runner-image-repository REPOSITORY
+    python creation.py --dry-run --registry REPOSITORY    # print what would run and be published; nothing runs
+
+The services run on runner images the `Dockerfile` builds (see docs/app.md). With --registry, this command builds
+them (`docker build`, one image per kind of pod: cpu, gpu) and pushes them (`docker push`) to REPOSITORY, tagged
+`<kind>-<version>`, then publishes the app naming exactly those images. With --runner-image-repository it builds
+nothing and publishes the app with images you already pushed to REPOSITORY under those tags. With neither it
+refuses: the manifest names images that nothing has built, and an app that names them cannot start.
 
 The app is `dataloop.json` as it stands; the codebase is the files git tracks in this checkout (as they are in the
 working tree), less what the service does not run (tests, benchmarks, examples, docs, Cog files): untracked
-files such as trained weights, benchmark results, data or an `--out` file are never published. The services run
-on the runner images the `Dockerfile` builds (see docs/app.md); `--runner-image-repository` publishes the app
-with images pushed to another repository (a fork's). Publishing the same version twice is refused by the
-platform: raise `version` in dataloop.json first.
+files such as trained weights, benchmark results, data or an `--out` file are never published. Publishing the same
+version twice is refused by the platform: raise `version` in dataloop.json first.
+Exit codes: 0 published, 1 the platform or docker refused (nothing is published after a failed build or push),
+2 usage error (no image choice, not a git checkout).
 """
 from __future__ import annotations
 
@@ -35,10 +42,21 @@ PACK_IGNORE = ("tests", "benchmarks", "examples", "docs", ".ci")
 PACK_IGNORE_FILES = ("Dockerfile", ".dockerignore", "cog.yaml", "cog_predictors.py", "requirements-dev.txt",
                      ".gitignore", "pytest.ini")
 RUNNER_IMAGE_PREFIX = "ghcr.io/huggingface-nlp-adapters/runner"
+# The files the Dockerfile reads: the whole build context (so untracked weights or data never reach the daemon).
+IMAGE_CONTEXT = ("Dockerfile", "requirements.txt")
+# Build arguments per kind of runner image; the Dockerfile's defaults build the GPU one.
+IMAGE_BUILD_ARGS = {
+    "gpu": {},
+    "cpu": {"RUNNER": "cpu:python3.11_pytorch2", "TORCH_INDEX": "https://download.pytorch.org/whl/cpu"},
+}
 
 
 class PublishError(RuntimeError):
     """What to publish cannot be worked out (e.g. not a git checkout); the message says what to do."""
+
+
+class ImageError(RuntimeError):
+    """docker could not build or push a runner image; nothing was published."""
 
 
 def build_dpk(manifest_path: Path | str = MANIFEST_PATH, runner_image_repository: str | None = None) -> dl.Dpk:
@@ -49,6 +67,62 @@ def build_dpk(manifest_path: Path | str = MANIFEST_PATH, runner_image_repository
             image = config["runtime"]["runnerImage"]
             config["runtime"]["runnerImage"] = runner_image_repository + image[len(RUNNER_IMAGE_PREFIX):]
     return dl.Dpk.from_json(_json=manifest, client_api=dl.client_api)
+
+
+def image_kinds(manifest_path: Path | str = MANIFEST_PATH) -> list[str]:
+    """The kinds of runner image the manifest's compute configs name (`...runner:<kind>-<version>`), in order."""
+    kinds: list[str] = []
+    for config in load_manifest(manifest_path)["components"]["computeConfigs"]:
+        tag = config["runtime"]["runnerImage"].rsplit(":", 1)[-1]
+        kind = tag.split("-", 1)[0]
+        if kind not in IMAGE_BUILD_ARGS:
+            raise PublishError(f"compute config {config['name']!r} names image tag {tag!r}: expected <kind>-<version> "
+                               f"with kind one of {sorted(IMAGE_BUILD_ARGS)}")
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
+
+
+def image_commands(repository: str, context: Path | str, manifest_path: Path | str = MANIFEST_PATH
+                   ) -> tuple[list[list[str]], list[list[str]]]:
+    """The `docker build` and `docker push` commands that make the images `build_dpk(.., repository)` names."""
+    version = load_manifest(manifest_path)["version"]
+    builds, pushes = [], []
+    for kind in image_kinds(manifest_path):
+        image = f"{repository}:{kind}-{version}"
+        arguments = [part for name, value in IMAGE_BUILD_ARGS[kind].items()
+                     for part in ("--build-arg", f"{name}={value}")]
+        dockerfile = str(Path(context) / "Dockerfile")
+        builds.append(["docker", "build", "-t", image, *arguments, "-f", dockerfile, str(context)])
+        pushes.append(["docker", "push", image])
+    return builds, pushes
+
+
+def run_docker(command: list[str]) -> None:
+    """Run one docker command, its output streamed to stderr (stdout carries this script's result)."""
+    try:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace") as process:
+            for line in process.stdout:
+                sys.stderr.write(line)
+    except FileNotFoundError:
+        raise ImageError("docker is not on PATH: install it, or publish with --runner-image-repository and images "
+                         "built elsewhere") from None
+    if process.returncode:
+        hint = " (is `docker login` done for that registry?)" if command[1] == "push" else ""
+        raise ImageError(f"`{' '.join(command[:4])}` failed with exit code {process.returncode}{hint}; nothing "
+                         "was published")
+
+
+def build_and_push_images(repository: str, root: Path = ROOT) -> list[str]:
+    """Build every runner image from the Dockerfile (its context: IMAGE_CONTEXT only), then push them; the tags."""
+    with tempfile.TemporaryDirectory(prefix="hf-adapters-image-") as context:
+        for name in IMAGE_CONTEXT:
+            shutil.copy2(root / name, Path(context) / name)
+        builds, pushes = image_commands(repository, context)
+        for command in builds + pushes:  # every build before any push: a failed build leaves nothing pushed
+            run_docker(command)
+    return [command[2] for command in pushes]
 
 
 def tracked_files(root: Path = ROOT) -> list[str]:
@@ -138,27 +212,47 @@ def run_on_platform(args: argparse.Namespace, action: Callable[[dl.Project], str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = platform_parser(__doc__, "print the app and codebase files; no login")
-    parser.add_argument("--runner-image-repository", metavar="REPOSITORY",
-                        help=f"publish with runner images from REPOSITORY instead of {RUNNER_IMAGE_PREFIX} (same "
-                             "tags; build and push them from the Dockerfile first, see docs/app.md)")
+    parser = platform_parser(__doc__, "print the docker commands, the app and the codebase files; no login, "
+                                      "nothing built")
+    images = parser.add_mutually_exclusive_group()
+    images.add_argument("--registry", metavar="REPOSITORY",
+                        help="build the runner images from the Dockerfile, push them to REPOSITORY (e.g. "
+                             "ghcr.io/my-org/hf-nlp-runner; Dataloop must be able to pull from it) and publish the app "
+                             "with them")
+    images.add_argument("--runner-image-repository", metavar="REPOSITORY",
+                        help="publish with runner images already pushed to REPOSITORY as <kind>-<version> (cpu, gpu); "
+                             "nothing is built")
     args = parse_platform_args(parser, argv)
-    dpk = build_dpk(runner_image_repository=args.runner_image_repository)
+    repository = args.registry or args.runner_image_repository
+    if repository is None:
+        print(f"error: the manifest names runner images ({RUNNER_IMAGE_PREFIX}:<kind>-<version>) that this command did "
+              "not build, and an app whose image cannot be pulled never starts: pass --registry REPOSITORY to build "
+              "and push them, or --runner-image-repository REPOSITORY to use images already there", file=sys.stderr)
+        return 2
     try:
         files = codebase_files()
+        commands = image_commands(repository, "<context>") if args.registry else ([], [])
     except PublishError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    dpk = build_dpk(runner_image_repository=repository)
     if args.dry_run:
         plan: dict[str, Any] = {"env": args.env, "project_id": args.project_id, "app_name": dpk.name,
+                                "images": {"build": commands[0], "push": commands[1], "context": list(IMAGE_CONTEXT)},
                                 "dpk": dpk.to_json(), "codebase": {"directory": str(ROOT), "files": files}}
         print(json.dumps(plan, indent=2, ensure_ascii=False))
         return 0
 
     def install(project: dl.Project) -> str:
+        pushed = build_and_push_images(repository) if args.registry else []
         app = publish_and_install(project, dpk)
-        return f"app {app.name!r} installed with {dpk.name} {dpk.version} in project {args.project_id}"
-    return run_on_platform(args, install)
+        done = f"app {app.name!r} installed with {dpk.name} {dpk.version} in project {args.project_id}"
+        return "\n".join([*(f"runner image pushed: {image}" for image in pushed), done])
+    try:
+        return run_on_platform(args, install)
+    except ImageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

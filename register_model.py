@@ -9,10 +9,13 @@ MODEL (a name from `python -m adapters list`) is the template: its tags, descrip
 The configuration is the manifest defaults of the module with --set applied (VALUE parsed as JSON when it can
 be), checked in full before anything is sent; nothing is loaded. --artifacts uploads a folder of
 save_pretrained files (safetensors) that the adapter then loads instead of `model_path`.
-The model is created trainable: its train and validation subsets (`metadata.system.subsets`, which dtlpy's
-`train_model` needs) are the items under --train-folder and --validation-folder of --dataset-id (recursively),
-or the DQL filters given as JSON. Without --name the model is called MODEL-<UTC time>; a name that exists in the
-project is refused before anything is created.
+The model is created trainable: its train subset (`metadata.system.subsets`, which dtlpy's `train_model` needs)
+is the items under --train-folder of --dataset-id (recursively), or a DQL filter given as JSON. Its validation
+subset (--validation-folder, --validation-filter) is set only when it selects items of the dataset, since dtlpy's
+`prepare_data` refuses an empty subset: without one the model trains without validation, and the output says so.
+A validation folder or filter given explicitly that selects nothing (or without --dataset-id) is refused.
+Without --name the model is called MODEL-<UTC time>; a name that exists in the project is refused before anything
+is created.
 Exit codes: 0 created (or dry run), 1 the platform refused, 2 usage or configuration error.
 """
 from __future__ import annotations
@@ -35,6 +38,9 @@ from adapters.dataloop.local_runner import parse_assignments, validate_configura
 from adapters.dataloop.model_adapter import has_weights
 from creation import parse_platform_args, platform_parser, run_on_platform
 
+DEFAULT_TRAIN_FOLDER = "/train"
+DEFAULT_VALIDATION_FOLDER = "/validation"
+
 
 def model_request(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `project.models.create` (without app and project), validated offline."""
@@ -48,6 +54,9 @@ def model_request(args: argparse.Namespace) -> dict[str, Any]:
     configuration = validate_configuration({**base, **overrides, "module_name": module_name})
     if args.artifacts is not None:
         check_artifacts(args.artifacts)
+    if validation_asked(args) and args.dataset_id is None:
+        raise ConfigurationError("a validation subset needs --dataset-id: it is set only when it selects items of "
+                                 "the dataset")
     return {
         "model_name": args.name or default_name(entry["name"]),
         "dpk_model_name": entry["name"],
@@ -60,8 +69,45 @@ def model_request(args: argparse.Namespace) -> dict[str, Any]:
         "output_type": entry.get("outputType", "text"),
         "dataset_id": args.dataset_id,
         "train_filter": subset_filter(args.train_filter, args.train_folder, "--train-filter"),
-        "validation_filter": subset_filter(args.validation_filter, args.validation_folder, "--validation-filter"),
+        "validation_filter": subset_filter(args.validation_filter, args.validation_folder or DEFAULT_VALIDATION_FOLDER,
+                                           "--validation-filter"),
     }
+
+
+def validation_asked(args: argparse.Namespace) -> bool:
+    """True when the user named the validation subset (rather than leaving the default folder)."""
+    return args.validation_folder is not None or args.validation_filter is not None
+
+
+def item_count(dataset: dl.Dataset, subset: dict[str, Any]) -> int:
+    """How many items of `dataset` a subset's filter selects (one query, no items listed)."""
+    return dataset.items.list(filters=dl.Filters(custom_filter=dict(subset)), page_size=0).items_count
+
+
+def checked_subsets(project: dl.Project, request: dict[str, Any], asked: bool) -> tuple[dict[str, Any], list[str]]:
+    """The request with its validation subset kept only when it selects items, and what to tell the user.
+
+    dtlpy's `prepare_data` (run by `train_model`) refuses a subset that downloads nothing, so an empty validation
+    subset would make the model untrainable; the train subset must exist anyway, so an empty one is only noted
+    (items may be uploaded later)."""
+    dataset_id = request["dataset_id"]
+    if dataset_id is None:
+        return {**request, "validation_filter": None}, [
+            "validation subset: none (no --dataset-id); train_model trains without validation"]
+    dataset = project.datasets.get(dataset_id=dataset_id)
+    notes = []
+    if item_count(dataset, request["train_filter"]) == 0:
+        notes.append(f"train subset: selects no item of dataset {dataset_id} yet; train_model fails until it does")
+    validation = item_count(dataset, request["validation_filter"])
+    if validation:
+        return request, notes + [f"validation subset: {validation} items"]
+    if asked:
+        raise ConfigurationError(f"the validation subset selects no item of dataset {dataset_id}; fix "
+                                 "--validation-folder / --validation-filter, or leave them out to train without "
+                                 "validation")
+    return {**request, "validation_filter": None}, notes + [
+        f"validation subset: none ({DEFAULT_VALIDATION_FOLDER} holds no item of dataset {dataset_id}); train_model "
+        "trains without validation (epochs report the training loss only)"]
 
 
 def default_name(template: str) -> str:
@@ -109,14 +155,17 @@ def check_artifacts(folder: Path) -> None:
                                  "(save_pretrained output)")
 
 
-def register(project: dl.Project, request: dict[str, Any], artifacts: Path | None) -> dl.Model:
-    """Create the model under the installed app and upload its artifacts."""
+def register(project: dl.Project, request: dict[str, Any], artifacts: Path | None,
+             asked_for_validation: bool = False) -> tuple[dl.Model, list[str]]:
+    """Create the model under the installed app (its subsets checked against the dataset) and upload its
+    artifacts; returns the model and notes about its subsets."""
     refuse_name_clash(request["model_name"], project)
+    request, notes = checked_subsets(project, request, asked_for_validation)
     app = project.apps.get(app_name=load_manifest()["name"])
     model = project.models.create(app=app, project_id=project.id, **request)
     if artifacts is not None:
         model.artifacts.upload(filepath=os.path.join(str(artifacts), "*"))
-    return model
+    return model, notes
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -128,10 +177,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="configuration override; VALUE is parsed as JSON when it can be (repeatable)")
     parser.add_argument("--artifacts", type=Path, help="folder of save_pretrained weights to upload")
     parser.add_argument("--dataset-id", help="dataset the model trains and evaluates on")
-    parser.add_argument("--train-folder", default="/train", help="dataset folder of the train subset, recursively "
-                                                                 "(default: /train)")
-    parser.add_argument("--validation-folder", default="/validation",
-                        help="dataset folder of the validation subset, recursively (default: /validation)")
+    parser.add_argument("--train-folder", default=DEFAULT_TRAIN_FOLDER,
+                        help=f"dataset folder of the train subset, recursively (default: {DEFAULT_TRAIN_FOLDER})")
+    parser.add_argument("--validation-folder",
+                        help=f"dataset folder of the validation subset, recursively (default: "
+                             f"{DEFAULT_VALIDATION_FOLDER}, set only when it holds items)")
     parser.add_argument("--train-filter", metavar="DQL", help="JSON DQL filter of the train items (instead of "
                                                               "--train-folder)")
     parser.add_argument("--validation-filter", metavar="DQL", help="JSON DQL filter of the validation items "
@@ -151,11 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         artifacts = sorted(p.name for p in args.artifacts.iterdir()) if args.artifacts else []
         print(json.dumps({"create": request, "artifacts": artifacts}, indent=2, ensure_ascii=False))
+        print("dry run: the validation subset is set only when it selects items of the dataset, which is checked "
+              "against the platform", file=sys.stderr)
         return 0
 
     def create(project: dl.Project) -> str:
-        model = register(project, request, args.artifacts)
-        return f"model {model.name!r} created: {model.id}"
+        model, notes = register(project, request, args.artifacts, validation_asked(args))
+        return "\n".join([f"model {model.name!r} created: {model.id}", *notes])
     return run_on_platform(args, create)
 
 

@@ -1,8 +1,8 @@
 """Write an email from its key points with a text-to-text model (default: T5, seed 004's base model).
 
-The question, behind the task `prefix`, is the encoder input; `n_gen` answers per question become separate
-annotations on the same prompt. Fine-tune it on your own emails with `train_model`: (prefix + question) is the
-source, the reference email the target.
+The question, behind the task `prefix`, is the encoder input; of the `n_gen` emails written per question, the most
+confident is the answer (one annotation per prompt) and `model_output.generations` holds them all. Fine-tune it on
+your own emails with `train_model`: (prefix + question) is the source, the reference email the target.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class HuggingAdapter(GenerativeAdapter):
     settings = (
         Setting("prefix", (str,), "task prefix put before each question"),
         token_budget_setting("token_count", "longest email, in tokens"),
-        Setting("n_gen", (int,), "emails written per question", minimum=1, maximum=MAX_GENERATIONS),
+        Setting("n_gen", (int,), "emails generated per question; the one answer (annotation) is the most confident, "
+                "and its model_output.generations holds them all", minimum=1, maximum=MAX_GENERATIONS),
         beams_setting(),
         *SAMPLING_SETTINGS,
         *runtime_settings(GENERATE),

@@ -4,11 +4,18 @@ Only the methods that would make HTTP calls are replaced (`Annotations.list/dele
 other line that runs is dtlpy's (`predict_items`, `_update_predictions_metadata`, `_upload_model_annotations`,
 `PromptItem`) or the project's. Items are real `dl.Item` entities whose JSON dtlpy reads from a local file through
 a `file://` link, as it reads a linked item.
+
+`install_dataset` adds what dtlpy's dataset flows call (`evaluate_model`, `prepare_data`, `train_model`): the items
+query (`Items._list`, the POST behind `dataset.items.list`, filtered, sorted and paged as the platform does for the
+DQL dtlpy sends), the dataset download (`Downloader._download_recursive`, an export job plus one download per item;
+`Items.download` for the JSON layout), model updates, model artifacts and metric samples.
 """
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,28 @@ def linked_item(folder: Path, name: str, data: dict, item_id: str, dltype: str |
     }, client_api=dl.client_api, dataset=None, project=None)
 
 
+def file_item(folder: Path, filename: str, content: str | bytes, item_id: str, mimetype: str,
+              dltype: str | None = None) -> dl.Item:
+    """A `dl.Item` of any kind (a text file, an image, a prompt item) at dataset path `filename` (e.g. "/train/a.txt"),
+    its content read by `item.download` through file://, with the fields the platform's item queries filter on."""
+    path = Path(folder) / filename.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    shebang: dict[str, Any] = {"linkInfo": {"type": "url", "ref": path.resolve().as_uri()}}
+    if dltype is not None:
+        shebang["dltype"] = dltype
+    name = filename.rsplit("/", 1)[-1]
+    return dl.Item.from_json(_json={
+        "id": item_id, "name": name, "filename": filename, "dir": filename.rsplit("/", 1)[0] or "/", "type": "file",
+        "hidden": False, "metadata": {"system": {"mimetype": mimetype, "shebang": shebang}},
+    }, client_api=dl.client_api, dataset=None, project=None)
+
+
+def prompt_file_item(folder: Path, filename: str, data: dict, item_id: str) -> dl.Item:
+    """A prompt item (`file_item` with the prompt shebang) at dataset path `filename`."""
+    return file_item(folder, filename, json.dumps(data), item_id, "application/json", dltype="prompt")
+
+
 def answer_json(prompt_id: str, text: str, model_name: str | None, annotation_id: str | None = None) -> dict:
     """A text annotation answering prompt `prompt_id` as the platform stores it (`model_name` None: a person's)."""
     metadata: dict[str, Any] = {"system": {"promptId": str(prompt_id)}}
@@ -45,6 +74,8 @@ class FakePlatform:
         self.items: dict[str, dl.Item] = {}
         self.calls: list[tuple[str, Any]] = []
         self._ids = itertools.count(1)
+        self.artifacts: Path | None = None  # the model's artifacts, once `install_dataset` ran
+        self.metric_samples: list[Any] = []
 
     # ----- test-side helpers -----
     def add_item(self, item: dl.Item, annotations: list[dict] | None = None) -> dl.Item:
@@ -53,8 +84,9 @@ class FakePlatform:
         return item
 
     def texts(self, item_id: str) -> list[tuple[str, str, str | None]]:
-        """(promptId, text, model name) of every stored annotation of the item, in storage order."""
-        return [(a["metadata"]["system"]["promptId"], a["coordinates"],
+        """(promptId, text, model name) of every stored annotation of the item, in storage order (promptId None for
+        an annotation on a text item)."""
+        return [(a["metadata"]["system"].get("promptId"), a["coordinates"],
                  ((a["metadata"].get("user") or {}).get("model") or {}).get("name")) for a in self.annotations[item_id]]
 
     def install(self, monkeypatch: Any) -> "FakePlatform":
@@ -114,6 +146,90 @@ class FakePlatform:
         monkeypatch.setattr(dl.repositories.Items, "get", items_get)
         return self
 
+    def install_dataset(self, monkeypatch: Any, artifacts: Path) -> dl.Dataset:
+        """`install`, plus the dataset every added item belongs to, and a model's artifacts kept in `artifacts`."""
+        self.install(monkeypatch)
+        platform = self
+        self.artifacts = Path(artifacts)
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        project = dl.Project.from_json(_json={"id": "project-1", "name": "project"}, client_api=dl.client_api)
+        dataset = dl.Dataset.from_json(_json={"id": "dataset-1", "name": "dataset"}, client_api=dl.client_api,
+                                       project=project, datasets=project.datasets)
+
+        def items_query(repository: dl.repositories.Items, filters: dl.Filters) -> dict:
+            query = filters.prepare()
+            platform.calls.append(("items.query", query))
+            selected = [item.to_json() for item in platform.items.values()
+                        if _matches(item.to_json(), query.get("filter", {}))]
+            for field, direction in (query.get("sort") or {}).items():
+                selected.sort(key=lambda data: _lookup(data, field), reverse=direction == "descending")
+            page, size = query.get("page", 0), query.get("pageSize", 1000)
+            shown = selected[page * size:(page + 1) * size] if size else []
+            return {"items": shown, "totalItemsCount": len(selected), "hasNextPage": (page + 1) * size < len(selected),
+                    "totalPagesCount": -(-len(selected) // size) if size else 0}
+
+        def download_layout(local_path: str, filters: dl.Filters | None, annotation_filters: dl.Filters | None) -> list:
+            """The layout dtlpy writes: <local_path>/items/<filename> and <local_path>/json/<dir>/<stem>.json
+            holding the item's JSON with the annotations the annotation filter selects."""
+            item_filter = (filters or dl.Filters()).prepare().get("filter", {})
+            annotation_filter = annotation_filters.prepare().get("filter", {}) if annotation_filters else {}
+            written = []
+            for item in platform.items.values():
+                data = item.to_json()
+                if not _matches(data, item_filter):
+                    continue
+                filename = data["filename"].lstrip("/")
+                target = Path(local_path) / "items" / filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(item.download(save_locally=False).read())
+                data["annotations"] = [a for a in platform.annotations.get(item.id, [])
+                                       if _matches(a, annotation_filter)]
+                record = Path(local_path) / "json" / Path(filename).parent / (Path(filename).stem + ".json")
+                record.parent.mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps(data), encoding="utf-8")
+                written.append(str(target))
+            platform.calls.append(("dataset.download", local_path, len(written)))
+            return written
+
+        def download_recursive(downloader: Any, local_path: str = None, filters: dl.Filters = None,
+                               annotation_filters: dl.Filters = None, **kwargs: Any) -> list:
+            return download_layout(local_path, filters, annotation_filters)
+
+        item_download = dl.repositories.Items.download
+
+        def items_download(repository: dl.repositories.Items, filters: dl.Filters = None, items: Any = None,
+                           local_path: str = None, annotation_filters: dl.Filters = None, **kwargs: Any) -> Any:
+            if items is not None:  # one item's own download (`item.download`): its file, read through file://
+                return item_download(repository, filters=filters, items=items, local_path=local_path,
+                                     annotation_filters=annotation_filters, **kwargs)
+            return download_layout(local_path, filters, annotation_filters)
+
+        def artifacts_upload(repository: Any, filepath: str, **kwargs: Any) -> None:
+            platform.calls.append(("artifacts.upload", filepath))
+            shutil.copytree(Path(filepath).parent, platform.artifacts, dirs_exist_ok=True)
+
+        def artifacts_download(repository: Any, local_path: str = None, **kwargs: Any) -> str:
+            shutil.copytree(platform.artifacts, local_path, dirs_exist_ok=True)
+            return local_path
+
+        def models_update(repository: Any, model: dl.Model, *args: Any, **kwargs: Any) -> dl.Model:
+            platform.calls.append(("models.update", model.status))
+            return model
+
+        def metrics_create(repository: Any, samples: Any, dataset_id: Any = None) -> bool:
+            platform.metric_samples.extend(samples)
+            return True
+
+        monkeypatch.setattr(dl.repositories.Items, "_list", items_query)
+        monkeypatch.setattr(dl.repositories.Items, "download", items_download)
+        monkeypatch.setattr(dl.repositories.Downloader, "_download_recursive", download_recursive)
+        monkeypatch.setattr(dl.repositories.Artifacts, "upload", artifacts_upload)
+        monkeypatch.setattr(dl.repositories.Artifacts, "download", artifacts_download)
+        monkeypatch.setattr(dl.repositories.Artifacts, "list", lambda repository, **kwargs: [])
+        monkeypatch.setattr(dl.repositories.Models, "update", models_update)
+        monkeypatch.setattr(dl.repositories.Metrics, "create", metrics_create)
+        return dataset
+
     def _new_id(self) -> str:
         return f"annotation-{next(self._ids)}"
 
@@ -146,6 +262,10 @@ def _lookup(annotation: dict, dotted: str) -> Any:
     return value
 
 
+_COMPARISONS = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b, "$lt": lambda a, b: a < b,
+                "$lte": lambda a, b: a <= b}
+
+
 def _field_matches(value: Any, condition: Any) -> bool:
     if isinstance(condition, dict):
         if "$in" in condition:
@@ -154,5 +274,11 @@ def _field_matches(value: Any, condition: Any) -> bool:
             return value == condition["$eq"]
         if "$ne" in condition:
             return value != condition["$ne"]
+        if "$exists" in condition:
+            return (value is not None) == bool(condition["$exists"])
+        if set(condition) <= set(_COMPARISONS):
+            return value is not None and all(_COMPARISONS[op](value, bound) for op, bound in condition.items())
         raise NotImplementedError(f"filter operator {sorted(condition)}")
+    if isinstance(condition, str) and isinstance(value, str) and "*" in condition:
+        return fnmatch.fnmatchcase(value, condition)  # a folder query: "/train/**" is everything under /train
     return value == condition

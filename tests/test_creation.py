@@ -2,6 +2,7 @@
 the dtlpy calls that would reach the platform are replaced by fakes that record what they received."""
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 from pathlib import Path
@@ -13,6 +14,9 @@ import pytest
 import creation
 import register_model
 from adapters.core.manifest import load_manifest, model_entry
+from adapters.dataloop.model_adapter import ModelAdapter
+from tests.fake_platform import FakePlatform, answer_json, prompt_file_item
+from tests.prompt_factory import current_item
 
 
 class Recorder:
@@ -62,8 +66,11 @@ def offline(monkeypatch):
     return platform
 
 
+EXISTING_IMAGES = ["--runner-image-repository", creation.RUNNER_IMAGE_PREFIX]  # as if someone had pushed them
+
+
 def test_creation_dry_run_prints_the_app_and_its_codebase_without_logging_in(offline, capsys):
-    assert creation.main(["--dry-run"]) == 0
+    assert creation.main(["--dry-run", *EXISTING_IMAGES]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert pruned(plan["dpk"]) == pruned(load_manifest())
     files = plan["codebase"]["files"]
@@ -121,7 +128,7 @@ def test_creation_publishes_the_manifest_and_installs_it(offline, capsys):
         codebases=Recorder(pack=pack), dpks=Recorder(publish=published),
         apps=Recorder(get=dl.exceptions.NotFound("404", "app not found"), install=SimpleNamespace(name="installed")))
     seen = offline(project)
-    assert creation.main(["--project-id", "project-1", "--env", "rc"]) == 0
+    assert creation.main(["--project-id", "project-1", "--env", "rc", *EXISTING_IMAGES]) == 0
     assert (seen.env, seen.login, seen.project_id) == ("rc", 1, "project-1")
     assert sorted(packed) == creation.tracked_files(creation.ROOT)
     assert "adapters/dataloop/model_adapter.py" in packed and not [f for f in packed if f.startswith("tests/")]
@@ -141,8 +148,107 @@ def test_creation_moves_an_existing_install_to_the_new_version(offline):
     project = SimpleNamespace(codebases=Recorder(pack=None), dpks=Recorder(publish=published),
                               apps=Recorder(get=app))
     offline(project, token_expired=False)
-    assert creation.main(["--project-id", "project-1"]) == 0
+    assert creation.main(["--project-id", "project-1", *EXISTING_IMAGES]) == 0
     assert app.dpk_version == "9.9.9" and [name for name, _ in app.calls] == ["update"]
+
+
+# ----- runner images: built and pushed by creation.py, or named; never an image nothing built -----
+FAKE_DOCKER = """#!{python}
+import json, os, sys
+from pathlib import Path
+call = {{"argv": sys.argv[1:]}}
+if sys.argv[1] == "build":  # the build context is the last argument: record what the daemon would receive
+    call["context"] = sorted(p.name for p in Path(sys.argv[-1]).iterdir())
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps(call) + "\\n")
+print("fake docker output:", sys.argv[1])
+sys.exit(1 if sys.argv[1] == os.environ.get("FAKE_DOCKER_FAILS") else 0)
+"""
+
+
+@pytest.fixture
+def docker(tmp_path, monkeypatch):
+    """A fake `docker` first on PATH that records its calls (and fails the subcommand FAKE_DOCKER_FAILS names)."""
+    import sys
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_folder / "docker").chmod(0o755)
+    log = tmp_path / "docker.log"
+    monkeypatch.setenv("PATH", f"{bin_folder}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+
+    def calls() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return calls
+
+
+def publishing_project() -> SimpleNamespace:
+    published = dl.Dpk.from_json(_json={**load_manifest(), "id": "dpk-1"}, client_api=dl.client_api)
+    return SimpleNamespace(codebases=Recorder(pack=None), dpks=Recorder(publish=published),
+                           apps=Recorder(get=dl.exceptions.NotFound("404", "app not found"),
+                                         install=SimpleNamespace(name="installed")))
+
+
+def test_creation_builds_and_pushes_the_runner_images_and_publishes_the_app_with_their_tags(offline, docker, capsys):
+    project = publishing_project()
+    offline(project)
+    repository = "registry.example.com/me/hf-runner"
+    assert creation.main(["--project-id", "project-1", "--registry", repository]) == 0
+    version = load_manifest()["version"]
+    cpu, gpu = f"{repository}:cpu-{version}", f"{repository}:gpu-{version}"
+    calls = docker()
+    assert [call["argv"][:3] for call in calls] == [["build", "-t", cpu], ["build", "-t", gpu], ["push", cpu],
+                                                   ["push", gpu]]
+    assert calls[0]["argv"][3:7] == ["--build-arg", "RUNNER=cpu:python3.11_pytorch2", "--build-arg",
+                                     "TORCH_INDEX=https://download.pytorch.org/whl/cpu"]
+    assert calls[1]["argv"][3] == "-f"  # the GPU image is the Dockerfile's default
+    assert calls[0]["context"] == calls[1]["context"] == ["Dockerfile", "requirements.txt"]
+    (_, publish), = project.dpks.calls
+    images = {config.runtime["runnerImage"] for config in publish["dpk"].components.compute_configs}
+    assert images == {cpu, gpu}
+    captured = capsys.readouterr()
+    assert f"runner image pushed: {cpu}" in captured.out and "fake docker output: build" in captured.err
+
+
+@pytest.mark.parametrize("failing", ["build", "push"])
+def test_a_failed_build_or_push_publishes_nothing(offline, docker, capsys, failing, monkeypatch):
+    monkeypatch.setenv("FAKE_DOCKER_FAILS", failing)
+    project = publishing_project()
+    offline(project)
+    assert creation.main(["--project-id", "project-1", "--registry", "registry.example.com/me/hf-runner"]) == 1
+    assert project.dpks.calls == [] and project.codebases.calls == []
+    assert [call["argv"][0] for call in docker()] == (["build"] if failing == "build" else ["build", "build", "push"])
+    assert f"`docker {failing}" in capsys.readouterr().err
+
+
+def test_without_a_registry_nothing_is_published_that_names_an_image_nothing_built(offline, docker, capsys):
+    """No --registry: refused before logging in (the offline fixture fails any network call), unless told which
+    existing images to use."""
+    assert creation.main(["--project-id", "project-1"]) == 2
+    assert "pass --registry REPOSITORY" in capsys.readouterr().err
+    project = publishing_project()
+    offline(project)
+    assert creation.main(["--project-id", "project-1", "--runner-image-repository", "registry.example.com/me/r"]) == 0
+    (_, publish), = project.dpks.calls
+    version = load_manifest()["version"]
+    assert {config.runtime["runnerImage"] for config in publish["dpk"].components.compute_configs} == {
+        f"registry.example.com/me/r:{kind}-{version}" for kind in ("cpu", "gpu")}
+    assert docker() == []
+
+
+def test_a_dry_run_with_a_registry_prints_the_docker_commands_and_runs_none(offline, docker, capsys):
+    assert creation.main(["--dry-run", "--registry", "registry.example.com/me/r"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [command[1:4] for command in plan["images"]["build"]] == [
+        ["build", "-t", f"registry.example.com/me/r:{kind}-{load_manifest()['version']}"] for kind in ("cpu", "gpu")]
+    assert plan["images"]["context"] == ["Dockerfile", "requirements.txt"] and docker() == []
+
+
+def test_the_image_context_holds_every_file_the_dockerfile_copies():
+    dockerfile = (creation.ROOT / "Dockerfile").read_text(encoding="utf-8")
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith(("COPY ", "ADD "))}
+    assert copied and copied <= set(creation.IMAGE_CONTEXT)
 
 
 def test_register_builds_the_request_and_sends_it_to_the_installed_app(offline, tiny_models, capsys):
@@ -163,9 +269,10 @@ def test_register_builds_the_request_and_sends_it_to_the_installed_app(offline, 
                        "tags": template["tags"], "status": "trained", "input_type": "text",
                        "output_type": "text", "dataset_id": None,
                        "train_filter": dl.Filters(field="filename", values="/train").prepare(),
-                       "validation_filter": dl.Filters(field="filename", values="/validation").prepare()}
+                       "validation_filter": None}  # no dataset: no validation subset that could be empty
     assert created.artifacts.calls == [("upload", {"filepath": str(tiny_models["t5"] / "*")})]
-    assert "model-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "model-1" in out and "validation subset: none (no --dataset-id)" in out
 
 
 def test_register_dry_run_of_a_custom_model_takes_its_module_defaults(offline, capsys):
@@ -261,3 +368,99 @@ def test_register_takes_subset_filters_as_dql(offline, capsys):
     assert json.loads(capsys.readouterr().out)["create"]["train_filter"]["filter"] == query["filter"]
     assert register_model.main(["t5-email", "--dry-run", "--train-filter", "{not json"]) == 2
     assert "--train-filter must be a JSON DQL object" in capsys.readouterr().err
+
+
+# ----- a dataset without a validation folder: registered without that subset, trained through dtlpy -----
+class RecordingProgress(dl.Progress):
+    """The execution's progress as the platform's runner hands it over; every update is recorded."""
+
+    def __init__(self):
+        self.updates: list[tuple[int, str]] = []
+
+    def update(self, status=None, progress=0, message=None, output=None, duration=None, action=None):
+        self.updates.append((progress, message))
+
+
+def dataset_platform(monkeypatch, tmp_path, folders: dict[str, int]) -> tuple[FakePlatform, dl.Dataset]:
+    """A dataset of sentiment prompt items with reference answers: `folders` maps a folder to its item count."""
+    platform = FakePlatform()
+    dataset = platform.install_dataset(monkeypatch, tmp_path / "artifacts")
+    number = 0
+    for folder, count in folders.items():
+        for i in range(count):
+            number += 1
+            label = ("POSITIVE", "NEGATIVE")[i % 2]
+            item_id = f"{number:024x}"
+            platform.add_item(prompt_file_item(tmp_path / "data", f"{folder}/{item_id}.json",
+                                               current_item({"1": [f"a {label.lower()} film, number {i}"]}), item_id),
+                              [answer_json("1", label, None)])
+    return platform, dataset
+
+
+def project_creating_models(dataset: dl.Dataset, created: dict) -> SimpleNamespace:
+    """A project whose `models.create` builds the model entity the platform would, from dtlpy's own metadata."""
+    def create(**request):
+        metadata = dl.repositories.Models._build_model_metadata(train_filter=request["train_filter"],
+                                                                validation_filter=request["validation_filter"])
+        model = dl.Model.from_json(_json={
+            "id": "model-1", "name": request["model_name"], "datasetId": request["dataset_id"], "metadata": metadata,
+            "configuration": request["configuration"], "inputType": request["input_type"],
+            "outputType": request["output_type"], "status": request["status"]},
+            client_api=dl.client_api, project=None, package=dl.Package())
+        model._dataset = dataset
+        created["model"] = model
+        return model
+    return SimpleNamespace(id="project-1", apps=Recorder(get="the-app"), datasets=Recorder(get=dataset),
+                           models=Recorder(get=dl.exceptions.NotFound("404", "no such model"), create=create))
+
+
+def test_a_dataset_without_validation_items_registers_without_that_subset_and_trains_with_progress(
+        offline, capsys, tiny_models, tmp_path, monkeypatch):
+    platform, dataset = dataset_platform(monkeypatch, tmp_path, {"/train": 12})
+    created: dict = {}
+    offline(project_creating_models(dataset, created))
+    assert register_model.main(["distilbert-sst2", "--project-id", "project-1", "--dataset-id", "dataset-1",
+                                "--name", "reviews", "--set", f"model_path={tiny_models['distilbert']}",
+                                "--set", "epochs=2", "--set", "train_batch_size=2"]) == 0
+    out = capsys.readouterr().out
+    assert "validation subset: none (/validation holds no item of dataset dataset-1)" in out
+    model = created["model"]
+    assert set(model.metadata["system"]["subsets"]) == {"train"}
+
+    monkeypatch.chdir(tmp_path)  # dtlpy's train_model prepares its data under ./tmp/<model id>
+    adapter = ModelAdapter(model_entity=model)
+    progress = RecordingProgress()
+    # the platform's runner passes `progress` and `context` only to a function whose signature names them
+    offered = {"progress": progress, "context": None}
+    named = inspect.signature(adapter.train_model).parameters
+    passed = {name: value for name, value in offered.items() if name in named}
+    assert adapter.train_model(model, **passed) is model
+    assert model.status == "trained" and (platform.artifacts / "model.safetensors").is_file()
+    messages = [message for _, message in progress.updates]
+    assert [m for m in messages if m.startswith("finished epoch")] == ["finished epoch: 0/2", "finished epoch: 1/2"]
+    steps = [(percent, m) for percent, m in progress.updates if m.startswith("training: ")]
+    assert [m for _, m in steps] == [f"training: epoch {1 + (s - 1) // 6}/2, step {s}/12" for s in range(1, 13)]
+    assert [percent for percent, _ in steps] == [100 * s // 12 for s in range(1, 13)]
+
+
+def test_a_validation_folder_that_holds_items_is_the_validation_subset(offline, capsys, tmp_path, monkeypatch):
+    _, dataset = dataset_platform(monkeypatch, tmp_path, {"/train": 2, "/validation/2026": 3})
+    created: dict = {}
+    offline(project_creating_models(dataset, created))
+    assert register_model.main(["distilbert-sst2", "--project-id", "project-1", "--dataset-id", "dataset-1",
+                                "--name", "reviews"]) == 0
+    assert "validation subset: 3 items" in capsys.readouterr().out
+    assert set(created["model"].metadata["system"]["subsets"]) == {"train", "validation"}
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--dataset-id", "dataset-1", "--validation-folder", "/val"], "the validation subset selects no item of dataset"),
+    (["--validation-folder", "/val"], "a validation subset needs --dataset-id"),
+])
+def test_a_validation_subset_asked_for_that_selects_nothing_is_refused(offline, capsys, tmp_path, monkeypatch,
+                                                                       options, message):
+    _, dataset = dataset_platform(monkeypatch, tmp_path, {"/train": 2})
+    created: dict = {}
+    offline(project_creating_models(dataset, created))
+    assert register_model.main(["distilbert-sst2", "--project-id", "project-1", "--name", "reviews", *options]) == 2
+    assert message in capsys.readouterr().err and not created

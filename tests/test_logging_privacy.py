@@ -11,9 +11,11 @@ import logging
 import uuid
 from types import SimpleNamespace
 
+import dtlpy as dl
 import pytest
 
 from adapters.core.errors import ModelFailure
+from adapters.dataloop.execution import ItemsNotAnswered
 from adapters.dataloop.model_adapter import ModelAdapter
 from tests.conftest import FAST_SETTINGS, MODULE_MODELS
 from tests.fake_platform import FakePlatform, linked_item
@@ -136,7 +138,11 @@ def test_dtlpy_predict_items_logs_no_user_text(tiny_models, records, tmp_path, m
     broken = platform.add_item(linked_item(tmp_path, "broken.json", {}, "id-broken"))
     (tmp_path / "broken.json").write_text(f"[{secrets[0]}")
     items = [platform.add_item(linked_item(tmp_path, "good.json", legacy_item({"p": secrets[1:]}), "id-good")), broken]
-    _, annotations = adapter.predict_items(items)  # raises, with the error text, if predict ever raised
+    with pytest.raises(ItemsNotAnswered) as raised:  # the broken item fails the execution, once the other is answered
+        adapter.predict_items(items)
+    (unanswered,) = raised.value.unanswered
+    assert unanswered.item_id == "id-broken" and not [s for s in secrets if s in str(raised.value)]
+    annotations = [dl.Annotation.from_json(_json=a) for a in platform.annotations["id-good"]]
     assert len(annotations) == 2
     assert leaked(records.records, secrets + answer_texts([SimpleNamespace(annotations=annotations)])) == []
 

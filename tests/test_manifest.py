@@ -10,6 +10,7 @@ import sys
 import dtlpy as dl
 import pytest
 
+import creation
 from adapters.core.manifest import MANIFEST_PATH, load_manifest
 from adapters.core.module_loader import load_model_module
 from adapters.core.settings import setting_names
@@ -73,16 +74,18 @@ def test_model_compute_configs_use_the_purposes_dtlpy_reads():
 
 
 def test_services_run_on_the_python_3_11_images_the_dockerfile_builds():
-    """Every compute config names the image the Dockerfile builds for its kind of pod, tagged with the app's
-    version, and the Dockerfile builds both on Dataloop's Python 3.11 runner images."""
+    """Every compute config names the runner image (a template creation.py replaces with the tags it pushes) of its
+    kind of pod, tagged with the app's version; the Dockerfile builds both on Dataloop's Python 3.11 runner images,
+    with the build arguments creation.py passes."""
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     for config in DPK.components.compute_configs:
         kind = "gpu" if config.runtime["podType"].startswith("gpu") else "cpu"
-        image = f"ghcr.io/huggingface-nlp-adapters/runner:{kind}-{MANIFEST['version']}"
+        image = f"{creation.RUNNER_IMAGE_PREFIX}:{kind}-{MANIFEST['version']}"
         assert config.runtime["runnerImage"] == image, config.name
-        assert f"docker build -t {image}" in dockerfile and f"docker push {image}" in dockerfile
     assert "ARG RUNNER=gpu:python3.11_cuda11.8_pytorch2\nFROM hub.dataloop.ai/dtlpy-runner-images/${RUNNER}" in dockerfile
-    assert "--build-arg RUNNER=cpu:python3.11_pytorch2" in dockerfile
+    assert creation.IMAGE_BUILD_ARGS["cpu"]["RUNNER"] == "cpu:python3.11_pytorch2"
+    assert set(creation.IMAGE_BUILD_ARGS["cpu"]) <= {line.split()[1].split("=")[0] for line in dockerfile.splitlines()
+                                                     if line.startswith("ARG ")}
     assert "-r /tmp/hf-adapters-requirements.txt" in dockerfile
 
 
@@ -100,8 +103,60 @@ def test_requirements_split_runtime_from_test_tools():
 def test_each_model_carries_its_weights_license(name, license_tag):
     (model,) = [m for m in MODELS if m["name"] == name]
     assert [tag for tag in model["tags"] if tag.startswith("license:")] == [license_tag]
-    assert sorted(MANIFEST["attributes"]["License"]) == ["Apache 2.0", "MIT"]
-    assert MANIFEST["attributes"]["NLP"] != "Conversational"  # not every model of the app chats
+
+
+# The values Dataloop's app catalogue uses, read from 24 published dataloop.json files of dataloop-ai-apps
+# (huggingface-adapter: dialogpt_large, bert_base_ner, dslim_bert_base_ner, pegasus_summarize, pegasus_xsum,
+# open_llama_3b, meta_llama_3_8b_instruct, auto_for_causal_lm, apple_dclm_7b, amazon_review_sentiment_analysis;
+# openai-model-adapters: chat_completion, text_embeddings, whisper; torch-models: resnet, speechbrain; nim-api-adapter:
+# gemma_3_12b_it, bge_m3; clip-model-adapter, ner-spacy-adapter, google-nnlm, amazon-bedrock, yolov8, ollama-server,
+# google-gemini). Each attribute is one string, except "Media Type" (a list).
+CATALOGUE = {
+    "Provider": {"Hugging Face", "Microsoft", "Meta", "Google", "Open AI", "AWS", "PyTorch", "SpeechBrain", "spaCy",
+                 "UltraLytics", "Ollama", "Other"},
+    "Deployed By": {"Dataloop", "Open AI", "NVIDIA", "Google"},
+    "Category": {"Model"},
+    "NLP": {"Conversational", "Sentiment Analysis", "Text Classification", "Token Classification", "Embeddings",
+            "Other"},
+    "Gen AI": {"LLM", "LMM"},
+    "Media Type": {"Text", "Image", "Audio", "Multi Modal"},
+    "License": {"Apache 2.0", "MIT", "BSD-3.0", "AGPL-3.0", "Apple Sample Code License", "Other"},
+}
+
+
+def test_attributes_use_the_app_catalogues_values():
+    attributes = MANIFEST["attributes"]
+    assert set(attributes) <= set(CATALOGUE)
+    for name, value in attributes.items():
+        values = value if name == "Media Type" else [value]
+        assert name == "Media Type" or isinstance(value, str), name
+        assert values and set(values) <= CATALOGUE[name], (name, value)
+    assert attributes["NLP"] == "Text Classification" and attributes["Gen AI"] == "LLM"  # classifiers; chat, email
+    assert attributes["License"] == "Other"  # MIT and Apache 2.0 models: each model's tag says which
+
+
+def dtlpy_fields(entity: type) -> set[str]:
+    """The JSON keys a dtlpy entity reads (its DlProperty locations)."""
+    return {value.location[0] for value in vars(entity).values() if isinstance(value, dl.entities.DlProperty)}
+
+
+def test_components_hold_only_fields_dtlpy_knows():
+    for config in MANIFEST["components"]["computeConfigs"]:
+        assert set(config) <= dtlpy_fields(dl.entities.dpk.DpkComputeConfig), config["name"]
+    for module in MANIFEST["components"]["modules"]:
+        assert set(module) <= dtlpy_fields(dl.PackageModule), module["name"]
+        for function in module["functions"]:
+            assert set(function) <= dtlpy_fields(dl.PackageFunction), function["name"]
+
+
+def test_each_model_trains_on_one_compute_config():
+    """A function-level computeConfig on train_model would compete with each model's `computeConfigs.train` (it
+    named gpu-t4 for DialoGPT-large, whose own train config is gpu-t4-m): only the model's own one is given."""
+    (module,) = MANIFEST["components"]["modules"]
+    (train,) = [f for f in module["functions"] if f["name"] == "train_model"]
+    assert "computeConfig" not in train
+    for model in MODELS:
+        assert model["computeConfigs"]["train"] in COMPUTE_CONFIGS, model["name"]
 
 
 def test_models_are_sized_cpu_for_distilbert_gpu_for_the_large_ones():

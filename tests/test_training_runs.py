@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import dtlpy as dl
 import pytest
@@ -374,3 +375,21 @@ def test_dtlpy_train_model_stores_checkpoints_and_a_restarted_execution_continue
     assert next_run.hugging.model.config.id2label == {0: "neg", 1: "pos"}
     trained = restarted.hugging.model.state_dict()
     assert all(torch.equal(tensor, trained[key]) for key, tensor in next_run.hugging.model.state_dict().items())
+
+
+@pytest.mark.parametrize("steps", [100, 101, 1000, 3])
+def test_progress_within_epochs_is_one_update_per_whole_percent_of_the_run_at_most(steps):
+    """Each progress update is a call to the platform: a run of any length makes at most 100 of them (one per
+    percent; 100 steps is the limit where every step reports), each naming its epoch and step."""
+    from adapters.training.reporting import StepProgress
+    updates: list[tuple[int, str]] = []
+    reporter = StepProgress(SimpleNamespace(update=lambda progress, message: updates.append((progress, message))),
+                            epochs=4 if steps > 3 else 3)
+    for step in range(1, steps + 1):
+        reporter(step, steps)
+    percents = [percent for percent, _ in updates]
+    assert len(updates) == min(steps, 100) and percents == sorted(set(percents)) and percents[-1] == 100
+    assert updates[-1][1] == f"training: epoch {4 if steps > 3 else 3}/{4 if steps > 3 else 3}, step {steps}/{steps}"
+    if steps == 100:
+        assert updates[24][1] == "training: epoch 1/4, step 25/100"
+        assert updates[25][1] == "training: epoch 2/4, step 26/100"

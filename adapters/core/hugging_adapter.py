@@ -1,8 +1,9 @@
-"""The generic HuggingAdapter: prompt items in, `dl.FreeText` annotations out.
+"""The generic HuggingAdapter: prompt items (and plain-text items) in, `dl.FreeText` annotations out.
 
 The base owns everything that is not model-specific: configuration, weight loading, device, parsing both
-prompt-item formats, reporting what is skipped, truncation, length-sorted micro-batching with dynamic padding,
-turn-by-turn batching of conversations, and building annotations. A model module only says how one question
+prompt-item formats and text items, deciding which prompts a call answers (again), reporting what is skipped,
+truncation, length-sorted micro-batching with dynamic padding, turn-by-turn batching of conversations, and
+building annotations. A model module only says how one question
 becomes model rows (`preprocess`), how a padded batch runs (`forward`) and how row outputs become answers
 (`postprocess`), in the shape of a `transformers` pipeline.
 """
@@ -27,7 +28,7 @@ from .batching import plan_micro_batches
 from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .loading import context_window, resolve_device
 from .manifest import defaults_for_module, model_entries
-from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
+from .prompt_items import ParsedItem, Question, Skipped, location, parse_prompt_item, text_item
 from .settings import Setting, resolve_configuration
 from .truncation import Segments
 
@@ -36,6 +37,10 @@ logger = logging.getLogger(__name__)
 Row = dict[str, list[int]]
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 40
+# What dtlpy's `_item_to_text` reads for a model whose manifest declares `inputType: text`.
+TEXT_ITEM_MIMETYPES = ("text/plain", "text/markdown")
+# How many of an unanswered item's reasons its one-line summary lists.
+LISTED_REASONS = 3
 
 
 @dataclass
@@ -57,27 +62,44 @@ class Turn:
 
 @dataclass
 class LoadedItem:
-    """A prompt item as read by `prepare_item_func`, with the answers already on it; `error` says why it could
-    not be read."""
+    """An item as read by `prepare_item_func`: a prompt item's JSON (`data`) with the answers already on it, or a
+    text item's `text`; `error` says why it could not be read."""
 
     name: str
     data: Any = None
     error: str | None = None
     answers: list[StoredAnswer] = field(default_factory=list)
+    text: str | None = None
+    item_id: str | None = None
 
 
 @dataclass
 class PredictionReport:
     """What one `predict` call did not answer: unreadable items, skipped questions, and questions whose prompt this
-    model had already answered (`kept`: their answers stand, see the `reanswer` key)."""
+    model had already answered (`kept`: their answers stand, see the `reanswer` key). `unanswered` maps the batch
+    position of every item that got no answer at all to why, in one line: a call asked to answer it did nothing."""
 
     failed_items: list[Skipped] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     kept: list[Skipped] = field(default_factory=list)
+    unanswered: dict[int, str] = field(default_factory=dict)
+    _by_item: dict[int, list[Skipped]] = field(default_factory=dict, repr=False)
 
-    def add(self, skipped: Skipped, failed_item: bool = False) -> None:
+    def add(self, skipped: Skipped, failed_item: bool = False, item_index: int | None = None) -> None:
         (self.failed_items if failed_item else self.skipped).append(skipped)
+        if item_index is not None:
+            self._by_item.setdefault(item_index, []).append(skipped)
         logger.warning("not answered: %s", skipped.describe())
+
+    def nothing_answered(self, item_index: int, failed_item: bool) -> None:
+        """Record that the item at `item_index` got no answer, with the reasons reported for it."""
+        reasons = self._by_item.get(item_index, [])
+        if failed_item and reasons:
+            self.unanswered[item_index] = reasons[0].reason
+            return
+        listed = "; ".join(r.describe() for r in reasons[:LISTED_REASONS]) or "it holds no question"
+        more = f"; and {len(reasons) - LISTED_REASONS} more" if len(reasons) > LISTED_REASONS else ""
+        self.unanswered[item_index] = f"nothing this model can answer: {listed}{more}"
 
     def keep(self, kept: Skipped) -> None:
         self.kept.append(kept)
@@ -168,22 +190,27 @@ class HuggingAdapter(abc.ABC):
 
     # ----- the Dataloop side -----
     def prepare_item_func(self, item: Any) -> LoadedItem:
-        """Read a prompt item and the answers already on it; never raises, since dtlpy maps it over the whole batch.
+        """Read an item (and a prompt item's answers already on it); never raises, since dtlpy maps it over the
+        whole batch.
 
-        A `dl.Item` is read as `dl.PromptItem.fetch` reads one (its JSON, then `item.annotations.list()`), but
-        through this package's parser, which also reads the legacy format and any `text/*` mimetype; an item that
-        is not a prompt item is refused before anything of it is read.
+        A prompt item (`dl.Item`) is read as `dl.PromptItem.fetch` reads one (its JSON, then
+        `item.annotations.list()`), but through this package's parser, which also reads the legacy format and any
+        `text/*` element mimetype. A text/plain or text/markdown item is read as text (UTF-8), the manifest's
+        `inputType: text`. Any other item is refused before anything of it is read.
         """
         name = str(getattr(item, "name", None) or getattr(item, "id", None) or "")
         try:
             if isinstance(item, dl.PromptItem):
                 return LoadedItem(name, item.to_json(), answers=prompt_item_answers(item))
             if isinstance(item, dl.Item):
-                refusal = not_a_prompt_item(item)
+                refusal = refusal_of(item)
                 if refusal:
-                    return LoadedItem(name, error=refusal)
-                data = json.loads(item.download(save_locally=False).read())
-                return LoadedItem(name, data, answers=stored_answers(item.annotations.list()))
+                    return LoadedItem(name, error=refusal, item_id=item.id)
+                content = item.download(save_locally=False).read()
+                if is_text_item(item):
+                    return self._text_item(name, content, item.id)
+                return LoadedItem(name, json.loads(content), answers=stored_answers(item.annotations.list()),
+                                  item_id=item.id)
             if isinstance(item, dict):
                 annotations = item.get("annotations")
                 if annotations is not None and not isinstance(annotations, list):
@@ -191,42 +218,72 @@ class HuggingAdapter(abc.ABC):
                 return LoadedItem(str(item.get("name") or ""), item, answers=stored_answers(annotations))
             return LoadedItem(name, error=f"cannot read a {type(item).__name__} as a prompt item")
         except Exception as error:  # noqa: BLE001 - reported per item, the batch goes on
-            return LoadedItem(name, error=f"could not read the item: {error}")
+            return LoadedItem(name, error=f"could not read the item: {error}", item_id=getattr(item, "id", None))
 
-    def predict(self, batch: Sequence[Any], **kwargs: Any) -> list[dl.AnnotationCollection]:
-        """Answer every text question of every item that this model has not answered yet; one collection per item.
+    @staticmethod
+    def _text_item(name: str, content: bytes, item_id: str | None) -> LoadedItem:
+        try:
+            return LoadedItem(name, text=content.decode("utf-8-sig"), item_id=item_id)
+        except UnicodeDecodeError as error:
+            return LoadedItem(name, error=f"item {_SHORT.repr(name)} is not UTF-8 text (byte {error.start})",
+                              item_id=item_id)
 
-        Raises `ModelFailure` when the model fails (nothing is returned, so dtlpy uploads and deletes nothing for
-        the batch); bad input is skipped and reported in `last_report` instead.
+    def predict(self, batch: Sequence[Any], reanswer: bool | None = None,
+                **kwargs: Any) -> list[dl.AnnotationCollection]:
+        """`predict_with_report`'s annotations; its report is kept in `last_report`."""
+        return self.predict_with_report(batch, reanswer)[0]
+
+    def predict_with_report(self, batch: Sequence[Any], reanswer: bool | None = None
+                            ) -> tuple[list[dl.AnnotationCollection], PredictionReport]:
+        """Answer the items' questions; one collection per item, in batch order, and what was not answered.
+
+        Which prompts a call answers: see `_earlier_answers`; `reanswer=True` answers every prompt again for this
+        call (dtlpy's `evaluate_model`), as the `reanswer` key does for every call. Raises `ModelFailure` when the
+        model fails (nothing is returned, so dtlpy uploads and deletes nothing for the batch); bad input is
+        skipped and reported instead. The report is this call's own (also left in `last_report`).
         """
         report = PredictionReport()
         self.last_report = report
         loaded = [entry if isinstance(entry, LoadedItem) else self.prepare_item_func(entry) for entry in batch]
         parsed_items = [self._parse(index, entry, report) for index, entry in enumerate(loaded)]
-        earlier = self._earlier_answers(parsed_items, loaded, report)
+        earlier = self._earlier_answers(parsed_items, loaded, report,
+                                        bool(reanswer) or bool(self.configuration.get("reanswer")))
         conversations = [c for parsed in parsed_items if parsed for c in self._conversations(parsed, report)]
         answers = self._answer(conversations, report, earlier)
-        return [self._collection(parsed, answers) for parsed in parsed_items]
+        collections = [self._collection(parsed, answers) for parsed in parsed_items]
+        for index, (parsed, collection) in enumerate(zip(parsed_items, collections)):
+            if not collection.annotations:
+                report.nothing_answered(index, failed_item=parsed is None)
+        return collections, report
 
     def _earlier_answers(self, parsed_items: list[ParsedItem | None], loaded: list[LoadedItem],
-                         report: PredictionReport) -> dict[int, list[Answer]]:
-        """This model's stored answer to each question of a prompt it already answered (none with `reanswer`).
+                         report: PredictionReport, reanswer: bool) -> dict[int, list[Answer]]:
+        """This model's stored answers that stand: their questions are not run again, and the chat turns after
+        them see these answers, as they stand (a person may have edited them), as the history.
 
-        Those questions are not run again; their answers, as they stand (a person may have edited them), are the
-        history later turns of a conversation see.
+        An answer stands unless `reanswer` (every prompt is answered again), or its prompt is the item's last one
+        (every call answers it, or answers it again: the studio's regenerate, as Dataloop's chat apps do it), or
+        its question was edited since it was answered (the fingerprint recorded with the answer differs). A
+        prompt's answers stand or are replaced together. A text item is always answered.
         """
-        if self.configuration.get("reanswer"):
+        if reanswer:
             return {}
         earlier: dict[int, list[Answer]] = {}
         for parsed, entry in zip(parsed_items, loaded):
-            stored = answers_by(self.model_name, entry.answers) if parsed else {}
-            by_prompt: dict[str, list[Question]] = {}
-            for question in parsed.questions if parsed else []:
-                by_prompt.setdefault(question.prompt_key, []).append(question)
-            for prompt_key, questions in by_prompt.items():
-                texts = stored.get(prompt_key)
-                for position, question in enumerate(questions if texts else []):
-                    earlier[id(question)] = [Answer(texts[min(position, len(texts) - 1)], 1.0)]
+            if parsed is None or parsed.format == "text":
+                continue
+            stored = answers_by(self.model_name, entry.answers)
+            for prompt_key, questions in _by_prompt(parsed.questions).items():
+                answers = stored.get(prompt_key)
+                if not answers or prompt_key == parsed.last_prompt:
+                    continue
+                matched = [_matching(answers, question, position) for position, question in enumerate(questions)]
+                if any(a.fingerprint not in (None, q.fingerprint) for a, q in zip(matched, questions)):
+                    logger.info("%s: edited since %s answered it; answered again", location(parsed.name, prompt_key),
+                                self.model_name)
+                    continue
+                for question, answer in zip(questions, matched):
+                    earlier[id(question)] = [Answer(answer.text, 1.0)]
                     report.keep(Skipped(question.item_name, prompt_key, question.element_key,
                                         f"already answered by {self.model_name}; set reanswer to answer it again"))
         return earlier
@@ -236,12 +293,15 @@ class HuggingAdapter(abc.ABC):
         try:
             if loaded.error:
                 raise MalformedItemError(loaded.error)
-            parsed = parse_prompt_item(loaded.data, index, loaded.name)
+            if loaded.text is not None:
+                parsed = text_item(loaded.text, index, loaded.name)
+            else:
+                parsed = parse_prompt_item(loaded.data, index, loaded.name)
         except MalformedItemError as error:
-            report.add(Skipped(loaded.name, None, None, str(error)), failed_item=True)
+            report.add(Skipped(loaded.name, None, None, str(error)), failed_item=True, item_index=index)
             return None
         for skipped in parsed.skipped:
-            report.add(skipped)
+            report.add(skipped, item_index=index)
         return parsed
 
     def _conversations(self, parsed: ParsedItem, report: PredictionReport) -> list[list[Question]]:
@@ -319,16 +379,20 @@ class HuggingAdapter(abc.ABC):
 
     @staticmethod
     def _fail(question: Question, report: PredictionReport, reason: str) -> None:
-        report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason))
+        report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason),
+                   item_index=question.item_index)
 
     def _collection(self, parsed: ParsedItem | None, answers: dict[int, list[Answer]]) -> dl.AnnotationCollection:
+        """The item's answers as annotations: on their prompt (`promptId`), or on the item itself for a text item;
+        `model_output` holds the module's details and what was answered (`answered`: element and fingerprint)."""
         collection = dl.AnnotationCollection()
         for question in parsed.questions if parsed else []:
+            answered = {"element": question.element_key, "sha256": question.fingerprint}
             for answer in answers.get(id(question), []):
                 confidence = answer.confidence if math.isfinite(answer.confidence) else 0.0
                 collection.add(annotation_definition=dl.FreeText(text=answer.text), prompt_id=question.prompt_key,
                                model_info={"name": self.model_name, "confidence": min(max(confidence, 0.0), 1.0)},
-                               metadata={"user": {"model_output": answer.details}})
+                               metadata={"user": {"model_output": {**answer.details, "answered": answered}}})
         return collection
 
     # ----- fine-tuning (driven by adapters/training/; a module adds `training_rows` and maybe the rest) -----
@@ -391,15 +455,46 @@ def _short(error: Exception, limit: int = 300) -> str:
     return message if len(message) <= limit else message[:limit] + "..."
 
 
-def not_a_prompt_item(item: dl.Item) -> str | None:
-    """Why `item` is refused before it is read (it is not a prompt item), or None."""
-    system = (item.metadata or {}).get("system") if isinstance(item.metadata, dict) else None
-    shebang = system.get("shebang") if isinstance(system, dict) else None
-    dltype = shebang.get("dltype") if isinstance(shebang, dict) else None
-    if dltype == "prompt":
+def _system_metadata(item: dl.Item) -> dict:
+    system = item.metadata.get("system") if isinstance(item.metadata, dict) else None
+    return system if isinstance(system, dict) else {}
+
+
+def is_prompt_item(item: dl.Item) -> bool:
+    shebang = _system_metadata(item).get("shebang")
+    return isinstance(shebang, dict) and shebang.get("dltype") == "prompt"
+
+
+def is_text_item(item: dl.Item) -> bool:
+    """A plain-text file (what dtlpy reads for `inputType: text`), not a prompt item."""
+    return not is_prompt_item(item) and _system_metadata(item).get("mimetype") in TEXT_ITEM_MIMETYPES
+
+
+def refusal_of(item: dl.Item) -> str | None:
+    """Why `item` is refused before it is read (it is neither a prompt item nor a text item), or None."""
+    if is_prompt_item(item) or is_text_item(item):
         return None
-    return (f"item {_SHORT.repr(str(item.name or item.id))} is not a prompt item (metadata.system.shebang.dltype is "
-            f"{_SHORT.repr(dltype)}, not 'prompt'): refused, nothing of it was read")
+    mimetype = _system_metadata(item).get("mimetype")
+    described = f"mimetype {_SHORT.repr(mimetype)}" if isinstance(mimetype, str) else "no mimetype"
+    return (f"item {_SHORT.repr(str(item.name or item.id))} is neither a prompt item nor a text item ({described}; "
+            f"this model reads prompt items and {' or '.join(TEXT_ITEM_MIMETYPES)} items): refused, nothing of it was "
+            "read")
+
+
+def _by_prompt(questions: Sequence[Question]) -> dict[str | None, list[Question]]:
+    grouped: dict[str | None, list[Question]] = {}
+    for question in questions:
+        grouped.setdefault(question.prompt_key, []).append(question)
+    return grouped
+
+
+def _matching(answers: list[StoredAnswer], question: Question, position: int) -> StoredAnswer:
+    """The stored answer to `question`: the one recorded for its element, else the one at its position in the
+    prompt (the last answer for questions beyond the answers, as older versions stored them)."""
+    for answer in answers:
+        if answer.element is not None and answer.element == question.element_key:
+            return answer
+    return answers[min(position, len(answers) - 1)]
 
 
 def _manifest_name(module_name: str) -> str:

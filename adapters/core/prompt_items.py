@@ -6,10 +6,11 @@ Current (dtlpy):    {"prompts": {"<prompt>": [{"mimetype": ..., "value": ...}, .
 
 A legacy prompt holds several questions, each answered on its own. A current-format prompt is one user message,
 as `dl.PromptItem` and Dataloop's LLM apps read it: its text elements, joined in order by a newline, are one
-question with one answer.
+question with one answer. A plain-text item (`text_item`) is one question, its whole text, on no prompt.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import reprlib
@@ -48,12 +49,12 @@ def location(item: str, prompt_key: str | None = None, element_key: str | None =
 
 @dataclass(frozen=True)
 class Question:
-    """One text element of one prompt: the unit that gets an answer."""
+    """One text element of one prompt (or a text item's whole text, on no prompt): the unit that gets an answer."""
 
     item_index: int
     item_name: str
-    prompt_key: str
-    element_key: str
+    prompt_key: str | None
+    element_key: str | None
     text: str
     prompt_metadata: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -61,6 +62,15 @@ class Question:
     def where(self) -> str:
         """Where the question is, for logs: never its text, which is user data."""
         return location(self.item_name, self.prompt_key, self.element_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the text: stored with an answer, it tells later calls whether the prompt was edited since."""
+        return text_fingerprint(self.text)
+
+
+def text_fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -78,12 +88,22 @@ class Skipped:
 
 @dataclass
 class ParsedItem:
-    """The questions of one prompt item in document order, and what was skipped in it."""
+    """The questions of one item in document order, and what was skipped in it.
+
+    `format` is "legacy" or "current" (prompt items) or "text" (a plain-text item); `prompts` lists the keys of the
+    item's user prompts, answerable or not, in document order.
+    """
 
     name: str
     format: str
     questions: list[Question]
     skipped: list[Skipped]
+    prompts: list[str] = field(default_factory=list)
+
+    @property
+    def last_prompt(self) -> str | None:
+        """The newest user prompt, in the order chat turns are read (`natural_key`): "10" after "9"."""
+        return max(self.prompts, key=natural_key) if self.prompts else None
 
 
 def natural_key(key: str) -> list[Any]:
@@ -117,10 +137,23 @@ def parse_prompt_item(data: Any, item_index: int, name: str) -> ParsedItem:
         if isinstance(content, list):
             _parse_current_prompt(parsed, item_index, prompt_key, content)
         elif isinstance(content, dict):
+            parsed.prompts.append(prompt_key)
             _parse_legacy_prompt(parsed, item_index, prompt_key, content)
         else:
+            parsed.prompts.append(prompt_key)
             parsed.skipped.append(Skipped(name, prompt_key, None,
                                           f"a prompt must be a list or an object of elements, got {type(content).__name__}"))
+    return parsed
+
+
+def text_item(text: str, item_index: int, name: str) -> ParsedItem:
+    """A plain-text item (text/plain, text/markdown) as one question: its whole text, answered on the item itself
+    (no prompt), as Dataloop's Hugging Face apps answer text. Empty text is reported, like an empty prompt."""
+    parsed = ParsedItem(name=name, format="text", questions=[], skipped=[])
+    if text.strip():
+        _add_question(parsed, item_index, None, None, text, {})
+    else:
+        parsed.skipped.append(Skipped(name, None, None, "empty text: nothing to answer"))
     return parsed
 
 
@@ -136,6 +169,7 @@ def _parse_current_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, 
     if role != "user":
         parsed.skipped.append(Skipped(parsed.name, prompt_key, None, f"prompt role {short(role)} is not a user prompt"))
         return
+    parsed.prompts.append(prompt_key)
     texts: list[tuple[str, str]] = []
     for index, element in enumerate(elements):
         if isinstance(element, dict) and element.get("mimetype") == METADATA_MIMETYPE:
@@ -158,7 +192,7 @@ def _parse_legacy_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, q
             parsed.skipped.append(Skipped(parsed.name, prompt_key, str(question_key), reason))
 
 
-def _add_question(parsed: ParsedItem, item_index: int, prompt_key: str, element_key: str, value: str,
+def _add_question(parsed: ParsedItem, item_index: int, prompt_key: str | None, element_key: str | None, value: str,
                   metadata: dict) -> None:
     text, replaced = _SURROGATE.subn("\ufffd", value)
     question = Question(item_index, parsed.name, prompt_key, element_key, text, metadata)

@@ -5,6 +5,9 @@ hostile or mistyped configuration is refused up front with a message that says w
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import logging
 import math
 import re
@@ -16,12 +19,28 @@ from .manifest import defaults_for_module
 
 logger = logging.getLogger(__name__)
 
-# Keys that dtlpy itself writes into a model's configuration; they are not ours to validate.
-DTLPY_KEYS = frozenset({
-    "include_background", "upload_annotations", "clean_annotations", "overwrite_annotations", "upload_features",
-    "root_path", "data_path", "output_path", "weights_filename", "id_to_label_map", "label_to_id_map",
-    "include_model_annotations", "column",
-})
+# How dtlpy's adapter and model entity read a configuration key: `configuration.get('key'` or `configuration['key'`.
+_DTLPY_READ = re.compile(r"""configuration(?:\.get\(|\[)\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
+
+
+@functools.cache
+def dtlpy_keys() -> frozenset[str]:
+    """Keys dtlpy owns in a model's configuration, taken from the installed dtlpy itself: its adapter defaults
+    (`AdapterDefaults`, which it writes into every configuration it loads) and every key its model adapter and
+    model entity read (`predict_embed_subset_limit`, `predict_embed_timeout`, `id_to_label_map`...), which
+    `ModelConfigurations.get` writes too. They are not ours to validate, and a load must not take them for typos."""
+    from dtlpy.entities import model
+    from dtlpy.ml import base_model_adapter
+
+    keys = {field.name for field in dataclasses.fields(base_model_adapter.AdapterDefaults)}
+    keys.update(base_model_adapter.ModelConfigurations(None))  # the defaults it fills in (include_background)
+    for source_module in (base_model_adapter, model):
+        try:
+            keys.update(_DTLPY_READ.findall(inspect.getsource(source_module)))
+        except (OSError, TypeError):  # a dtlpy installed without its sources: the adapter defaults still count
+            logger.debug("dtlpy's source of %s is not available", source_module.__name__)
+    return frozenset(keys)
+
 
 # Keys that choose what runs, so a module that does not read them must refuse them rather than ignore them;
 # each maps to the value that means "as if unset".
@@ -96,7 +115,8 @@ BASE_SETTINGS: tuple[Setting, ...] = (
             minimum=1, maximum=MAX_BATCH_SIZE),
     Setting("max_batch_tokens", (int,), "padded tokens per forward pass, bounds memory", minimum=16,
             maximum=MAX_BATCH_TOKENS),
-    Setting("reanswer", (bool,), "answer prompts this model already answered again, replacing its earlier answers"),
+    Setting("reanswer", (bool,), "answer every prompt on every call (not only the last, new and edited ones), "
+            "replacing this model's earlier answers"),
 )
 
 
@@ -113,7 +133,8 @@ def resolve_configuration(module_name: str, settings: Iterable[Setting], configu
     settings = {s.name: s for s in (*BASE_SETTINGS, *settings)}
     merged = defaults_for_module(module_name)
     merged["module_name"] = module_name
-    unknown = sorted(k for k in configuration if k not in settings and k not in DTLPY_KEYS and k != "trust_remote_code")
+    unknown = sorted(k for k in configuration if k not in settings and k not in dtlpy_keys()
+                     and k != "trust_remote_code")
     for key in unknown:
         if key in NOT_TO_IGNORE and configuration[key] not in (None, NOT_TO_IGNORE[key]):
             raise ConfigurationError(f"configuration {key!r} {configuration[key]!r} is not supported by {module_name}; "

@@ -13,16 +13,32 @@ import dtlpy as dl
 from adapters.core.module_loader import load_model_module
 
 # Absolute imports: Dataloop loads this entry point by file path, where relative imports have no parent package.
-from adapters.dataloop.answers import stored_answers
+from adapters.dataloop.answers import replaced_by
+from adapters.dataloop.execution import (
+    ItemsNotAnswered,
+    answering_every_prompt,
+    answers_every_prompt,
+    collecting_unanswered,
+    execution_progress,
+    record_unanswered,
+    reporting_progress,
+)
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
 from adapters.training.output import CHECKPOINTS, OutputFolder
-from adapters.training.reporting import call_epoch_callback, plot_samples, upload_samples
+from adapters.training.reporting import StepProgress, call_epoch_callback, plot_samples, upload_samples
 from adapters.training.trainer import Prepared, fit, is_main_process, prepare
 
 logger = logging.getLogger(__name__)
 
 TRAINING_REPORT = "training_metrics.json"
+
+
+def declared_as_dtlpy_does(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Keep dtlpy's declaration (`__dtlpy__`: inputs, outputs, display name) of the service function `function`
+    overrides: the platform reads it, and the manifest declares the same (tests/test_manifest.py)."""
+    function.__dtlpy__ = getattr(dl.BaseModelAdapter, function.__name__).__dtlpy__
+    return function
 
 
 def has_weights(folder: str | Path | None) -> bool:
@@ -54,23 +70,49 @@ class ModelAdapter(dl.BaseModelAdapter):
     def prepare_item_func(self, item: dl.Item) -> Any:
         return self.hugging.prepare_item_func(item)
 
+    @declared_as_dtlpy_does
+    def predict_items(self, items: list, batch_size: int | None = None, **kwargs: Any) -> tuple[list, list]:
+        """dtlpy's `predict_items`, which also fails the execution when an item got no answer (an image, a JSON file
+        that is no prompt item, a prompt with nothing a text model can answer): after every batch ran and every
+        other answer was uploaded, naming each such item and why."""
+        with collecting_unanswered() as unanswered:
+            try:
+                result = super().predict_items(items, batch_size=batch_size, **kwargs)
+            except Exception as error:  # dtlpy's own report of failed batches, raised after its last batch
+                if unanswered:
+                    raise ItemsNotAnswered(unanswered, len(items), error) from error
+                raise
+        if unanswered:
+            raise ItemsNotAnswered(unanswered, len(items))
+        return result
+
     def predict(self, batch: list, **kwargs: Any) -> list[dl.AnnotationCollection]:
-        return self.hugging.predict(batch, **kwargs)
+        collections, report = self.hugging.predict_with_report(batch, reanswer=answers_every_prompt() or None)
+        record_unanswered(batch, report.unanswered)
+        return collections
+
+    @declared_as_dtlpy_does
+    def evaluate_model(self, model: dl.Model, dataset: dl.Dataset, filters: dl.Filters | None = None,
+                       progress: dl.Progress | None = None, context: dl.Context | None = None) -> tuple:
+        """dtlpy's `evaluate_model`; the predictions it runs (with `overwrite_annotations`, its default) answer
+        every prompt of every item again, replacing this model's earlier answers, so that what is scored is what
+        the model answers now (after training in place, or a configuration change), not what it answered once."""
+        with answering_every_prompt():
+            return super().evaluate_model(model, dataset, filters, progress=progress, context=context)
 
     def _upload_model_annotations(self, item: dl.Item, predictions: Any) -> Any:
         """Replace only what was answered again: upload the new answers, then delete this model's earlier answers
-        on those prompts and nowhere else.
+        on those prompts (on a text item: its earlier answers on the item) and nowhere else.
 
         dtlpy's default deletes every annotation of the model on the item first, which would wipe the answers to
-        prompts this call kept (see `reanswer`). Uploading before deleting means a failed upload loses nothing.
+        prompts this call kept. Uploading before deleting means a failed upload loses nothing.
         """
         annotations = list(predictions.annotations if isinstance(predictions, dl.AnnotationCollection) else predictions)
         if not annotations:
             return predictions
-        answered = {str(a.metadata["system"]["promptId"]) for a in annotations}
-        replaced = [answer.annotation_id for answer in stored_answers(item.annotations.list())
-                    if answer.model_name == self.model_entity.name and answer.prompt_key in answered
-                    and answer.annotation_id]
+        answered = {None if a.metadata["system"].get("promptId") is None else str(a.metadata["system"]["promptId"])
+                    for a in annotations}
+        replaced = replaced_by(item.annotations.list(), self.model_entity.name, answered)
         uploaded = item.annotations.upload(annotations=annotations)
         if replaced:
             item.annotations.delete(filters=dl.Filters(resource=dl.FiltersResource.ANNOTATION, field="id",
@@ -89,14 +131,17 @@ class ModelAdapter(dl.BaseModelAdapter):
         logger.info("training data: %d train rows, %d validation rows", len(self._prepared.train_rows),
                     len(self._prepared.validation_rows))
 
-    @dl.Package.decorators.function(display_name="Train a Model", inputs={"model": dl.Model},
-                                    outputs={"model": dl.Model})  # as dtlpy declares it: the platform reads this
-    def train_model(self, model: dl.Model, *args: Any, **kwargs: Any) -> dl.Model:
-        """dtlpy's platform entry point: as dtlpy runs it, plus each epoch's checkpoint stored with the model, so
-        a restarted execution (another pod, after preemption) continues from the last complete epoch."""
+    @declared_as_dtlpy_does
+    def train_model(self, model: dl.Model, cleanup: bool = False, progress: dl.Progress | None = None,
+                    context: dl.Context | None = None) -> dl.Model:
+        """dtlpy's platform entry point, with dtlpy's parameters named (the platform passes `progress` and
+        `context` only to a function whose signature names them): progress at each epoch's end (dtlpy's) and
+        within epochs (`StepProgress`), and each epoch's checkpoint stored with the model, so a restarted
+        execution (another pod, after preemption) continues from the last complete epoch."""
         self._upload_checkpoints = True
         try:
-            return super().train_model(model, *args, **kwargs)
+            with reporting_progress(progress):
+                return super().train_model(model, cleanup=cleanup, progress=progress, context=context)
         finally:
             self._upload_checkpoints = False
 
@@ -117,7 +162,9 @@ class ModelAdapter(dl.BaseModelAdapter):
                 self._store_checkpoints(output.path)
             call_epoch_callback(on_epoch_end_callback, metrics)
 
-        self.training_history = fit(self.hugging, self._prepared, on_epoch, output, self.stored_checkpoints)
+        progress = execution_progress()
+        on_step = StepProgress(progress, self.hugging.configuration["epochs"]) if progress is not None else None
+        self.training_history = fit(self.hugging, self._prepared, on_epoch, output, self.stored_checkpoints, on_step)
         self._training_complete = True
         return self.training_history
 

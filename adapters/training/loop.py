@@ -201,11 +201,25 @@ class EpochReporter(TrainerCallback):
             self.on_epoch(records[-1])
 
 
+class StepReporter(TrainerCallback):
+    """After each optimizer step, hand (steps done, steps in the run) to `on_step` (first process only)."""
+
+    def __init__(self, on_step: Callable[[int, int], None]):
+        self.on_step = on_step
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.on_step(state.global_step, state.max_steps)
+
+
 def train(model: Any, collator: Collator, train_rows: Sequence[Row], validation_rows: Sequence[Row],
           settings: LoopSettings, device: torch.device, on_epoch: Callable[[dict[str, Any]], None],
-          validate: Callable[[], dict[str, Any]] | None, resume: Path | None) -> list[dict[str, Any]]:
+          validate: Callable[[], dict[str, Any]] | None, resume: Path | None,
+          on_step: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Fine-tune `model` in place (the best epoch's weights when validating); returns one record per epoch."""
     callbacks: list[TrainerCallback] = [EpochReporter(on_epoch, settings.configuration["epochs"])]
+    if on_step is not None:
+        callbacks.append(StepReporter(on_step))
     patience = settings.configuration["early_stopping_patience"]
     if patience and settings.primary_metric is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))

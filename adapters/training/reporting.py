@@ -1,4 +1,5 @@
-"""Per-epoch metrics to Dataloop: plot samples for `model.metrics`, progress for `on_epoch_end_callback`."""
+"""Training reports to Dataloop: plot samples for `model.metrics`, progress for `on_epoch_end_callback`, and
+progress within epochs for the execution (`StepProgress`)."""
 from __future__ import annotations
 
 import inspect
@@ -44,3 +45,22 @@ def call_epoch_callback(callback: Callable[..., Any] | None, metrics: dict[str, 
         callback(metrics["epoch"], metrics["epochs"], metrics=metrics)
     else:
         callback(metrics["epoch"], metrics["epochs"])
+
+
+class StepProgress:
+    """Progress within epochs for the execution's `dl.Progress`, which dtlpy's `train_model` otherwise updates only
+    when an epoch ends ("finished epoch: i/n"): an update whenever the run's steps reach another whole percent,
+    so a long epoch moves too. Each update is a call to the platform: at most 100 a run, whatever its length."""
+
+    def __init__(self, progress: Any, epochs: int):
+        self.progress = progress
+        self.epochs = max(epochs, 1)
+        self.shown = 0  # percent last reported: the first update is at 1%
+
+    def __call__(self, step: int, steps: int) -> None:
+        percent = 100 * step // steps if steps > 0 else 0
+        if percent <= self.shown:
+            return
+        self.shown = percent
+        epoch = min((step - 1) * self.epochs // steps + 1, self.epochs) if steps > 0 else 1
+        self.progress.update(progress=percent, message=f"training: epoch {epoch}/{self.epochs}, step {step}/{steps}")

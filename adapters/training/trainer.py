@@ -132,8 +132,10 @@ def fingerprint(adapter: Any, prepared: Prepared) -> str:
 
 
 def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], None], output: OutputFolder,
-        stored_checkpoints: Path | None = None) -> list[dict[str, Any]]:
-    """Train `adapter.model` in place, checkpointing into `output`, and return one record per epoch.
+        stored_checkpoints: Path | None = None,
+        on_step: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Train `adapter.model` in place, checkpointing into `output`, and return one record per epoch; `on_step`
+    hears (steps done, steps in the run) after every optimizer step.
 
     A run with the same fingerprint that left checkpoints in `output` (or in `stored_checkpoints`) continues
     from its last complete epoch. With a validation subset the best epoch's weights are kept; LoRA updates are
@@ -154,7 +156,8 @@ def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], N
     try:
         with seeded(resume.seed):
             history = train(trained, collator_for(trained, adapter.tokenizer), prepared.train_rows,
-                            prepared.validation_rows, settings, adapter.device, on_epoch, validate, resume.checkpoint)
+                            prepared.validation_rows, settings, adapter.device, on_epoch, validate, resume.checkpoint,
+                            on_step)
     finally:
         adapter.model = plain_model(trained, configuration)
     return history

@@ -27,7 +27,9 @@ GENERATIONS = {"t5-email": 2}
 def cli(tmp_path_factory):
     """Run `python -m adapters ARGS` from the repo root, offline, with dtlpy and HF state in a temp folder."""
     state = tmp_path_factory.mktemp("cli-state")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(state / "hf"),
+    # A user's shell has none of the library switches that in-process CLI calls of other tests set for themselves.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    env = {**inherited, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(state / "hf"),
            "DATALOOP_PATH": str(state / "dataloop"), "HOME": str(state / "home")}
     for folder in ("hf", "dataloop", "home"):
         (state / folder).mkdir()

@@ -52,14 +52,22 @@ def configure_logging(verbose: bool) -> None:
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)
     logging.getLogger("dtlpy").setLevel(level)
-    if verbose:
-        return
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet = {} if verbose else _QUIET_LIBRARIES
+    for variable, value in _QUIET_LIBRARIES.items():  # a user's own setting stands; ours is undone by -v
+        if variable in quiet and variable not in os.environ:
+            os.environ[variable] = value
+            _SET_HERE.add(variable)
+        elif variable not in quiet and variable in _SET_HERE:
+            os.environ.pop(variable, None)
+            _SET_HERE.discard(variable)
     if "transformers" in sys.modules:  # imported already (in-process callers): set what the environment would
         library_logging = sys.modules["transformers"].utils.logging
-        library_logging.disable_progress_bar()
-        library_logging.set_verbosity(logging.ERROR)
+        library_logging.set_verbosity(logging.WARNING if verbose else logging.ERROR)
+        (library_logging.enable_progress_bar if verbose else library_logging.disable_progress_bar)()
+
+
+_QUIET_LIBRARIES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+_SET_HERE: set[str] = set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

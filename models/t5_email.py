@@ -9,7 +9,8 @@ from __future__ import annotations
 from transformers import AutoModelForSeq2SeqLM
 
 from adapters.core.errors import ConfigurationError
-from adapters.core.generation import SAMPLING_SETTINGS, beams_setting, token_budget_setting
+from adapters.core.generation import (MIN_TEMPERATURE, SAMPLING_SETTINGS, beams_setting, samples,
+                                      token_budget_setting)
 from adapters.core.generative_adapter import GenerativeAdapter
 from adapters.core.hugging_adapter import Row, Turn
 from adapters.core.prompt_items import Question
@@ -39,10 +40,10 @@ class HuggingAdapter(GenerativeAdapter):
 
     @classmethod
     def check_configuration(cls, configuration: dict) -> None:
-        sampling = configuration["do_sample"] and configuration["temperature"] > 0
+        sampling = samples(configuration)
         if not sampling and configuration["n_gen"] > configuration["num_beams"]:
             raise ConfigurationError("n_gen > 1 without sampling needs num_beams >= n_gen (or set do_sample true "
-                                     "and temperature > 0)")
+                                     f"and temperature >= {MIN_TEMPERATURE:g})")
         if sampling and 1 < configuration["num_beams"] < configuration["n_gen"]:
             raise ConfigurationError("beam sampling returns at most num_beams answers: set num_beams >= n_gen, "
                                      "or num_beams 1 to sample n_gen answers independently")

@@ -256,6 +256,8 @@ def test_a_value_of_the_wrong_type_is_refused_with_the_type_it_needs(name, value
     (2, 2, False, 0.7, None), (3, 1, True, 0.7, None), (4, 4, True, 0.7, None), (4, 1, True, 0.7, None),
     (2, 1, False, 0.7, "n_gen > 1 without sampling needs num_beams >= n_gen"),
     (2, 1, True, 0.0, "n_gen > 1 without sampling"),  # temperature 0 is greedy, not sampling
+    (2, 1, True, 1e-300, "temperature >= 0.01"), (2, 1, True, 0.00999, "n_gen > 1 without sampling"),  # so is tiny
+    (2, 1, True, 0.01, None),  # the floor samples
     (4, 2, True, 0.7, "beam sampling returns at most num_beams answers"), (4, 3, True, 0.7, "at most num_beams"),
 ])
 def test_n_gen_needs_sampling_or_as_many_beams(n_gen, num_beams, do_sample, temperature, refusal):

@@ -377,6 +377,18 @@ def test_generate_reads_every_generation_of_one_answer(make_adapter):
     assert len(merged["generations"]) == 3 and merged == expected
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324])
+def test_a_tiny_temperature_is_answered_greedily_not_a_500(make_adapter, temperature):
+    app = create_app({"t5-email": make_adapter("models.t5_email", token_count=4),
+                      "dialogpt-large": make_adapter("models.dialogpt_large", max_new_tokens=4)})
+    for path, body in (("/models/t5-email/generate", {"prompt": "lunch on friday"}),
+                       ("/models/dialogpt-large/chat", {"turns": ["hello there"]})):
+        replies = [run_async(call(app, path, Client(body_of({**body, **sampling})))) for sampling in
+                   ({"do_sample": True, "temperature": temperature, "seed": 3}, {"do_sample": False})]
+        assert [reply.status for reply in replies] == [200, 200], replies[0].body
+        assert replies[0].json() == replies[1].json()
+
+
 # ----- the log -----
 
 def test_repeated_log_lines_are_rate_limited():

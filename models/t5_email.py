@@ -14,7 +14,7 @@ from adapters.core.generation import (MIN_TEMPERATURE, SAMPLING_SETTINGS, beams_
 from adapters.core.generative_adapter import GenerativeAdapter
 from adapters.core.hugging_adapter import Row, Turn
 from adapters.core.prompt_items import Question
-from adapters.core.settings import MAX_GENERATIONS, Setting
+from adapters.core.settings import MAX_GENERATIONS, Setting, unicode_problem
 from adapters.runtimes import GENERATE, runtime_settings
 from adapters.training.settings import TRAINING_SETTINGS, source_length_setting, target_length_setting
 
@@ -23,7 +23,7 @@ class HuggingAdapter(GenerativeAdapter):
     model_class = AutoModelForSeq2SeqLM
     budget_key = "token_count"
     settings = (
-        Setting("prefix", (str,), "task prefix put before each question"),
+        Setting("prefix", (str,), "task prefix put before each question", check=unicode_problem),
         token_budget_setting("token_count", "longest email, in tokens"),
         Setting("n_gen", (int,), "emails written per question", minimum=1, maximum=MAX_GENERATIONS),
         beams_setting(),

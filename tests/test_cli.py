@@ -151,6 +151,25 @@ def test_usage_errors_exit_2_before_loading_anything(cli, args, message):
     assert message in run.stderr and run.stdout == ""
 
 
+@pytest.mark.parametrize("value, message", [
+    ("9" * 5000, "'seed': its value is a number of more than 4300 digits"),
+    ("[" * 100_000, "'seed': its value nests too deeply"),
+    ("-" + "9" * 5000, "more than 4300 digits"),
+], ids=["digits", "deep", "negative"])
+def test_set_values_json_cannot_read_are_one_line_errors(capsys, tiny_models, value, message):
+    """`--set` caught only JSONDecodeError: a 5000-digit number (a ValueError) or a deep `[[[` (a RecursionError)
+    gave a traceback or a misleading "could not load model"; `serve --set` parses the same way."""
+    from adapters.cli import main
+    from adapters.cli.serve import configurations
+    from adapters.core.errors import ConfigurationError
+
+    assert main(["predict", "distilbert-sst2", "x.json", "--set", f"seed={value}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and len(err) < 300
+    with pytest.raises(ConfigurationError, match=message.split(": ", 1)[-1]):
+        configurations(["distilbert-sst2"], [], [f"distilbert-sst2.seed={value}"])
+
+
 def test_progress_moves_with_every_micro_batch_not_once_per_file(tiny_models, tmp_path):
     """One file of 40 questions is one predict call: the progress reported must move inside it."""
     from adapters.dataloop.local_runner import LocalRunner

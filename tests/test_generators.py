@@ -344,3 +344,16 @@ def test_the_later_turns_of_a_chat_whose_turn_could_not_be_prepared_are_reported
     assert [(s.item, s.prompt_key, s.element_key, s.reason) for s in adapter.last_report.skipped][1:] == [
         ("chat.json", "a", "question-2", broken), ("chat.json", "a", "question-3", broken)]
     assert adapter.last_report.skipped[0].reason.startswith("could not prepare the question: failed with ValueError")
+
+
+def test_a_lone_surrogate_in_a_stored_answer_is_replaced_and_the_later_turns_answered(make_adapter):
+    """A stored answer holding "\\ud800" skipped the next turn ("failed with TypeError") and lost the ones after it,
+    though lone surrogates are replaced by U+FFFD wherever they come from."""
+    adapter = make_adapter("models.dialogpt_large", do_sample=False)
+    seen = spy_rows(adapter)
+    item = current_item({"1": ["hello there"], "2": ["and then?"], "3": ["bye"]})
+    item["annotations"] = [{"type": "text", "coordinates": "fine \ud800 thanks", "metadata": {
+        "system": {"promptId": "1"}, "user": {"model": {"name": "dialogpt-large"}}}}]
+    (collection,) = adapter.predict([item])
+    assert adapter.last_report.skipped == [] and [p for p, _, _ in answers(collection)] == ["2", "3"]
+    assert "fine \ufffd thanks" in seen[0][1]

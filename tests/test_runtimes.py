@@ -105,6 +105,18 @@ def test_budget_sampling_and_seed_are_honoured(generators, module_name):
     assert max(lengths) == 3 and max(len(g.token_ids) for row in generations(greedy) for g in row) > 3
 
 
+@pytest.mark.parametrize("module_name", MODULES)
+def test_a_top_k_past_the_vocabulary_samples_from_all_of_it(generators, module_name):
+    """`top_k` larger than the vocabulary failed every CTranslate2 batch; it is clamped, as transformers does."""
+    def sampled(top_k):
+        model = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", do_sample=True,
+                        temperature=10.0, top_k=top_k, seed=1)
+        return texts_of(generations(model)), len(model.model.tokens)
+
+    whole, vocabulary = sampled(100_000)
+    assert vocabulary < 100_000 and all(whole) and sampled(vocabulary + 1)[0] == sampled(vocabulary)[0]
+
+
 def test_beams_and_n_gen_are_honoured(generators):
     module_name = "models.t5_email"
     beams = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", num_beams=4, n_gen=3)

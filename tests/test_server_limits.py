@@ -281,6 +281,17 @@ def test_deeply_nested_json_is_a_422_and_logs_no_traceback(sst2, caplog, path, b
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+@pytest.mark.parametrize("body, says, not_said", [
+    (b'{"texts": ["hi"], "seed": ' + b"9" * 5000 + b"}", "a number of more than 4300 digits", "nest"),
+    (b'{"texts": ["hi", "\xff"]}', "not UTF-8", "nest"),
+    (DEEP.encode(), "nests too deeply", "digits"),
+], ids=["huge-number", "not-utf8", "deep"])
+def test_a_body_json_cannot_read_says_why(sst2, body, says, not_said):
+    """A 5000-digit number in a body was answered "it is not UTF-8, or nests too deeply"."""
+    reply = run_async(call(create_app({"distilbert-sst2": sst2}), "/models/distilbert-sst2/predict", Client([body])))
+    assert reply.status == 422 and says in reply.json()["detail"] and not_said not in reply.json()["detail"]
+
+
 def test_a_body_that_stalls_is_408_within_the_deadline(sst2):
     app = create_app({"distilbert-sst2": sst2}, ServerLimits(body_timeout=0.3))
     started = time.monotonic()
@@ -408,6 +419,18 @@ def test_repeated_log_lines_are_rate_limited():
     last = [record("accept failed: %d open", 5) for _ in range(2)]
     assert all(limiter.filter(r) for r in last) and "further repeats dropped" in last[-1].getMessage()
     assert not limiter.filter(record("accept failed: %d open", 5))
+
+
+def test_the_log_rate_limiter_blanks_numbers_before_it_cuts_the_text():
+    """The key was the text cut to 200 characters, then blanked: a long number pushed what tells two warnings
+    apart out of the key, and distinct warnings were dropped as repeats of one."""
+    limiter = RepeatedLogFilter(burst=2, window=60, clock=lambda: 0.0)
+
+    def warning(n: int, what: str) -> logging.LogRecord:
+        return logging.LogRecord("adapters", logging.WARNING, __file__, 1, "item %s of %d: %s", (n, 10**250, what),
+                                 None)
+    assert all(limiter.filter(warning(n, what)) for n, what in enumerate(["timeout", "refused", "long", "bad key"]))
+    assert [limiter.filter(warning(7, "timeout")) for _ in range(2)] == [True, False]  # a repeat is still one
 
 
 # ----- the real server: connections, file handles, SIGTERM -----

@@ -12,10 +12,12 @@ from typing import Any, Iterable
 
 import dtlpy as dl
 
+from ..core.prompt_items import replace_surrogates
+
 
 @dataclass(frozen=True)
 class StoredAnswer:
-    """One text answer on a prompt, as it stands now."""
+    """One text answer on a prompt, as it stands now (lone surrogates replaced by U+FFFD, as in questions)."""
 
     prompt_key: str
     text: str
@@ -47,7 +49,7 @@ def stored_answers(annotations: Iterable[Any] | None) -> list[StoredAnswer]:
         if prompt_key is None or isinstance(prompt_key, (dict, list)):
             continue
         answer_id = data.get("id")
-        answers.append(StoredAnswer(str(prompt_key), data["coordinates"], model_name_of(data),
+        answers.append(StoredAnswer(str(prompt_key), replace_surrogates(data["coordinates"])[0], model_name_of(data),
                                     answer_id if isinstance(answer_id, str) else None))
     return answers
 
@@ -60,7 +62,8 @@ def prompt_item_answers(prompt_item: dl.PromptItem) -> list[StoredAnswer]:
                  and isinstance(e.get("value"), str)]
         model_info = prompt.metadata.get("model_info") or {}
         if texts and prompt.key is not None:
-            answers.append(StoredAnswer(str(prompt.key), texts[-1], model_info.get("name"), prompt.metadata.get("id")))
+            answers.append(StoredAnswer(str(prompt.key), replace_surrogates(texts[-1])[0], model_info.get("name"),
+                                        prompt.metadata.get("id")))
     return answers
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from adapters.core.errors import ConfigurationError, MalformedItemError
 from adapters.core.manifest import model_entry
 from adapters.core.module_loader import canonical_module_name, load_model_module
-from adapters.core.prompt_items import Skipped, parse_prompt_item
+from adapters.core.prompt_items import Skipped, parse_prompt_item, short
 from adapters.core.settings import resolve_configuration, setting_names
 
 logger = logging.getLogger(__name__)
@@ -35,12 +35,21 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         if not sep or not key.strip():
-            raise ConfigurationError(f"expected KEY=VALUE, got {assignment!r}")
+            raise ConfigurationError(f"expected KEY=VALUE, got {short(assignment)}")
         try:
             parsed[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             parsed[key.strip()] = raw
+        except (ValueError, RecursionError) as error:  # JSON that Python cannot hold: say which
+            raise ConfigurationError(f"configuration {short(key.strip())}: {unreadable_json(error)}") from None
     return parsed
+
+
+def unreadable_json(error: ValueError | RecursionError) -> str:
+    """Why valid JSON could not be read (json.loads raises these, not JSONDecodeError, for them)."""
+    if isinstance(error, RecursionError):
+        return "its value nests too deeply; give a flat value"
+    return "its value is a number of more than 4300 digits, which Python refuses to read; give a smaller number"
 
 
 def validate_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +64,8 @@ def validate_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
     known = setting_names(adapter_class.settings)
     unknown = sorted(set(configuration) - known - {"trust_remote_code"})  # refused by resolve_configuration
     if unknown:
-        raise ConfigurationError(f"{module_name} does not read the configuration keys {unknown}; "
+        listed = short(unknown) + (f" ({len(unknown)} keys)" if len(unknown) > 6 else "")
+        raise ConfigurationError(f"{module_name} does not read the configuration keys {listed}; "
                                  f"valid keys: {sorted(known)}")
     resolved = resolve_configuration(module_name, adapter_class.settings, configuration)
     adapter_class.check_configuration(resolved)  # the module's pre-load hook: configuration only, no weights

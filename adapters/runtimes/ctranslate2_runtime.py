@@ -111,7 +111,7 @@ class CTranslate2Runtime(Runtime):
                        no_repeat_ngram_size=config.no_repeat_ngram_size or 0,
                        length_penalty=1.0 if config.length_penalty is None else config.length_penalty)
         if config.do_sample:
-            options.update(sampling_topk=config.top_k or 0, sampling_topp=config.top_p or 1.0,
+            options.update(sampling_topk=min(config.top_k or 0, len(model.tokens)), sampling_topp=config.top_p or 1.0,
                            sampling_temperature=config.temperature or 1.0)
             ctranslate2.set_random_seed(seed if seed is not None else secrets.randbits(32))
         if model.config.is_encoder_decoder:

@@ -39,6 +39,9 @@ class ModelAdapter(dl.BaseModelAdapter):
     evaluation_metrics: dict[str, Any] | None = None
     # The platform's output folder belongs to this adapter, so what is in it may be replaced; the CLI asks the user.
     overwrite_output: bool = True
+    # A new run whatever checkpoints the output folder holds (the CLI's --overwrite); on the platform a restarted
+    # execution resumes instead.
+    fresh_run: bool = False
     stored_checkpoints: Path | None = None  # checkpoints of an interrupted run among the model's artifacts
     _training_complete: bool = False
     _upload_checkpoints: bool = False  # set by train_model: each epoch's checkpoint goes to the model's artifacts
@@ -105,7 +108,8 @@ class ModelAdapter(dl.BaseModelAdapter):
         """Fine-tune in place, checkpointing into `output_path` (see adapters/training/output.py for its rules);
         each epoch's metrics go to `model.metrics` and the callback. Returns one record per epoch of the run."""
         self._training_complete, self.training_history = False, []  # a failure from here on saves no weights
-        output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),))
+        output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),),
+                              fresh=self.fresh_run)
         output.check()
         if self._prepared is None or self._prepared.data_path != Path(data_path):
             self.convert_from_dtlpy(data_path)
@@ -117,7 +121,8 @@ class ModelAdapter(dl.BaseModelAdapter):
                 self._store_checkpoints(output.path)
             call_epoch_callback(on_epoch_end_callback, metrics)
 
-        self.training_history = fit(self.hugging, self._prepared, on_epoch, output, self.stored_checkpoints)
+        self.training_history = fit(self.hugging, self._prepared, on_epoch, output,
+                                    None if self.fresh_run else self.stored_checkpoints)
         self._training_complete = True
         return self.training_history
 

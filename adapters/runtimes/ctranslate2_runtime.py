@@ -31,7 +31,7 @@ from ..core.generation import Generated
 from ..core.loading import load_tokenizer, load_weights, resolve_source
 from ..core.settings import Setting
 from .base import GENERATE, InferenceOnlyModel, Runtime
-from .derived import built_once, cache_root, derived_folder, refuse_other_architecture, written_folder
+from .derived import DerivedKind, written_folder
 
 logger = logging.getLogger(__name__)
 
@@ -152,22 +152,14 @@ class _FullVocabulary:
         return getattr(self._tokenizer, name)
 
 
+CONVERSIONS = DerivedKind("HF_ADAPTERS_CTRANSLATE2_CACHE", "ctranslate2-conversions", CONVERSION_INFO,
+                          f"{ENGINE_FOLDER}/model.bin", TRANSFORMERS_FOLDER)
+
+
 def converted_folder(model_class: Any, model_path: str, weights: str) -> Path:
-    """The conversion to run: `model_path` itself when it is one, else its (cached) conversion; either way one of
-    weights `model_class` can run."""
-    given = Path(model_path).expanduser()
-    if (given / CONVERSION_INFO).is_file():
-        folder = given
-    else:
-        root = cache_root("HF_ADAPTERS_CTRANSLATE2_CACHE", "ctranslate2-conversions")
-        folder = built_once(derived_folder(model_path, model_class, root, weights), _complete,
-                            lambda output: _convert_once(model_class, model_path, output, weights))
-    refuse_other_architecture(model_class, folder, folder / TRANSFORMERS_FOLDER, CONVERSION_INFO, model_path)
-    return folder
-
-
-def _complete(folder: Path) -> bool:
-    return (folder / CONVERSION_INFO).is_file() and (folder / ENGINE_FOLDER / "model.bin").is_file()
+    """The conversion to run: `model_path` itself when it is one, else its (cached) conversion."""
+    return CONVERSIONS.folder(model_class, model_path,
+                              lambda output: _convert_once(model_class, model_path, output, weights), weights)
 
 
 def _convert_once(model_class: Any, model_path: str, folder: Path, weights: str) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -29,6 +30,32 @@ logger = logging.getLogger(__name__)
 
 DIGESTS = ".digests"
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DerivedKind:
+    """One kind of derived folder (ONNX exports, CTranslate2 conversions) and its cache."""
+
+    variable: str  # the environment variable naming its cache folder
+    cache_name: str  # the cache folder's name under $HF_HOME otherwise
+    info_file: str  # what was derived from what; written last, so a folder holding it is complete
+    main_file: str  # what the runtime loads; a model_path holding it is such a folder already
+    config_folder: str = ""  # where the `transformers` config is, inside the folder
+
+    def complete(self, folder: Path) -> bool:
+        return (folder / self.info_file).is_file() and (folder / self.main_file).is_file()
+
+    def folder(self, model_class: Any, model_path: str, build: Callable[[Path], Any], variant: str = "") -> Path:
+        """`model_path` itself when it is such a folder, else its cached build (made by `build(folder)` once);
+        either way one of weights `model_class` can run."""
+        given = Path(model_path).expanduser()
+        if (given / self.main_file).is_file():
+            folder = given
+        else:
+            cached = derived_folder(model_path, model_class, cache_root(self.variable, self.cache_name), variant)
+            folder = built_once(cached, self.complete, build)
+        refuse_other_architecture(model_class, folder, folder / self.config_folder, self.info_file, model_path)
+        return folder
 
 
 def cache_root(variable: str, cache_name: str) -> Path:
@@ -164,12 +191,15 @@ def refuse_other_architecture(model_class: Any, folder: Path, config_folder: Pat
     if mapping is None:  # a concrete class, not an Auto class: nothing to compare against
         return
     try:
-        info = json.loads((folder / info_file).read_text(encoding="utf-8"))
         config = AutoConfig.from_pretrained(config_folder, trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise ConfigurationError(f"model_path {model_path!r}: {folder} is not a complete derived folder "
+        raise ConfigurationError(f"model_path {model_path!r}: {folder} has no readable config.json "
                                  f"({type(error).__name__}); point model_path at the original weights") from None
-    made = info.get("architecture") if isinstance(info, dict) else None
+    try:
+        info = json.loads((folder / info_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = None  # a folder derived elsewhere: its config names the architecture it was saved from
+    made = info.get("architecture") if isinstance(info, dict) else (config.architectures or [None])[0]
     expected = mapping[type(config)].__name__ if type(config) in mapping else None
     if expected is None or made != expected:
         raise ConfigurationError(f"model_path {model_path!r} holds a {config.model_type!r} model ({made}), which "

@@ -27,7 +27,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..core.loading import load_tokenizer, load_weights, resolve_source
 from .base import CLASSIFY, InferenceOnlyModel, Runtime
-from .derived import built_once, cache_root, derived_folder, refuse_other_architecture, written_folder
+from .derived import DerivedKind, written_folder
 
 logger = logging.getLogger(__name__)
 
@@ -76,22 +76,12 @@ class OnnxRuntime(Runtime):
         return model, load_tokenizer(str(folder))
 
 
+EXPORTS = DerivedKind("HF_ADAPTERS_ONNX_CACHE", "onnx-exports", EXPORT_INFO, ONNX_FILE)
+
+
 def exported_folder(model_class: Any, model_path: str) -> Path:
-    """The ONNX folder to run: `model_path` itself when it is an export, else its (cached) export; either way one of
-    weights `model_class` can run."""
-    given = Path(model_path).expanduser()
-    if (given / ONNX_FILE).is_file():
-        folder = given
-    else:
-        root = cache_root("HF_ADAPTERS_ONNX_CACHE", "onnx-exports")
-        folder = built_once(derived_folder(model_path, model_class, root), _complete,
-                            lambda output: _export_once(model_class, model_path, output))
-    refuse_other_architecture(model_class, folder, folder, EXPORT_INFO, model_path)
-    return folder
-
-
-def _complete(folder: Path) -> bool:
-    return (folder / EXPORT_INFO).is_file() and (folder / ONNX_FILE).is_file()
+    """The ONNX folder to run: `model_path` itself when it is an export, else its (cached) export."""
+    return EXPORTS.folder(model_class, model_path, lambda output: _export_once(model_class, model_path, output))
 
 
 def _export_once(model_class: Any, model_path: str, folder: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..core.errors import ConfigurationError
-from ..core.loading import PICKLE_SUFFIXES
+from ..core.loading import PICKLE_SUFFIXES, check_local_weights
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class DerivedKind:
         if (given / self.main_file).is_file():
             folder = given
         else:
+            check_local_weights(model_path)  # refused sources (pickles, missing folders) leave nothing in the cache
             cached = derived_folder(model_path, model_class, cache_root(self.variable, self.cache_name), variant)
             folder = built_once(cached, self.complete, build)
         refuse_other_architecture(model_class, folder, folder / self.config_folder, self.info_file, model_path)

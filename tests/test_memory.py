@@ -156,6 +156,23 @@ def test_characters_that_make_few_tokens_cannot_buy_reading(make_adapter, module
     assert max(length for _, length in shapes) <= adapter.max_input_tokens
 
 
+@pytest.mark.parametrize("keep_end", [False, True])
+def test_the_read_bound_at_its_limit_and_one_past_it(tiny_models, keep_end):
+    """A word after zero-width characters is found when the text fits the read bound, and not read one past it."""
+    from transformers import AutoTokenizer
+
+    from adapters.core.truncation import Segments, read_bound
+    segments = Segments(AutoTokenizer.from_pretrained(tiny_models["distilbert"]))
+    bound = read_bound(8)
+    word = segments.tokenize(["word"])[0]
+    sparse = "\u200b" * (bound - 5)
+    fits = "word " + sparse if keep_end else sparse + " word"  # the word is where reading ends
+    past = fits + "\u200b" if keep_end else "\u200b" + fits
+    assert len(fits) == bound and segments.ids(fits, 8, keep_end) == (word, False)
+    ids, more = segments.ids(past, 8, keep_end)
+    assert more and ids != word  # reading stopped inside the word
+
+
 def test_a_chat_question_of_sparse_characters_keeps_its_end_within_the_read_bound(make_adapter):
     """The `keep_end` cut skipped to the next word start, kept only ` word`, and widened 4x until the whole run was
     tokenized as one piece (7 GB peak from the CLI): it now reads back from the end only as far as the bound."""

@@ -212,8 +212,8 @@ CHOICES = {  # key: {module: accepted values}
 }
 OTHERS = {  # key: (good values, bad values)
     "model_path": (["t5-base", "/models/my-model"], ["", "   ", 7, None]),
-    "device": (["auto", "cpu", "mps", "cuda", "cuda:1", "cuda:12"],
-               ["gpu", "cuda:", "CPU", "cuda:0; rm -rf /", "", "cuda:\u0663", "cuda:\uff11", "cuda:1\n"]),
+    "device": (["auto", "cpu", "mps", "cuda", "cuda:1", "cuda:12", "cuda:9999"],
+               ["gpu", "cuda:", "CPU", "cuda:0; rm -rf /", "", "cuda:\u0663", "cuda:\uff11", "cuda:1\n", "cuda:10000"]),
     "prefix": (["", "write an email: ", "é: ", "\u200b"], [None, 3, "\ud800 write: ", "a\udfffb"]),
     "hypothesis_template": (["This example is {}.", "{} {{braces}}", "C'est {}, é."],
                             ["no placeholder", "{}{}", "{0}", "{x}", "{:>9}", "{!r}", "{" * 3, "x{}" * 100,

@@ -27,7 +27,7 @@ from cog import BaseModel, BaseRunner, Input
 
 from adapters.core.errors import ConfigurationError
 from adapters.core.module_loader import load_model_module
-from adapters.dataloop.local_runner import manifest_configuration, quiet_platform_logs
+from adapters.dataloop.local_runner import manifest_configuration, quiet_platform_logs, unreadable_json
 from adapters.server.limits import ServerLimits
 from adapters.server.runner import ModelRunner, Reply, prompt_item
 from adapters.server.texts import checked_text, checked_texts, decode_texts
@@ -56,6 +56,8 @@ def environment_configuration() -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise ConfigurationError(f"{CONFIGURATION_VARIABLE} is not valid JSON ({error.msg} at position {error.pos}); "
                                  'give a JSON object such as {"max_new_tokens": 64}') from None
+    except (ValueError, RecursionError) as error:
+        raise ConfigurationError(f"{CONFIGURATION_VARIABLE}: {unreadable_json(error)}") from None
     if not isinstance(overrides, dict):
         raise ConfigurationError(f"{CONFIGURATION_VARIABLE} must be a JSON object of configuration keys, "
                                  f"got a JSON {type(overrides).__name__}")

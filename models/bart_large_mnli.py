@@ -21,8 +21,8 @@ from adapters.architectures.bart_classification import eos_classifier
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
-from adapters.core.prompt_items import Question
-from adapters.core.settings import Setting
+from adapters.core.prompt_items import Question, short
+from adapters.core.settings import Setting, control_character_problem, unicode_problem
 from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
 from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
@@ -34,15 +34,6 @@ MAX_LABEL_CHARS = 200
 MAX_TEMPLATE_CHARS = 200
 
 
-def _is_unicode(text: str) -> bool:
-    """False for a str with lone surrogates: valid in JSON, but no tokenizer takes them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _labels_problem(labels: list) -> str | None:
     if not labels or len(labels) > MAX_LABELS:
         return f"give 1 to {MAX_LABELS} labels"
@@ -50,8 +41,10 @@ def _labels_problem(labels: list) -> str | None:
         return "every label must be a non-empty string"
     if any(len(label) > MAX_LABEL_CHARS for label in labels):
         return f"every label must be at most {MAX_LABEL_CHARS} characters"
-    if not all(map(_is_unicode, labels)):
-        return "every label must be valid Unicode (no lone surrogates such as \\ud800)"
+    for check in (unicode_problem, control_character_problem):
+        problem = next(filter(None, map(check, labels)), None)
+        if problem:
+            return f"every label {problem}"
     if len(set(labels)) != len(labels):
         return "labels must be unique"
     return None
@@ -65,8 +58,9 @@ def template_parts(template: str) -> tuple[str, str]:
     """
     if len(template) > MAX_TEMPLATE_CHARS:
         raise ValueError(f"must be at most {MAX_TEMPLATE_CHARS} characters")
-    if not _is_unicode(template):
-        raise ValueError("must be valid Unicode (no lone surrogates such as \\ud800)")
+    problem = unicode_problem(template) or control_character_problem(template)
+    if problem:
+        raise ValueError(problem)
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError:
@@ -155,6 +149,7 @@ class HuggingAdapter(BaseAdapter):
     def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
         labels, _, _ = self.task(question)
         if reference not in labels:
-            raise DatasetError(f"{question.where}: answer {reference!r} is not one of the candidate labels {labels}")
+            raise DatasetError(f"{question.where}: answer {short(reference)} is not one of the candidate labels "
+                               f"{short(labels)}")
         return [{**row, "labels": self.entailment_id if label == reference else self.contradiction_id}
                 for row, label in zip(self.preprocess(question, history), labels)]

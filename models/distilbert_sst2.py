@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
-from adapters.core.prompt_items import Question
+from adapters.core.prompt_items import Question, short
 from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
 from adapters.training.heads import with_new_head
@@ -53,7 +53,7 @@ class HuggingAdapter(BaseAdapter):
     def prepare_training(self, references: list[str]) -> None:
         labels = sorted(set(references))
         if len(labels) < 2:
-            raise DatasetError(f"a classifier needs answers with at least 2 different labels, got {labels}")
+            raise DatasetError(f"a classifier needs answers with at least 2 different labels, got {short(labels)}")
         if not set(labels) <= set(self.model.config.label2id):
             self.model = with_new_head(self, labels)
             self.setup()
@@ -61,6 +61,6 @@ class HuggingAdapter(BaseAdapter):
     def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
         label2id = self.model.config.label2id
         if reference not in label2id:
-            raise DatasetError(f"{question.where}: label {reference!r} is not among the training labels "
-                               f"{sorted(label2id)}")
+            raise DatasetError(f"{question.where}: label {short(reference)} is not among the training labels "
+                               f"{short(sorted(label2id))}")
         return [{**row, "labels": int(label2id[reference])} for row in self.preprocess(question, history)]

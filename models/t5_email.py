@@ -9,11 +9,12 @@ from __future__ import annotations
 from transformers import AutoModelForSeq2SeqLM
 
 from adapters.core.errors import ConfigurationError
-from adapters.core.generation import SAMPLING_SETTINGS, beams_setting, token_budget_setting
+from adapters.core.generation import (MIN_TEMPERATURE, SAMPLING_SETTINGS, beams_setting, samples,
+                                      token_budget_setting)
 from adapters.core.generative_adapter import GenerativeAdapter
 from adapters.core.hugging_adapter import Row, Turn
 from adapters.core.prompt_items import Question
-from adapters.core.settings import MAX_GENERATIONS, Setting
+from adapters.core.settings import MAX_GENERATIONS, Setting, unicode_problem
 from adapters.runtimes import GENERATE, runtime_settings
 from adapters.training.settings import TRAINING_SETTINGS, source_length_setting, target_length_setting
 
@@ -22,7 +23,7 @@ class HuggingAdapter(GenerativeAdapter):
     model_class = AutoModelForSeq2SeqLM
     budget_key = "token_count"
     settings = (
-        Setting("prefix", (str,), "task prefix put before each question"),
+        Setting("prefix", (str,), "task prefix put before each question", check=unicode_problem),
         token_budget_setting("token_count", "longest email, in tokens"),
         Setting("n_gen", (int,), "emails generated per question; the one answer (annotation) is the most confident, "
                 "and its model_output.generations holds them all", minimum=1, maximum=MAX_GENERATIONS),
@@ -40,10 +41,10 @@ class HuggingAdapter(GenerativeAdapter):
 
     @classmethod
     def check_configuration(cls, configuration: dict) -> None:
-        sampling = configuration["do_sample"] and configuration["temperature"] > 0
+        sampling = samples(configuration)
         if not sampling and configuration["n_gen"] > configuration["num_beams"]:
             raise ConfigurationError("n_gen > 1 without sampling needs num_beams >= n_gen (or set do_sample true "
-                                     "and temperature > 0)")
+                                     f"and temperature >= {MIN_TEMPERATURE:g})")
         if sampling and 1 < configuration["num_beams"] < configuration["n_gen"]:
             raise ConfigurationError("beam sampling returns at most num_beams answers: set num_beams >= n_gen, "
                                      "or num_beams 1 to sample n_gen answers independently")

@@ -1,5 +1,7 @@
 """The generic base: every question answered in order, bad items reported, inputs of every kind accepted."""
 
+import math
+
 import dtlpy as dl
 import pytest
 
@@ -184,6 +186,21 @@ def test_an_annotations_confidence_is_0_when_not_a_number_and_clamped_into_0_1(m
     scores = [math.nan, math.inf, -0.5, 1.5, 0.25, 1.0]
     collection = adapter._collection(parsed, {id(q): [Answer("POSITIVE", s)] for q, s in zip(parsed.questions, scores)})
     assert [a[2] for a in answers(collection)] == [0.0, 0.0, 0.0, 1.0, 0.25, 1.0]
+
+
+def test_scores_that_are_not_numbers_are_written_as_null_so_the_output_stays_json(make_adapter):
+    """NaN logits gave `NaN` in the model output, which json.dumps writes and no JSON reader takes (the CLI's file,
+    the platform's upload)."""
+    import json
+
+    import torch
+    adapter = make_adapter("models.distilbert_sst2")
+    adapter.forward = lambda inputs: [torch.tensor([math.nan, math.inf]) for _ in inputs["input_ids"]]
+    (collection,) = adapter.predict([legacy_item({"p": ["hello"]})])
+    (annotation,) = collection.annotations
+    output = annotation.metadata["user"]["model_output"]
+    assert list(output["scores"].values()) == [None, None] and annotation.metadata["user"]["model"]["confidence"] == 0
+    json.dumps(annotation.to_json(), allow_nan=False)
 
 
 def test_a_dict_items_stored_answers_by_this_model_are_kept_not_rerun(make_adapter):

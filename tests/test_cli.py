@@ -4,6 +4,7 @@ Each subprocess imports torch and dtlpy (seconds), so there is one predict run p
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -37,6 +38,7 @@ def cli(tmp_path_factory):
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "adapters", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)
+    run.env = env
     return run
 
 
@@ -153,6 +155,25 @@ def test_usage_errors_exit_2_before_loading_anything(cli, args, message):
     assert message in run.stderr and run.stdout == ""
 
 
+@pytest.mark.parametrize("value, message", [
+    ("9" * 5000, "'seed': its value is a number of more than 4300 digits"),
+    ("[" * 100_000, "'seed': its value nests too deeply"),
+    ("-" + "9" * 5000, "more than 4300 digits"),
+], ids=["digits", "deep", "negative"])
+def test_set_values_json_cannot_read_are_one_line_errors(capsys, tiny_models, value, message):
+    """`--set` caught only JSONDecodeError: a 5000-digit number (a ValueError) or a deep `[[[` (a RecursionError)
+    gave a traceback or a misleading "could not load model"; `serve --set` parses the same way."""
+    from adapters.cli import main
+    from adapters.cli.serve import configurations
+    from adapters.core.errors import ConfigurationError
+
+    assert main(["predict", "distilbert-sst2", "x.json", "--set", f"seed={value}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and len(err) < 300
+    with pytest.raises(ConfigurationError, match=message.split(": ", 1)[-1]):
+        configurations(["distilbert-sst2"], [], [f"distilbert-sst2.seed={value}"])
+
+
 def test_progress_moves_with_every_micro_batch_not_once_per_file(tiny_models, tmp_path):
     """One file of 40 questions is one predict call: the progress reported must move inside it."""
     from adapters.dataloop.local_runner import LocalRunner
@@ -175,3 +196,90 @@ def test_a_wrong_checkpoint_is_one_line_ours_without_the_librarys_report(cli, ti
     verbose = cli("-v", "predict", "distilbert-sst2", str(EXAMPLES / "distilbert-sst2" / "reviews-current.json"),
                   "--model-path", str(tiny_models["gpt2"]))
     assert verbose.returncode == 2 and "LOAD REPORT" in verbose.stderr  # -v shows the library's own account
+
+
+# ----- finished work is never lost at the last step -----
+class FullDisk:
+    """A file on a disk with `capacity` bytes free: a write past it writes what fits, then fails with ENOSPC."""
+
+    def __init__(self, path: Path, capacity: int):
+        self.file = open(path, "wb", buffering=0)
+        self.capacity = capacity
+
+    def write(self, data) -> int:
+        room = self.capacity - self.file.tell()
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.file.write(bytes(data[:room]))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def predict_in_process(args: list[str], capsys) -> tuple[int, str, str]:
+    from adapters.cli import main
+    code = main(["predict", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_full_disk_keeps_the_answers_finished_before_it_and_stops_the_run(tiny_models, tmp_path, capsys,
+                                                                             monkeypatch):
+    """A full disk under --out lost the whole run's answers with a traceback: they were written at the very end."""
+    from adapters.cli import predict
+    from adapters.dataloop.local_runner import LocalRunner
+    files = [str(p) for p in sorted((EXAMPLES / "distilbert-sst2").glob("*.json"))] * 2
+    args = ["distilbert-sst2", *files, "--model-path", str(tiny_models["distilbert"]), "--batch-size", "1"]
+    whole = tmp_path / "whole.json"
+    assert predict_in_process([*args, "--out", str(whole)], capsys)[0] == 0
+    entries = json.loads(whole.read_text(encoding="utf-8"))
+    two_entries = len(json.dumps(entries[:2], indent=2, ensure_ascii=False).encode()) - 2  # without "\n]"
+    runs = []
+    real_predict = LocalRunner._predict
+    monkeypatch.setattr(LocalRunner, "_predict", lambda self, *a: runs.append(a) or real_predict(self, *a))
+    monkeypatch.setattr(predict, "open_output", lambda path: FullDisk(path, two_entries + 40))
+    out = tmp_path / "answers.json"
+    code, stdout, stderr = predict_in_process([*args, "--out", str(out)], capsys)
+    assert code == 1 and stdout == "" and "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert "No space left on device" in line and "after 2 of 4 file(s)" in line
+    assert f"{str(out)!r} holds the answers for the first 2 of 4 file(s)" in line
+    assert json.loads(out.read_text(encoding="utf-8")) == entries[:2]  # valid JSON: the finished answers
+    assert len(runs) == 3  # the run stopped at the write that failed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.json", "whole.json"]
+
+
+def test_text_that_cannot_be_encoded_is_escaped_not_a_traceback(tiny_models, tmp_path, capsys):
+    """A lone surrogate in a prompt key or a file name that is not UTF-8 died with UnicodeEncodeError at the final
+    write, and nothing was written for any file."""
+    odd_key = tmp_path / "odd-key.json"
+    odd_key.write_text(json.dumps(legacy_item({"\ud800": ["I love it"]})), encoding="utf-8")
+    not_utf8 = tmp_path / os.fsdecode(b"caf\xe9.json")
+    not_utf8.write_text(json.dumps(legacy_item({"1": ["I hate it"]})), encoding="utf-8")
+    files = [str(odd_key), str(not_utf8)]
+    for out in (["--out", str(tmp_path / "answers.json")], []):
+        code, stdout, stderr = predict_in_process(["distilbert-sst2", *files, "--model-path",
+                                                   str(tiny_models["distilbert"]), *out], capsys)
+        assert code == 0, stderr
+        text = (tmp_path / "answers.json").read_text(encoding="utf-8") if out else stdout
+        entries = json.loads(text)
+        assert [e["file"] for e in entries] == files  # the escapes read back as the very same strings
+        assert entries[0]["annotations"][0]["metadata"]["system"]["promptId"] == "\ud800"
+        assert "\\udce9" in text and "\\ud800" in text
+
+
+def test_stdout_on_a_full_disk_is_one_line_and_no_traceback(cli, tiny_models):
+    examples = sorted((EXAMPLES / "distilbert-sst2").glob("*.json"))
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "adapters", "predict", "distilbert-sst2", *map(str, examples),
+                              "--model-path", str(tiny_models["distilbert"])], cwd=ROOT, env=cli.env, stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: writing the answers to stdout failed "
+                                                                  "(No space left on device)"), run.stderr

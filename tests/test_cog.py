@@ -197,7 +197,9 @@ def test_a_class_refuses_to_serve_another_model_before_loading_anything(monkeypa
 
 
 @pytest.mark.parametrize("raw, fix", [("{\"max_new_token\": 8}", "max_new_token"), ("{oops", "not valid JSON"),
-                                      ("[8]", "must be a JSON object"), ("{\"max_new_tokens\": 0}", ">= 1")])
+                                      ("[8]", "must be a JSON object"), ("{\"max_new_tokens\": 0}", ">= 1"),
+                                      ('{"seed": ' + "9" * 5000 + "}", "more than 4300 digits"),
+                                      ("[" * 100_000, "nests too deeply")], ids=range(6))
 def test_configuration_from_the_environment_is_checked(monkeypatch, tiny_models, raw, fix):
     monkeypatch.setenv("HF_ADAPTERS_MODEL", "dialogpt-large")
     monkeypatch.setenv("HF_ADAPTERS_MODEL_PATH", str(tiny_models["gpt2"]))

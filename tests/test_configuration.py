@@ -67,6 +67,15 @@ def test_unknown_keys_are_logged_with_the_module_and_its_valid_keys_and_dtlpy_ke
     assert "tokn_count" not in resolved
 
 
+def test_thousands_of_unknown_keys_make_one_short_warning(caplog):
+    """50,000 unknown keys made one 3.7 MB warning line."""
+    with caplog.at_level(logging.WARNING, logger="adapters"):
+        resolve_configuration("models.t5_email", t5_email.HuggingAdapter.settings,
+                              {f"{'k' * 1000}{i}": i for i in range(50_000)})
+    (record,) = caplog.records
+    assert len(record.getMessage()) < 2000 and "(50000 keys)" in record.getMessage()
+
+
 def test_the_resolved_module_name_is_the_module_that_runs():
     """A configuration's own module_name (seed 001's spelling, say) does not replace the module's name."""
     from models import dialogpt_large

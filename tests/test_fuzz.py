@@ -31,8 +31,19 @@ OTHER_MIMETYPES = ["image/png", "audio/wav", "video/mp4", "application/json", "T
 
 characters = st.characters(codec=None, exclude_categories=())  # every code point, surrogates included
 short_texts = st.text(alphabet=characters, max_size=30) | st.sampled_from(ODD)
+# Characters a tokenizer drops, merges or packs few per token: zero-width and format characters, combining marks,
+# C0 and C1 controls, runs of spaces. At megabyte sizes they must cost what the token budget allows, not their size.
+SPARSE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u202e", "\u0301", "\u0300\u0308", "\u20dd",
+          "\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", " ", "\t", "\n", "\r\n", "\xa0", "\u3000", "\x1c"]
+runs = st.lists(st.tuples(st.sampled_from(SPARSE) | st.sampled_from(["word", "e\u0301", " x", "日本"]),
+                          st.integers(1, 5_000)), max_size=4)
+megabyte_texts = st.builds(
+    lambda before, unit, size, after, end: "".join(u * n for u, n in before) + unit * (size // len(unit))
+    + "".join(u * n for u, n in after) + end,
+    runs, st.sampled_from(SPARSE), st.integers(500_000, 1_000_000), runs,
+    st.sampled_from(["", " word", "word", " the food was wonderful", "\u200b"]))
 huge_texts = st.builds(lambda unit, n: unit * n, st.sampled_from(["word ", "x", "日本", "\x00", " "]),
-                       st.integers(1_000, 20_000))
+                       st.integers(1_000, 20_000)) | megabyte_texts
 texts = short_texts | huge_texts
 keys = st.text(alphabet=characters, max_size=8) | st.sampled_from(["prompts", "mimetype", "value", "role", "1", "10",
                                                                    "²", "9" * 5000, "007"])
@@ -380,6 +391,37 @@ def tokenizers(tiny_models):
     return {name: AutoTokenizer.from_pretrained(tiny_models[name]) for name in ("bart", "distilbert", "t5", "gpt2")}
 
 
+MODULES = ["models.distilbert_sst2", "models.bart_large_mnli", "models.t5_email", "models.dialogpt_large"]
+
+
+@pytest.fixture(scope="module")
+def counted(make_adapter):
+    """Each model with a tokenizer that counts the characters and calls it is given."""
+    adapters = {module: make_adapter(module) for module in MODULES}
+    for adapter in adapters.values():
+        adapter.tokenizer = CountingTokenizer(adapter.tokenizer)
+    return adapters
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(st.sampled_from(MODULES), st.lists(megabyte_texts, min_size=1, max_size=3))
+def test_megabyte_texts_of_sparse_characters_cost_what_the_token_budget_allows(counted, module, questions):
+    """Whatever the characters, each question costs at most the read bound of the model's window in characters
+    tokenized and a dozen tokenizer calls (memory follows the characters tokenized), and it is answered or skipped
+    with a reason."""
+    from adapters.core.truncation import read_bound
+
+    adapter = counted[module]
+    counter = adapter.tokenizer
+    characters, calls = counter.characters, counter.calls
+    (collection,) = adapter.predict([legacy_item({str(i): [text] for i, text in enumerate(questions)})])
+    assert len(collection.annotations) + len(adapter.last_report.skipped) == len(questions)
+    assert all(skipped.reason == "empty text: nothing to answer" for skipped in adapter.last_report.skipped)
+    labels = 100 if module == "models.bart_large_mnli" else 0  # the default labels and template, once a question
+    assert counter.characters - characters <= len(questions) * (read_bound(adapter.max_input_tokens) + labels)
+    assert counter.calls - calls <= len(questions) * 13
+
+
 words = st.sampled_from(sorted({w for line in CORPUS for w in line.split()}))
 separators = st.sampled_from([" ", "", "  ", "\n", "\t", "\r\n", "\xa0", "\u3000", "\x1c", " \u200b"])
 long_texts = st.lists(st.tuples(words | short_texts, separators), min_size=1, max_size=400).map(
@@ -388,11 +430,23 @@ long_texts = st.lists(st.tuples(words | short_texts, separators), min_size=1, ma
 
 @settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(["bart", "distilbert", "t5", "gpt2"]), long_texts, st.sampled_from([12, 16, 64]),
-       st.booleans())
-def test_cutting_before_tokenizing_keeps_the_tokens_the_whole_text_gives(tokenizers, name, text, max_length, paired):
-    """Texts are cut to a character bound before tokenizing: the rows must be those of the whole text, truncated."""
-    from adapters.core.truncation import Segments
-    tokenizer = tokenizers[name]
+       st.booleans(), st.sampled_from([None, 1, 24]))
+def test_cutting_before_tokenizing_keeps_the_tokens_the_whole_text_gives(tokenizers, name, text, max_length, paired,
+                                                                         window):
+    """Texts are read in windows cut between words before tokenizing: the rows must be those of the whole text,
+    truncated (`window` shrinks the first window so that many windows are joined)."""
+    import contextlib
+    from unittest import mock
+
+    from adapters.core import truncation
+    small = mock.patch.multiple(truncation, MIN_PIECE_CHARS=window, CHARS_PER_TOKEN=1) if window else None
+    with small or contextlib.nullcontext():
+        check_cutting_keeps_the_whole_texts_tokens(tokenizers[name], text, max_length, paired)
+
+
+def check_cutting_keeps_the_whole_texts_tokens(tokenizer, text: str, max_length: int, paired: bool) -> None:
+    from adapters.core.truncation import Segments, read_bound
+    assert len(text) <= read_bound(1)  # shorter texts are read whole when they need to be
     segments = Segments(tokenizer)
     pair = ["It is sports."] if paired else None
     rows, _ = segments.rows(text, pair, max_length)
@@ -405,3 +459,4 @@ def test_cutting_before_tokenizing_keeps_the_tokens_the_whole_text_gives(tokeniz
     for limit in (1, max_length):
         ids, more = segments.ids(text, limit, keep_end=True)
         assert (ids, more) == (whole[-limit:] if len(whole) > limit else whole, len(whole) > limit)
+        assert segments.ids(text, limit) == (whole[:limit], len(whole) > limit)

@@ -172,6 +172,10 @@ MODEL_DEFAULTS = {"do_sample": True, "temperature": 0.3, "top_k": 3, "top_p": 0.
      {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}),
     ({"do_sample": False, "temperature": 0.7, "top_k": 5, "top_p": 0.9},
      {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}),
+    ({"do_sample": True, "temperature": 0.01, "top_k": 5, "top_p": 0.9},  # the floor samples
+     {"do_sample": True, "temperature": 0.01, "top_k": 5, "top_p": 0.9}),
+    ({"do_sample": True, "temperature": 0.00999, "top_k": 5, "top_p": 0.9},  # below it: greedy in effect, and so
+     {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}),
 ])
 @pytest.mark.parametrize("model_eos, expected_eos", [(None, 2), (5, 5)])
 def test_the_configured_sampling_settings_replace_the_models_own_generation_defaults(configuration, expected,
@@ -194,6 +198,17 @@ def test_the_configured_sampling_settings_replace_the_models_own_generation_defa
     assert (config.eos_token_id, config.pad_token_id) == (expected_eos, 0)
     beams = build_generation_config(model, tokenizer, {**configuration, "num_beams": 2}, max_new_tokens=8)
     assert (beams.num_beams, beams.output_scores) == (2, True)  # a beam's confidence is read from its scores
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-40, 0.00999])
+@pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
+def test_a_temperature_below_the_floor_decodes_greedily_instead_of_failing(make_adapter, module, temperature):
+    """1e-300 was accepted as > 0 and made sampling divide the logits into inf and NaN: a ModelFailure (HTTP 500, a
+    failed platform execution) for a temperature that is greedy in effect."""
+    item = legacy_item({"p": ["lunch friday", "meeting monday at ten"]})
+    greedy = make_adapter(module, do_sample=False).predict([item])
+    tiny = make_adapter(module, do_sample=True, temperature=temperature, seed=1).predict([item])
+    assert answers(tiny[0]) == answers(greedy[0]) and len(answers(tiny[0])) == 2
 
 
 @pytest.mark.parametrize("module", ["models.dialogpt_large", "models.t5_email"])
@@ -329,3 +344,16 @@ def test_the_later_turns_of_a_chat_whose_turn_could_not_be_prepared_are_reported
     assert [(s.item, s.prompt_key, s.element_key, s.reason) for s in adapter.last_report.skipped][1:] == [
         ("chat.json", "a", "question-2", broken), ("chat.json", "a", "question-3", broken)]
     assert adapter.last_report.skipped[0].reason.startswith("could not prepare the question: failed with ValueError")
+
+
+def test_a_lone_surrogate_in_a_stored_answer_is_replaced_and_the_later_turns_answered(make_adapter):
+    """A stored answer holding "\\ud800" skipped the next turn ("failed with TypeError") and lost the ones after it,
+    though lone surrogates are replaced by U+FFFD wherever they come from."""
+    adapter = make_adapter("models.dialogpt_large", do_sample=False)
+    seen = spy_rows(adapter)
+    item = current_item({"1": ["hello there"], "2": ["and then?"], "3": ["bye"]})
+    item["annotations"] = [{"type": "text", "coordinates": "fine \ud800 thanks", "metadata": {
+        "system": {"promptId": "1"}, "user": {"model": {"name": "dialogpt-large"}}}}]
+    (collection,) = adapter.predict([item])
+    assert adapter.last_report.skipped == [] and [p for p, _, _ in answers(collection)] == ["2", "3"]
+    assert "fine \ufffd thanks" in seen[0][1]

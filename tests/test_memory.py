@@ -128,6 +128,65 @@ def test_a_megabyte_question_is_tokenized_only_as_far_as_the_model_reads(make_ad
     assert counter.calls <= 6 * questions  # not once per label
 
 
+# Characters a tokenizer drops (zero-width, controls), merges into one token (runs of unknown characters), or
+# gives few tokens per character (combining marks, space runs). 1 MB of them before one word took the whole
+# megabyte through the tokenizer (10 MB: +1.8 GB to +5.8 GB, 18 to 56 s); the read bound now stops it.
+SPARSE_UNITS = ["\u200b", "e\u0301\u0301\u0301", "\x00\x01\x1b", "  \t", "\u200b \u200b", "\ufeff\u2060"]
+
+
+def sparse_text(unit: str, size: int = 1_000_000) -> str:
+    return unit * (size // len(unit)) + " word"
+
+
+@pytest.mark.parametrize("unit", SPARSE_UNITS)
+@pytest.mark.parametrize("module", ["models.distilbert_sst2", "models.bart_large_mnli", "models.t5_email",
+                                    "models.dialogpt_large"])
+def test_characters_that_make_few_tokens_cannot_buy_reading(make_adapter, module, unit):
+    """Cost follows the token budget, not the text: the characters tokenized and the tokenizer calls stay within
+    the read bound of the model's window whatever the characters, and the question is still answered."""
+    from adapters.core.truncation import read_bound
+
+    adapter = make_adapter(module)
+    adapter.tokenizer = counter = CountingTokenizer(adapter.tokenizer)
+    shapes = spy_forward(adapter)
+    (collection,) = adapter.predict([legacy_item({"1": [sparse_text(unit)], "2": ["short"]})])
+    assert len(collection.annotations) == 2 and adapter.last_report.skipped == []
+    assert counter.characters <= read_bound(adapter.max_input_tokens) + 1_000  # + the short question and labels
+    assert counter.calls <= 12
+    assert max(length for _, length in shapes) <= adapter.max_input_tokens
+
+
+@pytest.mark.parametrize("keep_end", [False, True])
+def test_the_read_bound_at_its_limit_and_one_past_it(tiny_models, keep_end):
+    """A word after zero-width characters is found when the text fits the read bound, and not read one past it."""
+    from transformers import AutoTokenizer
+
+    from adapters.core.truncation import Segments, read_bound
+    segments = Segments(AutoTokenizer.from_pretrained(tiny_models["distilbert"]))
+    bound = read_bound(8)
+    word = segments.tokenize(["word"])[0]
+    sparse = "\u200b" * (bound - 5)
+    fits = "word " + sparse if keep_end else sparse + " word"  # the word is where reading ends
+    past = fits + "\u200b" if keep_end else "\u200b" + fits
+    assert len(fits) == bound and segments.ids(fits, 8, keep_end) == (word, False)
+    ids, more = segments.ids(past, 8, keep_end)
+    assert more and ids != word  # reading stopped inside the word
+
+
+def test_a_chat_question_of_sparse_characters_keeps_its_end_within_the_read_bound(make_adapter):
+    """The `keep_end` cut skipped to the next word start, kept only ` word`, and widened 4x until the whole run was
+    tokenized as one piece (7 GB peak from the CLI): it now reads back from the end only as far as the bound."""
+    from adapters.core.truncation import read_bound
+
+    adapter = make_adapter("models.dialogpt_large")
+    adapter.tokenizer = counter = CountingTokenizer(adapter.tokenizer)
+    history_turn = "\u200b" * 300_000 + " word"
+    (collection,) = adapter.predict([current_item({"1": [history_turn], "2": ["\u200b" * 1_000_000 + " word"]})])
+    assert len(collection.annotations) == 2
+    assert counter.characters <= 4 * read_bound(adapter.max_input_tokens)  # two questions, one history turn
+    assert counter.calls <= 20
+
+
 # ----- memory -----
 def questions(count: int, per_prompt: int = 50) -> list[dict]:
     """`count` questions of 1 to 40 words in a few items, so micro-batches mix lengths as real data does.

@@ -102,3 +102,43 @@ def test_onnx_model_says_it_cannot_train(make_adapter):
     adapter = make_adapter("models.distilbert_sst2", runtime="onnx")
     with pytest.raises(AttributeError, match="use runtime 'torch' to fine-tune"):
         adapter.model.named_parameters()
+
+
+@pytest.fixture
+def onnx_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ADAPTERS_ONNX_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_weights_replaced_in_place_with_the_same_size_and_time_are_exported_again(tmp_path, onnx_cache):
+    from tests.test_runtimes import replace_in_place
+    folder = sharpen(build_distilbert_classifier(tmp_path / "distilbert"))
+    _, before = scored_answers("models.distilbert_sst2", {"model_path": str(folder), "runtime": "onnx"})
+    replace_in_place(folder, sharpen(build_distilbert_classifier(tmp_path / "other", seed=3), seed=3))
+    adapter, after = scored_answers("models.distilbert_sst2", {"model_path": str(folder), "runtime": "onnx"})
+    _, expected = scored_answers("models.distilbert_sst2", {"model_path": str(folder)})
+    assert max_score_change(expected, after) < 1e-4 and max_score_change(before, after) > 1e-3
+    assert len([p for p in onnx_cache.iterdir() if not p.name.startswith(".") and p.suffix != ".lock"]) == 2
+
+
+def test_four_concurrent_first_exports_publish_one_complete_folder(tiny_models, onnx_cache, monkeypatch):
+    """Four concurrent exports into an empty cache: one died with `Directory not empty`."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transformers import AutoModelForSequenceClassification
+
+    from adapters.runtimes import onnx_runtime
+    exports = []
+    export = onnx_runtime.export_onnx
+
+    def counted(*args, **kwargs):
+        exports.append(args)
+        time.sleep(0.5)  # every other load arrives while this one runs
+        return export(*args, **kwargs)
+    monkeypatch.setattr(onnx_runtime, "export_onnx", counted)
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: onnx_runtime.exported_folder(
+            AutoModelForSequenceClassification, str(tiny_models["distilbert"])), range(4)))
+    assert len(set(folders)) == 1 and len(exports) == 1 and (folders[0] / "model.onnx").is_file()
+    assert not [p for p in onnx_cache.iterdir() if p.name.startswith(".staging")]

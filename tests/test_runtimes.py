@@ -3,12 +3,18 @@ conversion; each module refuses the runtimes its task cannot use before anything
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from adapters.core.errors import ConfigurationError
-from adapters.runtimes import CLASSIFY, GENERATE, RUNTIMES, ctranslate2_runtime, runtimes_of
+from adapters.runtimes import CLASSIFY, GENERATE, RUNTIMES, ctranslate2_runtime, derived, runtimes_of
 from tests.model_factory import build_gpt2_lm, build_t5
 from tests.prompt_factory import answers, current_item, legacy_item
 
@@ -105,6 +111,18 @@ def test_budget_sampling_and_seed_are_honoured(generators, module_name):
     assert max(lengths) == 3 and max(len(g.token_ids) for row in generations(greedy) for g in row) > 3
 
 
+@pytest.mark.parametrize("module_name", MODULES)
+def test_a_top_k_past_the_vocabulary_samples_from_all_of_it(generators, module_name):
+    """`top_k` larger than the vocabulary failed every CTranslate2 batch; it is clamped, as transformers does."""
+    def sampled(top_k):
+        model = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", do_sample=True,
+                        temperature=10.0, top_k=top_k, seed=1)
+        return texts_of(generations(model)), len(model.model.tokens)
+
+    whole, vocabulary = sampled(100_000)
+    assert vocabulary < 100_000 and all(whole) and sampled(vocabulary + 1)[0] == sampled(vocabulary)[0]
+
+
 def test_beams_and_n_gen_are_honoured(generators):
     module_name = "models.t5_email"
     beams = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", num_beams=4, n_gen=3)
@@ -148,7 +166,75 @@ def test_conversion_is_cached_and_reused(generators, tmp_path, monkeypatch):
     assert as_path.model.folder == folder and predicted(as_path) == predicted(again)
     with pytest.raises(AssertionError, match="converted again"):  # int8 weights are a conversion of their own
         adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="int8")
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [folder.name]  # no staging left behind
+    left = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name != ".digests" and p.suffix != ".lock")
+    assert left == [folder.name]  # no staging left behind
+
+
+def replace_in_place(folder: Path, other: Path, name: str = "model.safetensors") -> None:
+    """Put `other`'s file over `folder`'s with the same size and times, as `cp -p` or `tar` leave them."""
+    target, source = folder / name, other / name
+    assert target.stat().st_size == source.stat().st_size  # the same shapes: a size check cannot tell them apart
+    times = (target.stat().st_atime_ns, target.stat().st_mtime_ns)
+    shutil.copyfile(source, target)
+    os.utime(target, ns=times)
+
+
+def test_weights_replaced_in_place_with_the_same_size_and_time_are_converted_again(tmp_path, monkeypatch):
+    """The cache key was the files' names, sizes and times: weights replaced by `cp -p` ran the stale conversion."""
+    monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path / "cache"))
+    folder = build_gpt2_lm(tmp_path / "gpt2", seed=0)
+    generators = {"models.dialogpt_large": folder}
+    first = adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32")
+    before = predicted(first)
+    replace_in_place(folder, build_gpt2_lm(tmp_path / "other", seed=5))
+    again = adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32")
+    assert again.model.folder != first.model.folder
+    after, torch_after = predicted(again), predicted(adapter(generators, "models.dialogpt_large"))
+    assert [text for _, text, _ in after] == [text for _, text, _ in torch_after]  # the new weights' answers
+    assert [c for _, _, c in after] == pytest.approx([c for _, _, c in torch_after], rel=1e-4)
+    assert [text for _, text, _ in after] != [text for _, text, _ in before]
+
+
+def test_a_conversion_of_another_architecture_is_refused_like_its_weights(generators, tmp_path, monkeypatch):
+    """A t5-email adapter whose model_path held DialoGPT weights loaded DialoGPT's cached conversion and answered."""
+    monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path / "cache"))
+    chat = adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32")
+    for model_path in (generators["models.dialogpt_large"], chat.model.folder):  # the weights, or the conversion
+        with pytest.raises(ConfigurationError, match="holds a 'gpt2' model.*which AutoModelForSeq2SeqLM cannot run"):
+            adapter(generators, "models.t5_email", runtime="ctranslate2", compute_type="float32",
+                    model_path=str(model_path))
+    with pytest.raises(ConfigurationError, match="holds a 'gpt2' model, which AutoModelForSeq2SeqLM cannot run"):
+        adapter(generators, "models.t5_email", model_path=str(generators["models.dialogpt_large"]))  # as torch says
+
+
+def test_concurrent_first_conversions_publish_one_complete_folder(generators, tmp_path, monkeypatch):
+    """Four loads at once into an empty cache: one converts, the others wait for it and use its folder."""
+    monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path / "cache"))
+    conversions = []
+    convert = ctranslate2_runtime.convert
+
+    def counted(*args, **kwargs):
+        conversions.append(args)
+        time.sleep(0.5)  # long enough for every other load to arrive while it runs
+        return convert(*args, **kwargs)
+    monkeypatch.setattr(ctranslate2_runtime, "convert", counted)
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: ctranslate2_runtime.converted_folder(
+            AutoModelForCausalLM, str(generators["models.dialogpt_large"]), "float32"), range(4)))
+    assert len(set(folders)) == 1 and len(conversions) == 1
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith((".staging", f".{folders[0].name}"))]
+
+
+def test_an_incomplete_or_foreign_folder_in_the_cache_is_rebuilt(generators, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "cache"
+    model_path = str(generators["models.dialogpt_large"])
+    folder = derived.derived_folder(model_path, AutoModelForCausalLM, root, "float32")
+    (folder / "ctranslate2").mkdir(parents=True)
+    (folder / "ctranslate2" / "model.bin").write_bytes(b"half of a conversion")  # a build that died
+    (folder / "notes.txt").write_text("not ours")
+    model = adapter(generators, "models.dialogpt_large", runtime="ctranslate2", compute_type="float32")
+    assert model.model.folder == folder and not (folder / "notes.txt").exists() and predicted(model)
 
 
 def test_a_ctranslate2_model_only_generates(generators):

@@ -139,6 +139,8 @@ def test_absurd_settings_are_refused_before_loading(nothing_loads, module, overr
 
 
 @pytest.mark.parametrize("metadata, match", [
+    ({"candidate_labels": ["ok", "nul\x00inside"]}, "control characters"),
+    ({"hypothesis_template": "It is {}\x1b[2J"}, "control characters"),
     ({"candidate_labels": list(map(str, range(10**5)))}, "give 1 to 100 labels"),
     ({"candidate_labels": ["a" * 10**6, "b"]}, "at most 200 characters"),
     ({"hypothesis_template": "{{}}{:>20000000}"}, "exactly one plain"),  # took 7.6 GB through str.format
@@ -152,6 +154,39 @@ def test_absurd_prompt_metadata_skips_the_question_not_the_batch(make_adapter, m
     assert [p for p, _, _ in answers(collection)] == ["2"]
     (skipped,) = adapter.last_report.skipped
     assert skipped.prompt_key == "1" and match in skipped.reason and len(skipped.reason) < 300
+
+
+HUGE = 10 ** 5000  # past Python's 4300-digit limit: its repr raises ValueError
+
+
+@pytest.mark.parametrize("name, value", [
+    ("seed", HUGE), ("seed", -HUGE), ("top_k", HUGE), ("batch_size", -HUGE), ("temperature", HUGE),
+    ("runtime", "x" * 100_000), ("device", "cuda:" + "9" * 100_000), ("dtype", ["float32"] * 50_000),
+    ("candidate_labels", ["x" * 100_000] * 8), ("hypothesis_template", "{" * 100_000),
+], ids=lambda value: value if isinstance(value, str) and len(value) < 30 else type(value).__name__)
+def test_values_at_the_edges_are_refused_in_one_short_line(name, value):
+    """A 5000-digit seed crashed with Python's ValueError for integers past 4300 digits, raised by the error
+    message itself; long values are echoed shortened."""
+    (module, *_) = declaring_modules(name)
+    with pytest.raises(ConfigurationError) as error:
+        resolved(module, name, value)
+    message = str(error.value)
+    assert f"'{name}'" in message and len(message) < 300 and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["x" * 100_000, "models." + "x" * 100_000, HUGE], ids=["long", "long-models", "huge"])
+def test_a_huge_module_name_is_refused_in_one_short_line(nothing_loads, name):
+    with pytest.raises(ConfigurationError) as error:
+        load_model_module(name)
+    assert len(str(error.value)) < 600
+
+
+@pytest.mark.skipif(__import__("torch").backends.mps.is_available(), reason="this machine has MPS")
+def test_a_device_this_torch_build_cannot_use_is_a_configuration_error(nothing_loads, tiny_models):
+    """`mps` on a build without it failed with a library traceback when the weights were moved, after loading."""
+    for device, match in (("mps", "'mps' is not available"), ("cuda:3", "CUDA is not available")):
+        refused({"module_name": "models.distilbert_sst2", "model_path": str(tiny_models["distilbert"]),
+                 "device": device}, match)
 
 
 # What each key accepts, written here from the documented caps (README, docs/training.md), not read from the
@@ -177,12 +212,15 @@ CHOICES = {  # key: {module: accepted values}
 }
 OTHERS = {  # key: (good values, bad values)
     "model_path": (["t5-base", "/models/my-model"], ["", "   ", 7, None]),
-    "device": (["auto", "cpu", "mps", "cuda", "cuda:1"], ["gpu", "cuda:", "CPU", "cuda:0; rm -rf /", ""]),
-    "prefix": (["", "write an email: "], [None, 3]),
-    "hypothesis_template": (["This example is {}.", "{} {{braces}}"],
-                            ["no placeholder", "{}{}", "{0}", "{x}", "{:>9}", "{!r}", "{" * 3, "x{}" * 100]),
-    "candidate_labels": ([["a"], ["urgent", "not urgent"], [f"l{i}" for i in range(100)], ["x" * 200]],
-                         [[], ["a", "a"], [""], [" "], [1], ["x" * 201], [f"l{i}" for i in range(101)], "a", None]),
+    "device": (["auto", "cpu", "mps", "cuda", "cuda:1", "cuda:12", "cuda:9999"],
+               ["gpu", "cuda:", "CPU", "cuda:0; rm -rf /", "", "cuda:\u0663", "cuda:\uff11", "cuda:1\n", "cuda:10000"]),
+    "prefix": (["", "write an email: ", "é: ", "\u200b"], [None, 3, "\ud800 write: ", "a\udfffb"]),
+    "hypothesis_template": (["This example is {}.", "{} {{braces}}", "C'est {}, é."],
+                            ["no placeholder", "{}{}", "{0}", "{x}", "{:>9}", "{!r}", "{" * 3, "x{}" * 100,
+                             "It is {}.\x00", "\x1b[31m{}", "It\nis {}", "{}\x85"]),
+    "candidate_labels": ([["a"], ["urgent", "not urgent"], [f"l{i}" for i in range(100)], ["x" * 200], ["café"]],
+                         [[], ["a", "a"], [""], [" "], [1], ["x" * 201], [f"l{i}" for i in range(101)], "a", None,
+                          ["a\x00b"], ["ok", "\x1b[31mred"], ["tab\there"], ["line\nbreak"], ["\x7f"], ["\x9f"]]),
 }
 
 
@@ -256,6 +294,8 @@ def test_a_value_of_the_wrong_type_is_refused_with_the_type_it_needs(name, value
     (2, 2, False, 0.7, None), (3, 1, True, 0.7, None), (4, 4, True, 0.7, None), (4, 1, True, 0.7, None),
     (2, 1, False, 0.7, "n_gen > 1 without sampling needs num_beams >= n_gen"),
     (2, 1, True, 0.0, "n_gen > 1 without sampling"),  # temperature 0 is greedy, not sampling
+    (2, 1, True, 1e-300, "temperature >= 0.01"), (2, 1, True, 0.00999, "n_gen > 1 without sampling"),  # so is tiny
+    (2, 1, True, 0.01, None),  # the floor samples
     (4, 2, True, 0.7, "beam sampling returns at most num_beams answers"), (4, 3, True, 0.7, "at most num_beams"),
 ])
 def test_n_gen_needs_sampling_or_as_many_beams(n_gen, num_beams, do_sample, temperature, refusal):

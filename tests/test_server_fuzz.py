@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from adapters.server import create_app
 from adapters.server.limits import MAX_IDENTIFIER_CHARS, MAX_TEXTS, SHOWN_IDENTIFIER_CHARS, ServerLimits
-from tests.test_fuzz import expected_parse, items, json_values, keys, short_texts, texts
+from tests.test_fuzz import expected_parse, items, json_values, keys, megabyte_texts, short_texts, texts
+from tests.test_memory import CountingTokenizer
 
 DEEP_LIST = "[" * 50_000 + "]" * 50_000
 DEEP_OBJECT = '{"a":' * 30_000 + "1" + "}" * 30_000
@@ -192,3 +193,41 @@ def test_identifiers_in_every_answer_are_short(app, errors, prompt_keys, name):
     for identifier in [*prompt_keys, *(k * 3 for k in prompt_keys), name if isinstance(name, str) else ""]:
         if len(identifier) > MAX_IDENTIFIER_CHARS:
             assert identifier not in text
+
+
+MEGABYTE_ROUTES = {"/models/distilbert-sst2/classify": lambda text: {"texts": [text]},
+                   "/models/bart-large-mnli/classify": lambda text: {"sequences": text},
+                   "/models/t5-email/generate": lambda text: {"prompt": text},
+                   "/models/dialogpt-large/chat": lambda text: {"turns": ["hello", text]},
+                   "/models/distilbert-sst2/predict": lambda text: {"prompts": {"1": {"q": {"mimetype": "text",
+                                                                                             "value": text}}}}}
+
+
+@pytest.fixture(scope="module")
+def counted_app(make_adapter):
+    """The four models with counting tokenizers, behind a server that takes bodies of a few megabytes."""
+    adapters = {"distilbert-sst2": make_adapter("models.distilbert_sst2"),
+                "bart-large-mnli": make_adapter("models.bart_large_mnli"),
+                "t5-email": make_adapter("models.t5_email", token_count=4),
+                "dialogpt-large": make_adapter("models.dialogpt_large", max_new_tokens=4)}
+    for adapter in adapters.values():
+        adapter.tokenizer = CountingTokenizer(adapter.tokenizer)
+    return create_app(adapters, ServerLimits(max_body_bytes=8 << 20, max_pending_bytes=64 << 20))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.sampled_from(sorted(MEGABYTE_ROUTES)), megabyte_texts)
+def test_megabyte_texts_of_sparse_characters_cost_the_server_what_the_token_budget_allows(counted_app, errors, path,
+                                                                                          text):
+    """A body of a megabyte of zero-width, combining or control characters is answered (or refused as empty) at
+    the cost of the model's window: characters tokenized and tokenizer calls per text stay within the read bound."""
+    from adapters.core.truncation import read_bound
+
+    adapter = counted_app.state.runners[path.split("/")[2]].adapter
+    counter = adapter.tokenizer
+    characters, calls = counter.characters, counter.calls
+    body = json.dumps(MEGABYTE_ROUTES[path](text), ensure_ascii=False).encode("utf-8")
+    check_answer(post(counted_app, path, body), errors)
+    texts_run = 2 if path.endswith("/chat") else 1
+    assert counter.characters - characters <= texts_run * read_bound(adapter.max_input_tokens) + 200
+    assert counter.calls - calls <= texts_run * 13

@@ -32,8 +32,10 @@ from adapters.cli._common import CommandError
 from adapters.core.errors import ModelFailure
 from adapters.core.prompt_items import parse_prompt_item
 from adapters.server import create_app
-from adapters.server.cost import SPECIAL_TOKENS, request_cost
+from adapters.server.cost import SCORE_BYTES, SPECIAL_TOKENS, request_cost
 from adapters.server.limits import (
+    MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
     MAX_IDENTIFIER_CHARS,
     MAX_TEXTS,
     RESERVED_FILE_HANDLES,
@@ -196,6 +198,26 @@ def test_a_request_over_the_cost_limit_is_413_before_it_queues(sst2):
     assert gate.calls == 1
 
 
+def test_a_zero_shot_answer_that_echoes_labels_per_text_is_priced_413_before_it_queues(make_adapter):
+    """4.5 KB asked for 256 texts x 16 labels of 200 characters and got 941 KB back: every label is echoed, with its
+    score, for every text. The answer is priced with the work, and refused with the figure."""
+    bart = make_adapter("models.bart_large_mnli")
+    gate = Gate(bart)
+    gate.opened.set()
+    app = create_app({"bart-large-mnli": bart})
+    labels = [(f"topic {i} " + "the service was slow but the food was wonderful " * 5)[:200] for i in range(16)]
+    amplified = {"sequences": ["short text"] * MAX_TEXTS, "candidate_labels": labels}
+    reply = run_async(call(app, "/models/bart-large-mnli/classify", Client(body_of(amplified))))
+    assert reply.status == 413 and gate.calls == 0
+    detail = reply.json()["detail"]
+    assert "label" in detail and "limit of 524288" in detail
+    cost = int(detail.split("about ")[1].split(" ")[0])
+    assert cost > 16 * MAX_TEXTS * 200  # the bytes the labels would take in the answer are counted
+    fair = {"sequences": ["short text"] * MAX_TEXTS, "candidate_labels": ["sports", "politics", "cooking"]}
+    answer = run_async(call(app, "/models/bart-large-mnli/classify", Client(body_of(fair))))
+    assert answer.status == 200 and len(answer.json()) == MAX_TEXTS
+
+
 def parsed(*items):
     return [parse_prompt_item(item, index, f"i{index}") for index, item in enumerate(items)]
 
@@ -207,8 +229,9 @@ def test_the_cost_estimate_counts_rows_generations_budget_and_history(make_adapt
         == (len("héllo".encode()) + SPECIAL_TOKENS) + window
     bart = make_adapter("models.bart_large_mnli", candidate_labels=["a", "b"], hypothesis_template="It is {}.")
     item = current_item({"1": ["hi"]}, metadata={"1": {"candidate_labels": list("cdef")}})
+    echoed = len('"a"') + SCORE_BYTES  # each row's label and score in the answer
     assert request_cost(bart, bart.configuration, parsed(current_item({"1": ["hi"]}), item)) \
-        == 2 * (2 + SPECIAL_TOKENS + 1 + 9) + 4 * (2 + SPECIAL_TOKENS + 1 + 9)
+        == 2 * (2 + SPECIAL_TOKENS + 1 + 9 + echoed) + 4 * (2 + SPECIAL_TOKENS + 1 + 9 + echoed)
     t5 = make_adapter("models.t5_email", token_count=5, n_gen=3, num_beams=4, do_sample=False)
     assert request_cost(t5, t5.configuration, parsed(current_item({"1": ["hi"]}))) == 3 * 4 * (2 + SPECIAL_TOKENS + 5)
     chat = make_adapter("models.dialogpt_large", max_new_tokens=4)
@@ -279,6 +302,44 @@ def test_deeply_nested_json_is_a_422_and_logs_no_traceback(sst2, caplog, path, b
     assert reply.status == 422, reply.body
     assert "nest" in reply.json()["detail"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize("body, says, not_said", [
+    (b'{"texts": ["hi"], "seed": ' + b"9" * 5000 + b"}", "a number of more than 4300 digits", "nest"),
+    (b'{"texts": ["hi", "\xff"]}', "not UTF-8", "nest"),
+    (DEEP.encode(), "nests too deeply", "digits"),
+], ids=["huge-number", "not-utf8", "deep"])
+def test_a_body_json_cannot_read_says_why(sst2, body, says, not_said):
+    """A 5000-digit number in a body was answered "it is not UTF-8, or nests too deeply"."""
+    reply = run_async(call(create_app({"distilbert-sst2": sst2}), "/models/distilbert-sst2/predict", Client([body])))
+    assert reply.status == 422 and says in reply.json()["detail"] and not_said not in reply.json()["detail"]
+
+
+def request_head(path: str, headers: list[tuple[bytes, bytes]]) -> int:
+    """The bytes of a request line and headers as a client sends them."""
+    return len(f"POST {path} HTTP/1.1\r\n") + sum(len(k) + len(v) + 4 for k, v in headers) + 2
+
+
+@pytest.mark.parametrize("padding, count, status", [
+    (0, MAX_HEADER_COUNT, 200), (0, MAX_HEADER_COUNT + 1, 431),  # the count, at the limit and one past it
+    (MAX_HEADER_BYTES, 2, 200), (MAX_HEADER_BYTES + 1, 2, 431),  # the size, at the limit and one past it
+    (20_000, 2, 431), (0, 3000, 431),  # what was accepted: a 20 KB header, 3,000 headers
+])
+def test_request_heads_are_bounded_in_size_and_header_count(sst2, padding, count, status):
+    """A 20 KB header and 3,000 headers in one request were accepted: uvicorn's 16 KiB bound holds only for a head
+    still incomplete, not for one that arrives whole."""
+    app = create_app({"distilbert-sst2": sst2})
+    headers = [(b"content-type", b"application/json")] + [(b"x-%d" % i, b"1") for i in range(count - 2)]
+    if padding:
+        headers.append((b"x-pad", b""))
+        headers[-1] = (b"x-pad", b"p" * (padding - request_head(SST2, headers)))
+    else:
+        headers.append((b"x-last", b"1"))
+    assert len(headers) == count and (not padding or request_head(SST2, headers) == padding)
+    reply = run_async(call(app, SST2, Client(body_of({"texts": ["hi"]})), headers=tuple(headers[1:])))
+    assert reply.status == status, reply.body
+    if status == 431:
+        assert reply.headers["connection"] == "close" and "header" in reply.json()["detail"]
 
 
 def test_a_body_that_stalls_is_408_within_the_deadline(sst2):
@@ -377,6 +438,18 @@ def test_generate_reads_every_generation_of_one_answer(make_adapter):
     assert len(merged["generations"]) == 3 and merged == expected
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324])
+def test_a_tiny_temperature_is_answered_greedily_not_a_500(make_adapter, temperature):
+    app = create_app({"t5-email": make_adapter("models.t5_email", token_count=4),
+                      "dialogpt-large": make_adapter("models.dialogpt_large", max_new_tokens=4)})
+    for path, body in (("/models/t5-email/generate", {"prompt": "lunch on friday"}),
+                       ("/models/dialogpt-large/chat", {"turns": ["hello there"]})):
+        replies = [run_async(call(app, path, Client(body_of({**body, **sampling})))) for sampling in
+                   ({"do_sample": True, "temperature": temperature, "seed": 3}, {"do_sample": False})]
+        assert [reply.status for reply in replies] == [200, 200], replies[0].body
+        assert replies[0].json() == replies[1].json()
+
+
 # ----- the log -----
 
 def test_repeated_log_lines_are_rate_limited():
@@ -396,6 +469,18 @@ def test_repeated_log_lines_are_rate_limited():
     last = [record("accept failed: %d open", 5) for _ in range(2)]
     assert all(limiter.filter(r) for r in last) and "further repeats dropped" in last[-1].getMessage()
     assert not limiter.filter(record("accept failed: %d open", 5))
+
+
+def test_the_log_rate_limiter_blanks_numbers_before_it_cuts_the_text():
+    """The key was the text cut to 200 characters, then blanked: a long number pushed what tells two warnings
+    apart out of the key, and distinct warnings were dropped as repeats of one."""
+    limiter = RepeatedLogFilter(burst=2, window=60, clock=lambda: 0.0)
+
+    def warning(n: int, what: str) -> logging.LogRecord:
+        return logging.LogRecord("adapters", logging.WARNING, __file__, 1, "item %s of %d: %s", (n, 10**250, what),
+                                 None)
+    assert all(limiter.filter(warning(n, what)) for n, what in enumerate(["timeout", "refused", "long", "bad key"]))
+    assert [limiter.filter(warning(7, "timeout")) for _ in range(2)] == [True, False]  # a repeat is still one
 
 
 # ----- the real server: connections, file handles, SIGTERM -----

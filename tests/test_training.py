@@ -387,3 +387,20 @@ def test_a_classifier_keeps_its_head_when_the_answers_use_its_own_labels(make_ad
     assert adapter.model is model
     adapter.prepare_training(["POSITIVE", "spam"])  # a label the head does not have: a new head
     assert adapter.model is not model and set(adapter.model.config.label2id) == {"POSITIVE", "spam"}
+
+
+def test_user_text_in_training_errors_is_shortened(make_adapter):
+    """A 200 KB reference appeared whole in a DatasetError (which the platform's train_model raises), and an
+    unknown label listed eight 100 KB labels: a 3.2 MB line."""
+    bart = make_adapter("models.bart_large_mnli", candidate_labels=["positive", "negative"])
+    with pytest.raises(DatasetError, match="is not one of the candidate labels") as error:
+        bart.training_rows(training_question("hi"), [], "x" * 200_000)
+    assert len(str(error.value)) < 400
+    classifier = make_adapter("models.distilbert_sst2")
+    classifier.prepare_training([f"{i}" + "y" * 100_000 for i in range(8)])  # a new head of eight long labels
+    with pytest.raises(DatasetError, match="is not among the training labels") as error:
+        classifier.training_rows(training_question("hi"), [], "z" * 100_000)
+    assert len(str(error.value)) < 800
+    with pytest.raises(DatasetError, match="at least 2 different labels") as error:
+        classifier.prepare_training(["w" * 200_000] * 3)
+    assert len(str(error.value)) < 400

@@ -92,6 +92,15 @@ def test_deeply_nested_json_is_a_dataset_error(tmp_path):
         read_layout(data)
 
 
+def test_a_lone_surrogate_in_a_reference_is_replaced_as_in_questions(tmp_path):
+    """No tokenizer takes "\\ud800": a reference holding one failed its training row with a TypeError."""
+    write_item(tmp_path / "train", "a", current_item({"1": ["fine"]}), [text_annotation("1", "ok LONE then")])
+    json_file = tmp_path / "train" / "json" / "a.json"
+    json_file.write_text(json_file.read_text().replace("LONE", "\\ud800"))  # valid JSON, not valid Unicode
+    (item,) = read_layout(tmp_path)["train"].items
+    assert list(item.references.values()) == [["ok \ufffd then"]]
+
+
 def test_a_text_annotation_without_a_prompt_is_reported_not_dropped_silently(tmp_path, caplog):
     data = layout_with(tmp_path, item_json(annotations=[{"type": "text", "coordinates": SECRET, "metadata": {}}]))
     train = read_layout(data)["train"]

@@ -1,6 +1,7 @@
 """How a training run behaves: LoRA, early stopping, resume, gradient accumulation, the output folder's rules,
 and dtlpy's `train_model` storing checkpoints so a restarted execution continues. Tiny models, offline."""
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -288,6 +289,131 @@ def test_checkpoints_of_another_run_are_refused_unless_overwrite(cli_train, tmp_
     code, _ = cli_train(out, "--overwrite")
     assert code == 0 and sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.json",
                                                      "tokenizer_config.json", "training_metrics.json"]
+
+
+def test_a_symlinked_output_folder_is_trained_into_and_rerun(cli_train, tmp_path):
+    """A symlinked OUTPUT_DIR trained fully, then crashed (IsADirectoryError) leaving the model in a hidden
+    `.partial` folder; every rerun crashed the same way."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    for extra in ((), ("--overwrite",)):
+        code, err = cli_train(link, *extra)
+        assert code == 0 and "Traceback" not in err, err
+        assert link.is_symlink() and link.resolve() == real and (real / "model.safetensors").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden partial model left
+
+
+@pytest.mark.parametrize("system", ["/usr/lib", "/etc", "/"])
+def test_an_output_folder_that_is_or_links_to_a_system_folder_is_refused_even_with_overwrite(tmp_path, system):
+    """With --overwrite and a link into a system folder, training created its checkpoints there."""
+    from adapters.training.output import OutputError, OutputFolder
+    link = tmp_path / "out"
+    link.symlink_to(system)
+    for out in (link, Path(system)):
+        with pytest.raises(OutputError, match="system folder|choose a folder of its own"):
+            OutputFolder(out, overwrite=True).check()
+
+
+def interrupted_run(tiny_models, data: Path, out: Path, model_path: Path | None = None, **settings) -> None:
+    """Two epochs planned, stopped after the first: OUT holds the run's checkpoints."""
+    first, _ = local_adapter("distilbert-sst2", model_path or tiny_models["distilbert"], epochs=2, **FAST, **settings)
+    first.overwrite_output = False  # as the CLI runs it
+
+    def stop(epoch: int, epochs: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        first.train(str(data), str(out), on_epoch_end_callback=stop)
+    assert (out / "checkpoints" / "run.json").is_file()
+
+
+def cli_resume(data: Path, out: Path, model_path: Path, capsys, *extra: str) -> tuple[int, str]:
+    args = ["train", "distilbert-sst2", str(data), str(out), "--model-path", str(model_path), *extra]
+    args += [f"--set={key}={json.dumps(value)}" for key, value in {"epochs": 2, **FAST}.items()]
+    code = cli_main(args)
+    return code, capsys.readouterr().err
+
+
+def cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {
+    "truncated weights": lambda checkpoint: cut_short(checkpoint / "model.safetensors"),
+    "truncated optimizer": lambda checkpoint: cut_short(checkpoint / "optimizer.pt"),
+    "state not JSON": lambda checkpoint: (checkpoint / "trainer_state.json").write_text("{not json"),
+    "state a list": lambda checkpoint: (checkpoint / "trainer_state.json").write_text("[]"),
+    "bad seed": lambda checkpoint: (checkpoint.parent / "run.json").write_text(
+        json.dumps({**json.loads((checkpoint.parent / "run.json").read_text()), "seed": -1})),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_checkpoint_is_refused_in_one_line_or_with_overwrite_started_over(tiny_models, tmp_path, capsys,
+                                                                                    damage):
+    """A truncated safetensors, a trainer_state.json that is not JSON or is `[]`, or a bad seed in run.json gave
+    a traceback on every run."""
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    out = tmp_path / "out"
+    interrupted_run(tiny_models, data, out)
+    (checkpoint,) = (out / "checkpoints").glob("checkpoint-*")
+    DAMAGES[damage](checkpoint)
+    code, err = cli_resume(data, out, tiny_models["distilbert"], capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert "damaged" in err and "--overwrite" in err
+    code, err = cli_resume(data, out, tiny_models["distilbert"], capsys, "--overwrite")
+    assert code == 0 and "epoch 1/2 done" in err and "epoch 2/2 done" in err, err
+    assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
+
+
+def test_on_the_platform_a_damaged_checkpoint_starts_the_run_over_in_one_warning(tiny_models, tmp_path, caplog):
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    out = tmp_path / "out"
+    interrupted_run(tiny_models, data, out)
+    (checkpoint,) = (out / "checkpoints").glob("checkpoint-*")
+    cut_short(checkpoint / "model.safetensors")
+    adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=2, **FAST)  # overwrite: True
+    with caplog.at_level(logging.WARNING, logger="adapters"):
+        history = adapter.train(str(data), str(out))
+    assert [epoch["epoch"] for epoch in history] == [0, 1]
+    (warning,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert "model.safetensors" in warning and "starting the run over" in warning
+
+
+def test_overwrite_starts_a_new_run_even_when_the_checkpoints_are_this_runs(tiny_models, tmp_path, capsys):
+    """--overwrite still resumed when the fingerprint matched, though it is documented to start a new run."""
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    out = tmp_path / "out"
+    interrupted_run(tiny_models, data, out)
+    code, err = cli_resume(data, out, tiny_models["distilbert"], capsys, "--overwrite")
+    assert code == 0 and "epoch 1/2 done" in err and "epoch 2/2 done" in err, err
+
+
+def test_a_lora_checkpoint_is_this_models_and_resumes(tiny_models, tmp_path):
+    """A LoRA checkpoint holds only LoRA's weights and the new head, under peft's names: not another architecture."""
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    out = tmp_path / "out"
+    interrupted_run(tiny_models, data, out, lora_r=4)
+    adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=2, **FAST, lora_r=4)
+    adapter.overwrite_output = False
+    assert [epoch["epoch"] for epoch in adapter.train(str(data), str(out))] == [0, 1]
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_like_its_weights(tiny_models, tmp_path, capsys):
+    """Weights replaced under the same model_path (same tokenizer, so the same rows and fingerprint) by a model of
+    another shape: the checkpoint resumed with only transformers' key warnings."""
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    weights_folder = build_distilbert_classifier(tmp_path / "weights")
+    out = tmp_path / "out"
+    interrupted_run(tiny_models, data, out, weights_folder)
+    build_distilbert_classifier(weights_folder, config_overrides={"n_layers": 3})
+    code, err = cli_resume(data, out, weights_folder, capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert "another architecture" in err and "--overwrite" in err
+    code, err = cli_resume(data, out, weights_folder, capsys, "--overwrite")
+    assert code == 0 and "epoch 1/2 done" in err, err
 
 
 # ----- dtlpy's train_model: checkpoints stored with the model, a restarted execution continues -----

@@ -7,8 +7,10 @@ OUTPUT_DIR receives safetensors weights, tokenizer, config and training_metrics.
 
 OUTPUT_DIR is checked before anything loads: it must be a folder that can be written (or created). While the
 run goes, it holds checkpoints/ (one per epoch); running the same command again after an interruption
-continues from the last complete epoch. A folder with a finished model or other files is refused unless
---overwrite; the finished model replaces OUTPUT_DIR's content in one rename when it is complete.
+continues from the last complete epoch (a damaged checkpoint, or one of another architecture, is refused in one
+line). A folder with a finished model or other files is refused unless --overwrite, which starts a new run; the
+finished model replaces OUTPUT_DIR's content in one rename when it is complete. A link is followed: the folder it
+points to is checked and written. A system folder, or one holding the home, current or data folder, is refused.
 Several GPUs: torchrun --nproc_per_node N -m adapters train ... (same arguments).
 
 Exit codes: 0 trained and saved; 1 the data cannot be used (the message says why); 2 usage error, unknown
@@ -31,8 +33,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_argument(parser)
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path, help="where the trained model is saved")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace what OUTPUT_DIR holds (a finished model, other files, checkpoints of another "
-                             "run) once the new model is complete")
+                        help="start a new run (even over this run's checkpoints) and replace what OUTPUT_DIR holds "
+                             "(a finished model, other files, checkpoints) once the new model is complete")
     add_override_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     use_local_gpu()
     adapter = open_runner(args).adapter
-    adapter.overwrite_output = args.overwrite
+    adapter.overwrite_output = adapter.fresh_run = args.overwrite  # --overwrite: a new run, replacing what is there
 
     def progress(epoch: int, epochs: int) -> None:
         print(f"epoch {epoch + 1}/{epochs} done", file=sys.stderr)

@@ -18,9 +18,14 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from .settings import MAX_BEAMS, MAX_NEW_TOKENS, Setting
 
+# Below this temperature sampling is greedy in effect, and far below it (1e-300) dividing the logits by it gives
+# inf and NaN: such temperatures decode greedily, as vLLM treats its smallest ones.
+MIN_TEMPERATURE = 0.01
+
 SAMPLING_SETTINGS: tuple[Setting, ...] = (
     Setting("do_sample", (bool,), "sample (true) or decode greedily (false)"),
-    Setting("temperature", (float,), "softmax temperature when sampling; 0 means greedy", minimum=0.0, maximum=100.0),
+    Setting("temperature", (float,), f"softmax temperature when sampling; below {MIN_TEMPERATURE:g} (0 included) "
+            "decodes greedily", minimum=0.0, maximum=100.0),
     Setting("top_k", (int,), "sample among the k most likely tokens; 0 disables", minimum=0, maximum=100_000),
     Setting("top_p", (float,), "nucleus sampling mass", minimum=1e-6, maximum=1.0),
     Setting("seed", (int,), "seed for reproducible sampling (and training); null draws a fresh one", minimum=0,
@@ -44,10 +49,15 @@ class Generated:
     confidence: float
 
 
+def samples(configuration: dict) -> bool:
+    """Whether a configuration samples: `do_sample` with a temperature of at least MIN_TEMPERATURE."""
+    return bool(configuration["do_sample"]) and configuration["temperature"] >= MIN_TEMPERATURE
+
+
 def build_generation_config(model: Any, tokenizer: Any, configuration: dict, max_new_tokens: int,
                             num_return_sequences: int = 1) -> GenerationConfig:
     """A GenerationConfig from the module's configuration, starting from the model's own generation defaults."""
-    sampling = configuration["do_sample"] and configuration["temperature"] > 0
+    sampling = samples(configuration)
     config = GenerationConfig.from_dict(model.generation_config.to_dict())
     config.update(max_new_tokens=max_new_tokens, max_length=None, min_length=0, min_new_tokens=None,
                   do_sample=sampling, num_beams=configuration.get("num_beams", 1),

@@ -392,7 +392,7 @@ class HuggingAdapter(abc.ABC):
                 confidence = answer.confidence if math.isfinite(answer.confidence) else 0.0
                 collection.add(annotation_definition=dl.FreeText(text=answer.text), prompt_id=question.prompt_key,
                                model_info={"name": self.model_name, "confidence": min(max(confidence, 0.0), 1.0)},
-                               metadata={"user": {"model_output": {**answer.details, "answered": answered}}})
+                               metadata={"user": {"model_output": _json_numbers({**answer.details, "answered": answered})}})
         return collection
 
     # ----- fine-tuning (driven by adapters/training/; a module adds `training_rows` and maybe the rest) -----
@@ -447,6 +447,18 @@ def _error_text(error: Exception, question: Question) -> str:
         return str(error) or type(error).__name__
     logger.debug("%s: %s", question.where, error, exc_info=error)
     return f"failed with {type(error).__name__} (its message may quote the question, so only the DEBUG log has it)"
+
+
+def _json_numbers(value: Any) -> Any:
+    """`value` with every NaN or infinity (a broken model output) as None: JSON has no such numbers, and the
+    annotation is written as JSON (the platform's upload, the CLI's file)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(item) for item in value]
+    return value
 
 
 def _short(error: Exception, limit: int = 300) -> str:

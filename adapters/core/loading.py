@@ -39,12 +39,20 @@ class WeightsUnavailable(ConfigurationError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' means CUDA when present, else CPU; an explicit CUDA device that is absent is an error."""
+    """'auto' means CUDA when present, else CPU; a device this machine or torch build does not have is a
+    configuration error before any weights load (moving the weights there would fail with a library traceback)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device {name!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigurationError(f"device {name!r} was asked for but this machine has {torch.cuda.device_count()} "
+                                 "CUDA device(s), numbered from 0; use 'cuda' or 'auto'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigurationError("device 'mps' is not available (it needs Apple silicon, macOS 12.3+ and a torch "
+                                 "build with MPS); use 'auto' or 'cpu'")
+    return device
 
 
 def _looks_local(model_path: str) -> bool:

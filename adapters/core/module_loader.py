@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import ConfigurationError
+from .prompt_items import short
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 _NAME = re.compile(r"models\.([a-z][a-z0-9_-]*)")
@@ -27,7 +28,7 @@ def canonical_module_name(module_name: object) -> str:
     match = _NAME.fullmatch(module_name.strip())
     name = f"models.{match.group(1).replace('-', '_')}" if match else None
     if name not in valid:
-        raise ConfigurationError(f"module_name {module_name!r} is not a module of this package's models/ folder; "
+        raise ConfigurationError(f"module_name {short(module_name)} is not a module of this package's models/ folder; "
                                  f"valid names: {valid}")
     return name
 

@@ -27,13 +27,25 @@ TEXT_MIMETYPES = frozenset({"application/text", "text"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Values from the item that end up in a skip reason or a log line (mimetypes, roles, item names, prompt and
 # element keys) are shown short and escaped: a 100 KB prompt key must not become 100 KB per skipped element.
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 40
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's short repr, which also survives integers past Python's 4300-digit limit (`repr` raises on them)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4 * self.maxlong:
+            return f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 40
 _REPR.maxlevel = 2
 
 
 def short(value: Any) -> str:
-    """`value` quoted, escaped and cut to about 40 characters (the middle elided), for logs and reasons."""
+    """`value` quoted, escaped and cut to about 40 characters (the middle elided), lists to their first six
+    entries, for logs, reasons and error messages: whatever a user sent, the line stays short."""
     return _REPR.repr(value)
 
 
@@ -192,9 +204,14 @@ def _parse_legacy_prompt(parsed: ParsedItem, item_index: int, prompt_key: str, q
             parsed.skipped.append(Skipped(parsed.name, prompt_key, str(question_key), reason))
 
 
+def replace_surrogates(text: str) -> tuple[str, int]:
+    """`text` with each lone surrogate replaced by U+FFFD, as a UTF-8 decoder does, and how many there were."""
+    return _SURROGATE.subn("\ufffd", text)
+
+
 def _add_question(parsed: ParsedItem, item_index: int, prompt_key: str | None, element_key: str | None, value: str,
                   metadata: dict) -> None:
-    text, replaced = _SURROGATE.subn("\ufffd", value)
+    text, replaced = replace_surrogates(value)
     question = Question(item_index, parsed.name, prompt_key, element_key, text, metadata)
     if replaced:
         logger.warning("%s: %d lone surrogate(s) replaced by U+FFFD, as a UTF-8 decoder does", question.where, replaced)

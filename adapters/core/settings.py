@@ -11,11 +11,13 @@ import inspect
 import logging
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .errors import ConfigurationError
 from .manifest import defaults_for_module
+from .prompt_items import short
 
 logger = logging.getLogger(__name__)
 
@@ -76,18 +78,19 @@ class Setting:
         if isinstance(value, bool) and bool not in self.kinds:
             raise ConfigurationError(f"configuration {self.name!r} must be {self._kind_names()}, not a boolean")
         if float in self.kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            value = float(value) if abs(value) < 2**1023 else math.inf if value > 0 else -math.inf  # no overflow
         if not isinstance(value, self.kinds):
             raise ConfigurationError(
                 f"configuration {self.name!r} must be {self._kind_names()}, got {type(value).__name__}")
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range check
-            raise ConfigurationError(f"configuration {self.name!r} must be a finite number, got {value!r}")
+            raise ConfigurationError(f"configuration {self.name!r} must be a finite number, got {short(value)}")
         if self.choices is not None and value not in self.choices:
-            raise ConfigurationError(f"configuration {self.name!r} must be one of {list(self.choices)}, got {value!r}")
+            raise ConfigurationError(f"configuration {self.name!r} must be one of {list(self.choices)}, "
+                                     f"got {short(value)}")
         if self.minimum is not None and value < self.minimum:
-            raise ConfigurationError(f"configuration {self.name!r} must be >= {self.minimum}, got {value!r}")
+            raise ConfigurationError(f"configuration {self.name!r} must be >= {self.minimum}, got {short(value)}")
         if self.maximum is not None and value > self.maximum:
-            raise ConfigurationError(f"configuration {self.name!r} must be <= {self.maximum}, got {value!r}")
+            raise ConfigurationError(f"configuration {self.name!r} must be <= {self.maximum}, got {short(value)}")
         if self.check is not None:
             problem = self.check(value)
             if problem:
@@ -104,7 +107,26 @@ def _non_empty(value: str) -> str | None:
 
 
 def _device_name(value: str) -> str | None:
-    return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) else "use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"
+    # [0-9], not \d, which takes any Unicode digit ("cuda:\u0663"); fullmatch, as `$` would take a final newline
+    return None if re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,4})?", value) else \
+        "use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` is no valid Unicode (a lone surrogate such as \\ud800: valid in JSON, but no tokenizer takes
+    it), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates such as \\ud800)"
+    return None
+
+
+def control_character_problem(text: str) -> str | None:
+    """Why `text` may not stand in a label or template (it holds a control character: NUL, ESC, a newline...)."""
+    if any(unicodedata.category(character) == "Cc" for character in text):
+        return "must not contain control characters (such as NUL, ESC, tab or newline)"
+    return None
 
 
 BASE_SETTINGS: tuple[Setting, ...] = (
@@ -133,15 +155,16 @@ def resolve_configuration(module_name: str, settings: Iterable[Setting], configu
     settings = {s.name: s for s in (*BASE_SETTINGS, *settings)}
     merged = defaults_for_module(module_name)
     merged["module_name"] = module_name
-    unknown = sorted(k for k in configuration if k not in settings and k not in dtlpy_keys()
-                     and k != "trust_remote_code")
-    for key in unknown:
-        if key in NOT_TO_IGNORE and configuration[key] not in (None, NOT_TO_IGNORE[key]):
-            raise ConfigurationError(f"configuration {key!r} {configuration[key]!r} is not supported by {module_name}; "
-                                     f"remove the key or set it to {NOT_TO_IGNORE[key]!r}")
+    unknown = sorted(str(k) for k in configuration
+                     if k not in settings and k not in dtlpy_keys() and k != "trust_remote_code")
+    for key in NOT_TO_IGNORE:
+        if key in unknown and configuration[key] not in (None, NOT_TO_IGNORE[key]):
+            raise ConfigurationError(f"configuration {key!r} {short(configuration[key])} is not supported by "
+                                     f"{module_name}; remove the key or set it to {NOT_TO_IGNORE[key]!r}")
     if unknown:
+        listed = short(unknown) + (f" ({len(unknown)} keys)" if len(unknown) > 6 else "")
         logger.warning("ignoring configuration keys that %s does not read: %s (valid keys: %s)",
-                       module_name, unknown, sorted(settings))
+                       module_name, listed, sorted(settings))
     merged.update({k: v for k, v in configuration.items() if k in settings and k != "module_name"})
     resolved = {}
     for name, setting in settings.items():

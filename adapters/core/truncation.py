@@ -1,9 +1,13 @@
 """Tokenize only what a model can read, so a long text costs what its readable part costs, not its size.
 
-A text is cut to a character bound derived from the token limit, at a word boundary so that the tokens kept
-are the ones the whole text would give, tokenized once, and then cut exactly to the limit in tokens. The bound
-grows (4x at a time) only while the piece holds too few tokens, as long words or runs of spaces can make it;
-the work stays within a small multiple of what is kept, or of the text itself when the text is that dense.
+A text is read in windows, from its start (or, for a model that keeps the end, from its end), each cut at a word
+boundary so that the tokens kept are the ones the whole text would give, and each tokenized on its own; reading
+stops as soon as the windows hold more tokens than the limit, and the tokens are then cut exactly to it. Windows
+double in size as they go (dense text needs one). Characters that make few or no tokens (zero-width, combining
+and control characters, runs of spaces) cannot make a window bigger than the reading bound: at most
+`READ_CHARS_PER_TOKEN` characters per token of the limit are read, whatever the text, so the characters
+tokenized and the tokenizer calls follow the limit, never the text's length. A text that holds fewer tokens
+than the limit in that many characters is cut there (a word longer than the bound is cut inside it).
 Rows are then assembled from token ids with the tokenizer's own special-token layout, so a question paired
 with several second segments (zero-shot hypotheses) is tokenized once, not once per pair.
 """
@@ -14,14 +18,25 @@ from typing import Any, Callable, Sequence
 
 from .errors import InputError
 
-# Characters per token to start from: English runs at about 4 to 5 with its spaces; 8 covers most text at once.
+# Characters per token of the first window: English runs at about 4 to 5 with its spaces; 8 covers most text at once.
 CHARS_PER_TOKEN = 8
-# The smallest piece tried: long enough to hold a word boundary in any sensible text.
+# The smallest first window: long enough to hold a word boundary in any sensible text.
 MIN_PIECE_CHARS = 256
+# The most characters read per token of the limit (and at least MIN_READ_CHARS): text packs one token in a few
+# characters; only characters a tokenizer drops or merges (zero-width, combining marks, controls, space runs)
+# pack fewer, and they cannot buy more reading than this.
+READ_CHARS_PER_TOKEN = 64
+MIN_READ_CHARS = 16_384
 # Word boundaries: ASCII spaces only, which every tokenizer's pre-tokenizer splits on (Python's \s also takes
 # characters such as U+001C that byte-level BPE reads as punctuation).
 _WORD_END = re.compile(r"\S(?=[ \t\n\r])")  # a cut right after this keeps whole words at the end of a piece
 _WORD_START = re.compile(r"[ \t\n\r](?=\S)")  # a piece starting here keeps whole words at its start
+
+
+def read_bound(limit: int) -> int:
+    """The most characters of one text read to find its first (or last) `limit` tokens."""
+    return max(limit * READ_CHARS_PER_TOKEN, MIN_READ_CHARS)
+
 
 Row = dict[str, list[int]]
 
@@ -42,16 +57,24 @@ class Segments:
 
     def ids(self, text: str, limit: int, keep_end: bool = False) -> tuple[list[int], bool]:
         """The first (or, with `keep_end`, the last) `limit` token ids of `text`, without special tokens, and
-        whether `text` holds more; only a piece of `text` a little longer than `limit` tokens is tokenized."""
-        bound = max(limit * CHARS_PER_TOKEN, MIN_PIECE_CHARS)
-        while True:
-            piece = text if len(text) <= bound else _piece(text, bound, keep_end)
-            (ids,) = self.tokenize([piece])
-            if len(ids) > limit or piece is text:
-                break
-            bound *= 4
-        more = len(ids) > limit
-        if more:
+        whether `text` holds more; `text` is read in windows only until they hold more than `limit` tokens, and
+        never past `read_bound(limit)` characters."""
+        bound = read_bound(limit)
+        size = max(limit * CHARS_PER_TOKEN, MIN_PIECE_CHARS)
+        pieces: list[list[int]] = []
+        count = read = 0
+        while count <= limit and read < min(len(text), bound):
+            allowed = min(len(text), bound) - read
+            length = _window(text, read, min(size, allowed), allowed, keep_end)
+            piece = text[len(text) - read - length:len(text) - read] if keep_end else text[read:read + length]
+            (piece_ids,) = self.tokenize([piece])
+            pieces.append(piece_ids)
+            count += len(piece_ids)
+            read += length
+            size *= 2
+        ids = [token for piece_ids in (reversed(pieces) if keep_end else pieces) for token in piece_ids]
+        more = len(ids) > limit or read < len(text)
+        if len(ids) > limit:
             ids = ids[len(ids) - limit:] if keep_end else ids[:limit]
         return ids, more
 
@@ -77,16 +100,28 @@ class Segments:
         return rows, more
 
 
-def _piece(text: str, bound: int, keep_end: bool) -> str:
-    """At most `bound` characters from the start (or end) of `text`, cut between words. Only a piece that is all
-    one word (no space in `bound` characters) is cut inside it, where its tokens are approximate."""
+def _window(text: str, read: int, wanted: int, allowed: int, keep_end: bool) -> int:
+    """The length of the next window, after the `read` characters already read from the start (or the end): about
+    `wanted` characters, cut between words; longer, up to `allowed`, when no word boundary comes sooner, and cut
+    inside a word only at `allowed`, where reading stops."""
     if keep_end:
-        boundary = _WORD_START.search(text, len(text) - bound)
-        return text[boundary.start() if boundary else len(text) - bound:]
-    end = bound
-    for end_of_word in _WORD_END.finditer(text, 0, bound + 1):
-        end = end_of_word.end()
-    return text[:end]
+        end = len(text) - read
+        near, far = end - wanted, end - allowed
+        if near <= 0:
+            return end
+        boundary = _WORD_START.search(text, near, end)  # the first word start in the window keeps the most
+        if boundary is None:  # one word longer than the window: take it whole, up to `allowed`
+            starts = [match.start() for match in _WORD_START.finditer(text, far, near + 1)]
+            return end - starts[-1] if starts else allowed
+        return end - boundary.start()
+    near, far = read + wanted, read + allowed
+    if near >= len(text):
+        return len(text) - read
+    ends = [match.end() for match in _WORD_END.finditer(text, read, near + 1)]
+    if ends:  # the last word end in the window keeps the most
+        return ends[-1] - read
+    boundary = _WORD_END.search(text, near, far + 1)  # one word longer than the window: up to `allowed`
+    return boundary.end() - read if boundary else allowed
 
 
 Join = Callable[[list[int], "list[int] | None"], tuple[list[int], list[int]]]

@@ -14,11 +14,14 @@ from typing import Any, Iterable
 
 import dtlpy as dl
 
+from ..core.prompt_items import replace_surrogates
+
 
 @dataclass(frozen=True)
 class StoredAnswer:
     """One text answer on a prompt, as it stands now; `element` and `fingerprint` say what question it answered
-    (None for answers this package did not write, or wrote before it recorded them)."""
+    (None for answers this package did not write, or wrote before it recorded them); lone surrogates
+    are replaced by U+FFFD, as in questions."""
 
     prompt_key: str
     text: str
@@ -53,7 +56,7 @@ def stored_answers(annotations: Iterable[Any] | None) -> list[StoredAnswer]:
             continue
         answer_id = data.get("id")
         element, fingerprint = _answered(data)
-        answers.append(StoredAnswer(str(prompt_key), data["coordinates"], model_name_of(data),
+        answers.append(StoredAnswer(str(prompt_key), replace_surrogates(data["coordinates"])[0], model_name_of(data),
                                     answer_id if isinstance(answer_id, str) else None, element, fingerprint))
     return answers
 
@@ -92,7 +95,8 @@ def prompt_item_answers(prompt_item: dl.PromptItem) -> list[StoredAnswer]:
                  and isinstance(e.get("value"), str)]
         model_info = prompt.metadata.get("model_info") or {}
         if texts and prompt.key is not None:
-            answers.append(StoredAnswer(str(prompt.key), texts[-1], model_info.get("name"), prompt.metadata.get("id")))
+            answers.append(StoredAnswer(str(prompt.key), replace_surrogates(texts[-1])[0], model_info.get("name"),
+                                        prompt.metadata.get("id")))
     return answers
 
 

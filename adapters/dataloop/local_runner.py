@@ -13,9 +13,11 @@ import functools
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -23,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from adapters.core.errors import ConfigurationError, MalformedItemError
 from adapters.core.manifest import model_entry
 from adapters.core.module_loader import canonical_module_name, load_model_module
-from adapters.core.prompt_items import Skipped, parse_prompt_item
+from adapters.core.prompt_items import Skipped, parse_prompt_item, short
 from adapters.core.settings import resolve_configuration, setting_names
 
 logger = logging.getLogger(__name__)
@@ -35,12 +37,21 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         if not sep or not key.strip():
-            raise ConfigurationError(f"expected KEY=VALUE, got {assignment!r}")
+            raise ConfigurationError(f"expected KEY=VALUE, got {short(assignment)}")
         try:
             parsed[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             parsed[key.strip()] = raw
+        except (ValueError, RecursionError) as error:  # JSON that Python cannot hold: say which
+            raise ConfigurationError(f"configuration {short(key.strip())}: {unreadable_json(error)}") from None
     return parsed
+
+
+def unreadable_json(error: ValueError | RecursionError) -> str:
+    """Why valid JSON could not be read (json.loads raises these, not JSONDecodeError, for them)."""
+    if isinstance(error, RecursionError):
+        return "its value nests too deeply; give a flat value"
+    return "its value is a number of more than 4300 digits, which Python refuses to read; give a smaller number"
 
 
 def validate_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +66,8 @@ def validate_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
     known = setting_names(adapter_class.settings)
     unknown = sorted(set(configuration) - known - {"trust_remote_code"})  # refused by resolve_configuration
     if unknown:
-        raise ConfigurationError(f"{module_name} does not read the configuration keys {unknown}; "
+        listed = short(unknown) + (f" ({len(unknown)} keys)" if len(unknown) > 6 else "")
+        raise ConfigurationError(f"{module_name} does not read the configuration keys {listed}; "
                                  f"valid keys: {sorted(known)}")
     resolved = resolve_configuration(module_name, adapter_class.settings, configuration)
     adapter_class.check_configuration(resolved)  # the module's pre-load hook: configuration only, no weights
@@ -91,10 +103,20 @@ def local_item(path: Path, name: str, item_id: str) -> Any:
     item = dl.Item.from_json(_json={
         "id": item_id, "name": name, "filename": "/" + name.lstrip("/"), "type": "file",
         "metadata": {"system": {"mimetype": "application/json", "shebang": {
-            "dltype": "prompt", "linkInfo": {"type": "url", "ref": path.resolve().as_uri()}}}},
+            "dltype": "prompt", "linkInfo": {"type": "url", "ref": file_link(path)}}}},
     }, client_api=dl.client_api, dataset=None, project=None)
     item._repositories = item._repositories._replace(annotations=_local_annotations_class()(item, path))
     return item
+
+
+def file_link(path: Path) -> str:
+    """`path` as the file:// link dtlpy's downloader reads back: percent-quoted, but for the bytes of a name that is
+    not UTF-8 (surrogate escapes, as Python reads such names), which its UTF-8 unquote would turn into U+FFFD."""
+    return "file://" + "".join(part if _ESCAPED_BYTES.fullmatch(part) else urllib.parse.quote(part)
+                               for part in _ESCAPED_BYTES.split(str(path.resolve())) if part)
+
+
+_ESCAPED_BYTES = re.compile("([\udc80-\udcff]+)")
 
 
 # Fields the platform sets on every annotation it stores; a hand-written answer in a local file may leave them out.
@@ -190,14 +212,19 @@ class LocalRunner:
         self._lock = threading.Lock()
 
     def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int | None = None,
-                      on_progress: Callable[[float, int], None] | None = None) -> list[FileResult]:
+                      on_progress: Callable[[float, int], None] | None = None,
+                      on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
         """One result per file, in order; unreadable or malformed files get an `error`, the others are answered.
 
         `on_progress(done, total)` reports questions answered (or given up) out of those read so far, after each
-        micro-batch the model runs (see `QuestionProgress`).
+        micro-batch the model runs (see `QuestionProgress`). `on_result(result)` receives each file's result, in
+        file order, as soon as it and those before it are finished: files are run a batch at a time (dtlpy's
+        `predict_items` on each batch), so a long run hands over its work as it goes; an exception it raises stops
+        the run there.
         """
         display = [str(f) for f in files]
         results = [FileResult(file) for file in display]
+        finished = InOrder(results, on_result)
         readable: list[tuple[int, Any]] = []
         for index, (name, file) in enumerate(zip(unique_names(display), display)):
             problem = _unreadable(Path(file))
@@ -206,9 +233,15 @@ class LocalRunner:
                 logger.info("not answered: %s", problem)
             else:
                 readable.append((index, local_item(Path(file), name, f"local-item-{index}")))
+        finished.add(index for index, result in enumerate(results) if result.error)
         if readable:
+            size = batch_size or self.configuration.get("batch_size") or 4  # what predict_items would use
+            progress = QuestionProgress(on_progress) if on_progress else None
             with self._lock:  # the adapter's report and upload hooks are per call, not per thread
-                self._predict(readable, results, batch_size, QuestionProgress(on_progress) if on_progress else None)
+                for start in range(0, len(readable), size):
+                    chunk = readable[start:start + size]
+                    self._predict(chunk, results, size, progress)
+                    finished.add(index for index, _ in chunk)
         return results
 
     def _predict(self, readable: list[tuple[int, Any]], results: list[FileResult], batch_size: int | None,
@@ -247,6 +280,22 @@ class LocalRunner:
             del self.adapter.predict
         for index, item in readable:
             results[index].annotations.extend(a.to_json() for a in item.annotations.uploaded)
+
+
+class InOrder:
+    """Hands results to a callback in their order, each once it and every result before it are finished."""
+
+    def __init__(self, results: list[FileResult], callback: Callable[[FileResult], None] | None):
+        self.results, self.callback = results, callback
+        self.done: set[int] = set()
+        self.handed = 0
+
+    def add(self, finished: Iterable[int]) -> None:
+        self.done.update(finished)
+        while self.handed in self.done:
+            self.handed += 1
+            if self.callback is not None:
+                self.callback(self.results[self.handed - 1])
 
 
 class QuestionProgress:

@@ -55,6 +55,9 @@ class ModelAdapter(dl.BaseModelAdapter):
     evaluation_metrics: dict[str, Any] | None = None
     # The platform's output folder belongs to this adapter, so what is in it may be replaced; the CLI asks the user.
     overwrite_output: bool = True
+    # A new run whatever checkpoints the output folder holds (the CLI's --overwrite); on the platform a restarted
+    # execution resumes instead.
+    fresh_run: bool = False
     stored_checkpoints: Path | None = None  # checkpoints of an interrupted run among the model's artifacts
     _training_complete: bool = False
     _upload_checkpoints: bool = False  # set by train_model: each epoch's checkpoint goes to the model's artifacts
@@ -150,7 +153,8 @@ class ModelAdapter(dl.BaseModelAdapter):
         """Fine-tune in place, checkpointing into `output_path` (see adapters/training/output.py for its rules);
         each epoch's metrics go to `model.metrics` and the callback. Returns one record per epoch of the run."""
         self._training_complete, self.training_history = False, []  # a failure from here on saves no weights
-        output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),))
+        output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),),
+                              fresh=self.fresh_run)
         output.check()
         if self._prepared is None or self._prepared.data_path != Path(data_path):
             self.convert_from_dtlpy(data_path)
@@ -164,7 +168,8 @@ class ModelAdapter(dl.BaseModelAdapter):
 
         progress = execution_progress()
         on_step = StepProgress(progress, self.hugging.configuration["epochs"]) if progress is not None else None
-        self.training_history = fit(self.hugging, self._prepared, on_epoch, output, self.stored_checkpoints, on_step)
+        self.training_history = fit(self.hugging, self._prepared, on_epoch, output,
+                                    None if self.fresh_run else self.stored_checkpoints, on_step)
         self._training_complete = True
         return self.training_history
 

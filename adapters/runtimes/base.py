@@ -3,19 +3,12 @@
 A runtime serves one or more tasks: `CLASSIFY` (the loaded model answers `model(**inputs).logits` like a
 `transformers` classifier) and `GENERATE` (the runtime's `generate` writes answers with their confidence).
 Files a runtime derives from the weights (an ONNX export, a CTranslate2 conversion) are written once to a cache
-folder beside the Hugging Face cache and reused; see `derived_folder`.
+folder beside the Hugging Face cache and reused; see `derived.py`.
 """
 from __future__ import annotations
 
 import abc
-import contextlib
-import hashlib
-import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 
@@ -66,40 +59,3 @@ class InferenceOnlyModel:
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"{name!r}: a runtime {self.runtime_name!r} model {self.purpose}; use runtime 'torch' "
                              "to fine-tune or change the model")
-
-
-def derived_folder(model_path: str, variable: str, cache_name: str, variant: str = "") -> Path:
-    """Where files derived from `model_path` live: under `$<variable>`, else `$HF_HOME/<cache_name>`, in a folder
-    keyed by the source (a local folder's file names, sizes and times included) and `variant`."""
-    source = Path(model_path).expanduser()
-    if source.is_dir():
-        stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(source.iterdir()) if p.is_file()]
-        key = json.dumps([str(source.resolve()), stamp])
-    else:
-        key = model_path
-    root = os.environ.get(variable) or os.path.join(
-        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), cache_name)
-    name = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return Path(root) / (f"{name}-{variant}" if variant else name)
-
-
-@contextlib.contextmanager
-def written_folder(output_dir: Path, info_file: str, info: dict[str, Any]) -> Iterator[Path]:
-    """Build a derived folder in a staging folder beside `output_dir`, then move it into place whole.
-
-    Only an earlier folder of the same kind (it holds `info_file`) is replaced; readers never see a half-written
-    one, and a failed build leaves nothing behind.
-    """
-    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / info_file).is_file():
-        raise FileExistsError(f"{output_dir} exists and is not an earlier {info_file.split('.')[0]} folder; "
-                              "choose a new or empty folder")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output_dir.parent))
-    try:
-        yield staging
-        (staging / info_file).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

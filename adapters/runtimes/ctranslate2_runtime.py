@@ -2,10 +2,12 @@
 
 The weights are converted once with CTranslate2's `TransformersConverter`, from the model this package's own
 loader read (safetensors only, no remote code, weights that cover the model), into a cache folder
-(`$HF_ADAPTERS_CTRANSLATE2_CACHE`, else `$HF_HOME/ctranslate2-conversions`) keyed by the source and the stored
-weight type (`float32`, or `int8` for the int8 compute types), and reused. A `model_path` that is itself such
-a folder is used as it is. The folder holds the converted model (`ctranslate2/`), the `transformers` config,
-generation config and tokenizer (`transformers/`), and `ctranslate2_conversion.json`.
+(`$HF_ADAPTERS_CTRANSLATE2_CACHE`, else `$HF_HOME/ctranslate2-conversions`) keyed by the source's content, the
+model class (adapters/runtimes/derived.py) and the stored weight type (`float32`, or `int8` for the int8 compute
+types), and reused. A `model_path` that is itself such a folder is used as it is. Either way a conversion of
+weights the module's model class cannot run is refused, as torch weights are. The folder holds the converted model
+(`ctranslate2/`), the `transformers` config, generation config and tokenizer (`transformers/`), and
+`ctranslate2_conversion.json`.
 
 Decoding follows the same `GenerationConfig` the torch runtime runs (budget, greedy / sampling with
 temperature, top-k and top-p, beams, answers per question, seed), and the confidence has the same meaning:
@@ -28,7 +30,8 @@ from ..core.errors import ConfigurationError
 from ..core.generation import Generated
 from ..core.loading import load_tokenizer, load_weights, resolve_source
 from ..core.settings import Setting
-from .base import GENERATE, InferenceOnlyModel, Runtime, derived_folder, written_folder
+from .base import GENERATE, InferenceOnlyModel, Runtime
+from .derived import DerivedKind, written_folder
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ class CTranslate2Runtime(Runtime):
                        no_repeat_ngram_size=config.no_repeat_ngram_size or 0,
                        length_penalty=1.0 if config.length_penalty is None else config.length_penalty)
         if config.do_sample:
-            options.update(sampling_topk=config.top_k or 0, sampling_topp=config.top_p or 1.0,
+            options.update(sampling_topk=min(config.top_k or 0, len(model.tokens)), sampling_topp=config.top_p or 1.0,
                            sampling_temperature=config.temperature or 1.0)
             ctranslate2.set_random_seed(seed if seed is not None else secrets.randbits(32))
         if model.config.is_encoder_decoder:
@@ -149,20 +152,26 @@ class _FullVocabulary:
         return getattr(self._tokenizer, name)
 
 
+CONVERSIONS = DerivedKind("HF_ADAPTERS_CTRANSLATE2_CACHE", "ctranslate2-conversions", CONVERSION_INFO,
+                          f"{ENGINE_FOLDER}/model.bin", TRANSFORMERS_FOLDER)
+
+
 def converted_folder(model_class: Any, model_path: str, weights: str) -> Path:
     """The conversion to run: `model_path` itself when it is one, else its (cached) conversion."""
-    if (Path(model_path).expanduser() / CONVERSION_INFO).is_file():
-        return Path(model_path).expanduser()
-    folder = derived_folder(model_path, "HF_ADAPTERS_CTRANSLATE2_CACHE", "ctranslate2-conversions", weights)
-    if not (folder / CONVERSION_INFO).is_file():
-        logger.warning("converting %s to CTranslate2 (%s weights) in %s (once; later loads reuse it)",
-                       model_path, weights, folder)
-        convert(model_class, model_path, folder, weights)
-    return folder
+    return CONVERSIONS.folder(model_class, model_path,
+                              lambda output: _convert_once(model_class, model_path, output, weights), weights)
 
 
-def convert(model_class: Any, model_path: str, output_dir: Path, weights: str = "float32") -> Path:
-    """Write the CTranslate2 conversion of `model_path` with `weights` ('float32' or 'int8') to `output_dir`."""
+def _convert_once(model_class: Any, model_path: str, folder: Path, weights: str) -> None:
+    logger.warning("converting %s to CTranslate2 (%s weights) in %s (once; later loads reuse it)",
+                   model_path, weights, folder)
+    convert(model_class, model_path, folder, weights, cache=True)
+
+
+def convert(model_class: Any, model_path: str, output_dir: Path, weights: str = "float32",
+            cache: bool = False) -> Path:
+    """Write the CTranslate2 conversion of `model_path` with `weights` ('float32' or 'int8') to `output_dir` (a
+    folder of the conversion cache when `cache`: see `written_folder`)."""
     import ctranslate2
     from ctranslate2.converters import TransformersConverter
 
@@ -176,7 +185,7 @@ def convert(model_class: Any, model_path: str, output_dir: Path, weights: str = 
             return _FullVocabulary(tokenizer, model.get_input_embeddings().num_embeddings)
 
     info: dict[str, Any] = {"source": str(model_path), "weights": weights, "ctranslate2": ctranslate2.__version__}
-    with written_folder(output_dir, CONVERSION_INFO, info) as staging:
+    with written_folder(output_dir, CONVERSION_INFO, info, cache=cache) as staging:
         source = resolve_source(model_path)
         tokenizer = load_tokenizer(source)
         model = load_weights(model_class, source)

@@ -3,8 +3,9 @@
 With `runtime: onnx`, `model_path` is either a folder written by `python -m adapters export-onnx` (it holds
 `model.onnx`; use this for int8 weights) or anything the torch runtime accepts (a hub id or a safetensors
 folder), which is then exported once to a cache folder (`$HF_ADAPTERS_ONNX_CACHE`, else `$HF_HOME/onnx-exports`)
-keyed by the source, and reused. The loaded model quacks like the `transformers` classifier for inference
-(`model(**inputs).logits`, `.config`), so the model modules do not change.
+keyed by the source's content and the model class (adapters/runtimes/derived.py), and reused; an export of
+weights the module's model class cannot run is refused, as torch weights are. The loaded model quacks like the
+`transformers` classifier for inference (`model(**inputs).logits`, `.config`), so the model modules do not change.
 
 The exported folder is self-contained: `model.onnx` (token tensors in, `logits` out, batch and sequence axes
 dynamic), the model's `config.json` (labels), the tokenizer, and `onnx_export.json` saying what was exported
@@ -25,7 +26,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..core.loading import load_tokenizer, load_weights, resolve_source
-from .base import CLASSIFY, InferenceOnlyModel, Runtime, derived_folder, written_folder
+from .base import CLASSIFY, InferenceOnlyModel, Runtime
+from .derived import DerivedKind, written_folder
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +76,17 @@ class OnnxRuntime(Runtime):
         return model, load_tokenizer(str(folder))
 
 
+EXPORTS = DerivedKind("HF_ADAPTERS_ONNX_CACHE", "onnx-exports", EXPORT_INFO, ONNX_FILE)
+
+
 def exported_folder(model_class: Any, model_path: str) -> Path:
     """The ONNX folder to run: `model_path` itself when it is an export, else its (cached) export."""
-    if (Path(model_path).expanduser() / ONNX_FILE).is_file():
-        return Path(model_path).expanduser()
-    folder = derived_folder(model_path, "HF_ADAPTERS_ONNX_CACHE", "onnx-exports")
-    if not (folder / ONNX_FILE).is_file():
-        logger.warning("exporting %s to ONNX in %s (once; later loads reuse it)", model_path, folder)
-        export_onnx(model_path, folder, model_class=model_class)
-    return folder
+    return EXPORTS.folder(model_class, model_path, lambda output: _export_once(model_class, model_path, output))
+
+
+def _export_once(model_class: Any, model_path: str, folder: Path) -> None:
+    logger.warning("exporting %s to ONNX in %s (once; later loads reuse it)", model_path, folder)
+    export_onnx(model_path, folder, model_class=model_class, cache=True)
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -99,13 +103,14 @@ class _LogitsOnly(torch.nn.Module):
 
 
 def export_onnx(model_path: str, output_dir: str | Path, quantize: str | None = None,
-                model_class: Any = AutoModelForSequenceClassification) -> Path:
-    """Write the ONNX folder for `model_path` to `output_dir` and return it; only an earlier export is replaced."""
+                model_class: Any = AutoModelForSequenceClassification, cache: bool = False) -> Path:
+    """Write the ONNX folder for `model_path` to `output_dir` and return it; only an earlier export is replaced
+    (in the export cache, when `cache`, see `written_folder`)."""
     if quantize not in (None, *QUANTIZATIONS):
         raise ValueError(f"quantize must be one of {list(QUANTIZATIONS)} or None, got {quantize!r}")
     output_dir = Path(output_dir)
     info: dict[str, Any] = {"source": str(model_path), "opset": OPSET, "quantize": quantize, "torch": torch.__version__}
-    with written_folder(output_dir, EXPORT_INFO, info) as staging:
+    with written_folder(output_dir, EXPORT_INFO, info, cache=cache) as staging:
         source = resolve_source(model_path)
         tokenizer = load_tokenizer(source)
         model = load_weights(model_class, source)

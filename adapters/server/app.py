@@ -77,10 +77,21 @@ def _describe(entry: dict) -> str:
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONAnswer:
-    if error.status_code == 400:  # FastAPI's "error parsing the body": not UTF-8, or nested past the stack
-        return JSONAnswer({"detail": "the body could not be read as JSON (it is not UTF-8, or nests too "
-                                       "deeply); send a JSON object"}, status_code=422)
+    if error.status_code == 400:  # FastAPI's "error parsing the body", raised from what json.loads raised
+        return JSONAnswer({"detail": f"the body could not be read as JSON: {_unparsed(error.__cause__)}; "
+                                     "send a JSON object"}, status_code=422)
     return JSONAnswer({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+def _unparsed(cause: BaseException | None) -> str:
+    """Why valid-looking JSON could not be read, from the exception the decoder raised."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "it is not UTF-8"
+    if isinstance(cause, RecursionError):
+        return "it nests too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "it holds a number of more than 4300 digits, which Python refuses to read"
+    return "it is not UTF-8, holds a number too long to read, or nests too deeply"
 
 
 def _answer_with(status: int):

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 import anyio
 from starlette.exceptions import HTTPException
 
-from .limits import ServerLimits, retry_after
+from .limits import MAX_HEADER_BYTES, MAX_HEADER_COUNT, ServerLimits, retry_after
 from .responses import JSONAnswer
 
 CLOSE = {"Connection": "close"}  # on errors that leave a body unread: the connection cannot be reused
@@ -22,8 +22,27 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+def head_problem(scope: Scope) -> str | None:
+    """Why a request's line and headers are refused (too many headers, or more than MAX_HEADER_BYTES as sent).
+
+    uvicorn's h11 bound (16 KiB) holds only while a head is incomplete: one that arrives whole in a read (up to
+    64 KiB) was accepted, 20 KB headers and 3,000 headers alike.
+    """
+    headers = scope.get("headers") or []
+    if len(headers) > MAX_HEADER_COUNT:
+        return f"the request has {len(headers)} headers, more than the server's limit of {MAX_HEADER_COUNT}"
+    query = scope.get("query_string") or b""
+    size = (len(scope.get("method", "")) + 1 + len(scope.get("raw_path") or scope.get("path", "").encode())
+            + (1 + len(query) if query else 0) + len(" HTTP/\r\n") + len(scope.get("http_version", "1.1"))
+            + sum(len(name) + len(value) + 4 for name, value in headers) + 2)
+    if size > MAX_HEADER_BYTES:
+        return f"the request line and headers take {size} bytes, more than the server's limit of {MAX_HEADER_BYTES}"
+    return None
+
+
 class RequestBodyGuard:
-    """Time-limits reading each request body and caps the bytes held by all requests at once.
+    """Refuses oversized request heads (431), time-limits reading each request body and caps the bytes held by all
+    requests at once.
 
     A body must arrive within `body_timeout` seconds (408 otherwise). Its bytes count against
     `max_pending_bytes` until the response is sent, so the cap also covers requests waiting for a model;
@@ -38,6 +57,11 @@ class RequestBodyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        problem = head_problem(scope)
+        if problem:
+            await JSONAnswer({"detail": f"{problem}; send fewer or shorter headers"}, status_code=431,
+                             headers=CLOSE)(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limits.max_body_bytes:

@@ -4,15 +4,19 @@ The unit is the one `max_batch_tokens` counts: rows x (input tokens + answer bud
 and beam a row. Inputs are counted as their UTF-8 bytes (no tokenizer makes more tokens than bytes, bar a few
 special tokens) up to the model's context window, so nothing is tokenized to price a request; a chat turn
 counts its conversation so far, up to the window; a zero-shot question counts one row per candidate label.
+The answer is priced too: a zero-shot answer echoes every label with its score for every text (4.5 KB of
+request once bought a 941 KB response), so each of its rows also counts the bytes its label takes in the answer.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
 from ..core.hugging_adapter import HuggingAdapter
 from ..core.prompt_items import ParsedItem, Question
 
 SPECIAL_TOKENS = 8  # start/end/separator tokens and a module's prefix, per row
+SCORE_BYTES = 24  # a score as the answer writes it, with its separators
 
 
 def request_cost(adapter: HuggingAdapter, configuration: dict[str, Any], items: Iterable[ParsedItem]) -> int:
@@ -26,8 +30,8 @@ def request_cost(adapter: HuggingAdapter, configuration: dict[str, Any], items: 
             context = 0
             for question in conversation:
                 context += _bytes(question.text) + SPECIAL_TOKENS
-                rows, extra = _label_rows(question, configuration)
-                total += rows * sequences * (min(context + extra, window) + budget)
+                rows, extra, echoed = _label_rows(question, configuration)
+                total += rows * sequences * (min(context + extra, window) + budget + echoed)
                 context += budget  # the answer becomes history for the next turn
     return total
 
@@ -39,16 +43,19 @@ def _conversations(adapter: HuggingAdapter, parsed: ParsedItem) -> list[list[Que
         return [[question] for question in parsed.questions]
 
 
-def _label_rows(question: Question, configuration: dict[str, Any]) -> tuple[int, int]:
-    """Rows per question (one per candidate label for zero-shot) and the bytes a hypothesis adds to each."""
+def _label_rows(question: Question, configuration: dict[str, Any]) -> tuple[int, int, int]:
+    """Rows per question (one per candidate label for zero-shot), the bytes a hypothesis adds to each, and the bytes
+    each row's label and score take in the answer (labels escaped as the JSON answer writes them)."""
     if "candidate_labels" not in configuration:
-        return 1, 0
+        return 1, 0, 0
     labels = question.prompt_metadata.get("candidate_labels", configuration["candidate_labels"])
     template = question.prompt_metadata.get("hypothesis_template", configuration.get("hypothesis_template", ""))
     if not isinstance(labels, list) or not labels:
         labels = configuration["candidate_labels"]
-    longest = max(_bytes(label) if isinstance(label, str) else 0 for label in labels)
-    return len(labels), longest + (_bytes(template) if isinstance(template, str) else 0)
+    texts = [label for label in labels if isinstance(label, str)] or [""]
+    longest = max(_bytes(label) for label in texts)
+    echoed = max(len(json.dumps(label)) for label in texts) + SCORE_BYTES
+    return len(labels), longest + (_bytes(template) if isinstance(template, str) else 0), echoed
 
 
 def _bytes(text: str) -> int:

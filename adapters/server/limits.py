@@ -8,6 +8,7 @@ MAX_TEXTS = 256  # texts, sequences, turns, prompt items or prompt elements in o
 MAX_IDENTIFIER_CHARS = 256  # longest prompt key /predict takes: each answer echoes it in `promptId`
 SHOWN_IDENTIFIER_CHARS = 64  # item names and keys echoed in responses are cut to this
 MAX_HEADER_BYTES = 16 * 1024  # an incomplete request head past this is a 400 (uvicorn's h11_max_incomplete_event_size)
+MAX_HEADER_COUNT = 100  # headers in one request (as Apache's LimitRequestFields); h11 and uvicorn set none
 # asyncio accepts up to `backlog` connections in one go before any of them reaches the connection cap, so the
 # file handles kept free of connections cover two such bursts, plus model files and logs.
 ACCEPT_BURST = 128  # the listen backlog

@@ -11,6 +11,7 @@ import time
 from typing import Callable, Iterable
 
 MAX_TRACKED_MESSAGES = 1024
+MAX_KEYED_CHARS = 16_384  # of a message, read to key it (messages are short; a pathological one costs no more)
 _NUMBERS = re.compile(r"\d+")
 
 
@@ -31,7 +32,8 @@ class RepeatedLogFilter(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         now = self.clock()
-        key = (record.name, record.levelno, _NUMBERS.sub("#", _text(record)[:200]))
+        # Numbers blanked before the text is cut: a long number must not push what tells two warnings apart out
+        key = (record.name, record.levelno, _NUMBERS.sub("#", _text(record)[:MAX_KEYED_CHARS])[:200])
         started, count = self._seen.get(key, (now, 0))
         if now - started >= self.window:
             started, count = now, 0

@@ -138,9 +138,9 @@ class ModelRunner:
         if cost > self.limits.max_request_tokens:
             raise RequestTooCostly(
                 f"this request would cost {self.name} about {cost} tokens (rows x (input + answer budget), inputs "
-                f"counted in bytes up to the context window), more than the server's limit of "
-                f"{self.limits.max_request_tokens}; send fewer or shorter texts, or ask for fewer tokens, "
-                "generations or labels")
+                f"counted in bytes up to the context window, a zero-shot row with the bytes of the label and score "
+                f"its answer echoes), more than the server's limit of {self.limits.max_request_tokens}; send fewer "
+                "or shorter texts, or ask for fewer tokens, generations or labels")
 
     async def run(self, items: list[dict], configuration: dict[str, Any] | None = None,
                   client_gone: ClientGone | None = None) -> Prediction:

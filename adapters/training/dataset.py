@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import MalformedItemError
-from ..core.prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
+from ..core.prompt_items import ParsedItem, Question, Skipped, parse_prompt_item, replace_surrogates
 from ..dataloop.answers import model_name_of as stored_model_name
 
 logger = logging.getLogger(__name__)
@@ -176,10 +176,11 @@ def _split_annotations(annotations: list[Any], predictions_of: str | None, item_
                                    "'coordinates' and a metadata.system.promptId: not an answer to a prompt"))
             continue
         author = model_name_of(annotation, where)
+        text = replace_surrogates(text)[0].strip()  # as in questions: no tokenizer takes a lone surrogate
         if predictions_of is None or author is None:
-            references[str(prompt_id)].append(text.strip())
+            references[str(prompt_id)].append(text)
         elif author == predictions_of:
-            predictions[str(prompt_id)].append(text.strip())
+            predictions[str(prompt_id)].append(text)
     return references, predictions
 
 

@@ -23,7 +23,7 @@ from .evaluation import evaluate_by_predicting
 from .loop import LoopSettings, Row, collator_for, train
 from .lora import merge, with_lora
 from .metrics import PRIMARY
-from .output import OutputFolder
+from .output import CHECKPOINTS, OutputFolder, other_architecture
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_PROBLEMS = 5
@@ -146,10 +146,15 @@ def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], N
     if configuration["early_stopping_patience"] and validation is None:
         raise DatasetError("early_stopping_patience needs a 'validation' subset to measure improvement; add one "
                            "or set early_stopping_patience to 0")
+    run = fingerprint(adapter, prepared)
     with PartialState().main_process_first():  # the first process claims the folder, the others then read it
-        resume = output.begin(fingerprint(adapter, prepared), prepared.seed, stored_checkpoints)
+        resume = output.begin(run, prepared.seed, stored_checkpoints)
     prepared.seed = resume.seed
     trained = trainable_model(adapter.model, configuration, adapter.metric_family == "classification")
+    problem = other_architecture(resume.checkpoint, trained) if resume.checkpoint is not None else None
+    if problem:  # the same run's fingerprint over weights replaced under the same model_path
+        with PartialState().main_process_first():
+            resume = output.refuse_or_start_over(run, resume.seed, f"{CHECKPOINTS}/{resume.checkpoint.name}: {problem}")
     settings = LoopSettings(configuration, resume.seed, output.checkpoints,
                             PRIMARY[adapter.metric_family] if validation is not None else None)
     validate = (lambda: evaluate_by_predicting(adapter, validation)) if validation is not None else None

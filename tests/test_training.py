@@ -182,7 +182,7 @@ def test_dialogpt_trains_on_answer_tokens_with_predicts_history(tiny_models, tmp
     history = [Turn(first, [Answer(item.references[first][0], 1.0)])]
     row = hugging.training_rows(second, history, "reply")[0]
     context = hugging.preprocess(second, history)[0]["input_ids"]
-    answer = hugging.utterance("reply")
+    answer = hugging.chat.utterance("reply")
     assert row["input_ids"] == context + answer
     assert row["labels"] == [-100] * len(context) + answer
 
@@ -353,10 +353,11 @@ def test_dialogpt_training_answers_are_cut_to_what_generation_could_write(make_a
     adapter = make_adapter("models.dialogpt_large", max_new_tokens=8)
     eos = adapter.tokenizer.eos_token_id
     words = "the team lunch is scheduled for noon on thursday at the station".split()
+    utterance = adapter.chat.utterance
     fitting = next(text for text in (" ".join(words[:n]) for n in range(1, len(words) + 1))
-                   if len(adapter.utterance(text)) == 8)  # exactly the budget, end token included
-    for reference, expected in ((fitting, adapter.utterance(fitting)),
-                                (fitting + " lunch lunch", adapter.utterance(fitting + " lunch lunch")[:7] + [eos])):
+                   if len(utterance(text)) == 8)  # exactly the budget, end token included
+    for reference, expected in ((fitting, utterance(fitting)),
+                                (fitting + " lunch lunch", utterance(fitting + " lunch lunch")[:7] + [eos])):
         (row,) = adapter.training_rows(training_question("hi"), [], reference)
         assert row["labels"][-len(expected):] == expected and row["input_ids"][-len(expected):] == expected
         assert row["attention_mask"] == [1] * len(row["input_ids"])

@@ -29,6 +29,7 @@ from .loading import context_window, resolve_device
 from .manifest import defaults_for_module, model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
 from .settings import Setting, resolve_configuration
+from .streaming import AnswerListener, StreamTarget
 from .truncation import Segments
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class HuggingAdapter(abc.ABC):
     # The least a forward pass costs, in padded tokens, when micro-batches are cut to avoid padding (see
     # plan_micro_batches); None fills batches in order (generation: one more batch is one more decoding loop).
     min_batch_tokens: ClassVar[int | None] = 512
+    # Who hears answers as they are written (adapters/core/streaming.py); set by the platform or the server.
+    stream_to: StreamTarget | None = None
 
     def __init__(self, configuration: dict | None = None, model_name: str | None = None):
         module_name = type(self).__module__
@@ -266,6 +269,7 @@ class HuggingAdapter(abc.ABC):
         for turn in range(max((len(c) for c in conversations), default=0)):
             pending: list[tuple[int, Question, int, int]] = []
             rows: list[Row] = []
+            owners: list[Question] = []  # the question of each row
             for index, conversation in enumerate(conversations):
                 if turn >= len(conversation):
                     continue
@@ -284,7 +288,8 @@ class HuggingAdapter(abc.ABC):
                     continue
                 pending.append((index, question, len(rows), len(rows) + len(question_rows)))
                 rows.extend(question_rows)
-            outputs = self._forward_rows(rows)
+                owners.extend([question] * len(question_rows))
+            outputs = self._forward_rows(rows, owners)
             for index, question, start, end in pending:
                 try:
                     question_answers = self.postprocess(question, outputs[start:end])
@@ -295,8 +300,9 @@ class HuggingAdapter(abc.ABC):
                 histories[index].append(Turn(question, question_answers))
         return answers
 
-    def _forward_rows(self, rows: list[Row]) -> list[Any]:
-        """Run rows in length-sorted micro-batches and put the outputs back in row order.
+    def _forward_rows(self, rows: list[Row], owners: list[Question] | None = None) -> list[Any]:
+        """Run rows in length-sorted micro-batches and put the outputs back in row order; with `stream_to` set,
+        `forward` also gets each row's listener (`owners` names the question of each row).
 
         A failing micro-batch (an exception in the forward pass, out of memory) raises `ModelFailure` for the
         whole call: returning without its answers would let the platform replace earlier answers with nothing.
@@ -308,14 +314,22 @@ class HuggingAdapter(abc.ABC):
             try:
                 inputs = self.tokenizer.pad([rows[i] for i in indices], padding=True, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
+                listeners = self._listeners([owners[i] for i in indices]) if owners else None
                 with torch.inference_mode():
-                    results = self.forward(inputs)
+                    results = self.forward(inputs) if listeners is None else self.forward(inputs, listeners)
             except Exception as error:  # noqa: BLE001 - any failure here is the model's, reported as such
                 raise ModelFailure(f"{self.model_name} failed on a micro-batch of {len(indices)} rows: "
                                    f"{type(error).__name__}: {_short(error)}") from error
             for i, result in zip(indices, results):
                 outputs[i] = result
         return outputs
+
+    def _listeners(self, questions: list[Question]) -> list[AnswerListener | None] | None:
+        """The listener of each row's question when answers are streamed (`stream_to`), else None."""
+        if self.stream_to is None:
+            return None
+        listeners = [self.stream_to(question) for question in questions]
+        return listeners if any(listener is not None for listener in listeners) else None
 
     @staticmethod
     def _fail(question: Question, report: PredictionReport, reason: str) -> None:

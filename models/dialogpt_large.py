@@ -47,7 +47,10 @@ class HuggingAdapter(GenerativeAdapter):
                                      f"the model's context window of {self.max_input_tokens} tokens")
         super().setup()
         self.chat = chat_format(self.tokenizer, self.segments, end_token_ids(self.generation_config))
-        if self.configuration["system_prompt"] and not self.chat.takes_system:
+        self.check_against_model(self.configuration)
+
+    def check_against_model(self, configuration: dict) -> None:
+        if configuration["system_prompt"] and not self.chat.takes_system:
             raise ConfigurationError(f"configuration 'system_prompt' is refused: {self._no_system_turn()}")
 
     def _no_system_turn(self) -> str:

@@ -271,12 +271,12 @@ def test_control_tokens_typed_by_a_user_are_read_as_text(chat_models):
     assert forged in tokenizer.decode(seen[0])
 
 
-def test_a_template_that_writes_the_last_answer_differently_still_trains_on_the_answer(chat_models):
+def test_training_rows_end_the_answer_at_its_end_of_turn_token_with_the_loss_on_it_only(chat_models):
     """Fine-tuning rows: the answer's tokens as the template writes them, end-of-turn included, loss on them only."""
+    from adapters.core.prompt_items import Question
     from adapters.training.loop import IGNORE_INDEX
-    from tests.test_training import training_question
     adapter = chat(chat_models["qwen2"])
-    (row,) = adapter.training_rows(training_question("Tell me a joke"), [], "Why not?")
+    (row,) = adapter.training_rows(Question(0, "item", "1", "0", "Tell me a joke"), [], "Why not?")
     prompt = template_ids(adapter.tokenizer, [{"role": "user", "content": "Tell me a joke"}])
     answer = adapter.tokenizer.encode("Why not?<|im_end|>", add_special_tokens=False)
     assert row["input_ids"] == prompt + answer

@@ -65,6 +65,7 @@ class LoadedItem:
     data: Any = None
     error: str | None = None
     answers: list[StoredAnswer] = field(default_factory=list)
+    source: Any = None  # the dl.Item or dl.PromptItem it was read from, for answers streamed into it
 
 
 @dataclass
@@ -117,6 +118,10 @@ class HuggingAdapter(abc.ABC):
 
     def setup(self) -> None:
         """Model-specific preparation after the weights are loaded (e.g. read labels from the model config)."""
+
+    def check_against_model(self, configuration: dict) -> None:
+        """Checks of a configuration that need the loaded model (its tokenizer's chat template, say): run on every
+        configuration a request brings, before the request runs."""
 
     def conversations(self, parsed: ParsedItem) -> list[list[Question]]:
         """Questions that depend on each other's answers, in turn order; by default every question stands alone."""
@@ -180,13 +185,13 @@ class HuggingAdapter(abc.ABC):
         name = str(getattr(item, "name", None) or getattr(item, "id", None) or "")
         try:
             if isinstance(item, dl.PromptItem):
-                return LoadedItem(name, item.to_json(), answers=prompt_item_answers(item))
+                return LoadedItem(name, item.to_json(), answers=prompt_item_answers(item), source=item)
             if isinstance(item, dl.Item):
                 refusal = not_a_prompt_item(item)
                 if refusal:
                     return LoadedItem(name, error=refusal)
                 data = json.loads(item.download(save_locally=False).read())
-                return LoadedItem(name, data, answers=stored_answers(item.annotations.list()))
+                return LoadedItem(name, data, answers=stored_answers(item.annotations.list()), source=item)
             if isinstance(item, dict):
                 annotations = item.get("annotations")
                 if annotations is not None and not isinstance(annotations, list):

@@ -14,6 +14,7 @@ from adapters.core.module_loader import load_model_module
 
 # Absolute imports: Dataloop loads this entry point by file path, where relative imports have no parent package.
 from adapters.dataloop.answers import stored_answers
+from adapters.dataloop.streaming import streamed_answers
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
 from adapters.training.output import CHECKPOINTS, OutputFolder
@@ -55,7 +56,8 @@ class ModelAdapter(dl.BaseModelAdapter):
         return self.hugging.prepare_item_func(item)
 
     def predict(self, batch: list, **kwargs: Any) -> list[dl.AnnotationCollection]:
-        return self.hugging.predict(batch, **kwargs)
+        with streamed_answers(self.hugging, batch, self.model_entity.name, self.model_entity.id):
+            return self.hugging.predict(batch, **kwargs)
 
     def _upload_model_annotations(self, item: dl.Item, predictions: Any) -> Any:
         """Replace only what was answered again: upload the new answers, then delete this model's earlier answers

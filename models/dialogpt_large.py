@@ -37,6 +37,7 @@ SYSTEM_PROMPT = Setting("system_prompt", (str,), "opens every conversation as it
 
 class HuggingAdapter(GenerativeAdapter):
     model_class = AutoModelForCausalLM
+    family = "causal language models (…ForCausalLM, GPT-2's GPT2LMHeadModel), for chat"
     padding_side = "left"
     settings = (token_budget_setting("max_new_tokens", "longest answer, in tokens"), SYSTEM_PROMPT,
                 *SAMPLING_SETTINGS, *STREAM_SETTINGS, *runtime_settings(GENERATE), *TRAINING_SETTINGS)

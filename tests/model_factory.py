@@ -511,7 +511,9 @@ def build_seq2seq(
         tokenizer = PegasusTokenizer(vocab=[(token, 0.0) for token in ("<pad>", "</s>", "<mask_1>", "<mask_2>")]
                                      + pieces + [("<unk>", 0.0)])
         config_cls, model_cls = PegasusConfig, PegasusForConditionalGeneration
-        sizes.update(decoder_start_token_id=tokenizer.pad_token_id)
+        # Pegasus scales its embeddings by sqrt(d_model) over sinusoidal positions: at std 0.2 every input gets the
+        # same greedy answer (see _DEGENERATE_GREEDY_NOTE)
+        sizes.update(decoder_start_token_id=tokenizer.pad_token_id, init_std=1.0)
     else:
         raise ValueError(f"unknown seq2seq architecture {architecture!r}")
     sizes.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

@@ -118,6 +118,38 @@ def test_legacy_prompts_and_unstreamed_configurations_write_only_the_final_answe
     assert [a for a in platform.calls if a[0] == "annotations.update"] == []
 
 
+@pytest.mark.parametrize("runtime", ["torch", "ctranslate2"])
+@pytest.mark.parametrize("sampling", [{"do_sample": False}, {"do_sample": True, "temperature": 0.8, "seed": 3}])
+def test_every_runtime_hands_each_written_token_to_the_stream_in_order(chat_models, runtime, sampling, tmp_path,
+                                                                         monkeypatch):
+    """Per row of a padded batch, the streamed tokens are the answer's tokens (its end token and the padding after
+    it excluded), so a streamed answer's text is the answer's."""
+    from transformers import AutoTokenizer
+
+    from models.dialogpt_large import HuggingAdapter
+    from tests.model_factory import write_token_at
+    monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path / "ct2"))
+    texts = ["Hi there!", "Tell me a joke about programmers and their coffee.", "Lunch?"]
+    tokenizer = AutoTokenizer.from_pretrained(chat_models["qwen2"])
+    rows = [tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                          return_dict=False) for text in texts]
+    # the first answer ends its turn at its fourth token (greedy), the others run on: padding follows it
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    path = write_token_at(chat_models["qwen2"], tmp_path / "ends", rows[0], end_of_turn, 3)
+    padded = AutoTokenizer.from_pretrained(path)
+    padded.pad_token = "<|im_start|>"  # a pad token that ends nothing (as Llama 3.1's): padding must not stream
+    padded.save_pretrained(path)
+    adapter = HuggingAdapter({"model_path": str(path), "max_new_tokens": 12, "runtime": runtime,
+                              **({"compute_type": "float32"} if runtime == "ctranslate2" else {}), **sampling})
+    inputs = adapter.tokenizer.pad([{"input_ids": ids} for ids in rows], padding=True, return_tensors="pt")
+    streamed: dict[int, list[int]] = {}
+    generated = adapter.runtime.generate(adapter.model, dict(inputs), adapter.generation_config, sampling.get("seed"),
+                                         on_token=lambda row, token: streamed.setdefault(row, []).append(token))
+    assert [streamed.get(row, []) for row in range(3)] == [g.token_ids for g in generated]
+    if not sampling["do_sample"]:
+        assert [len(g.token_ids) for g in generated] == [3, 12, 12]
+
+
 # ----- the server's chat route: server-sent events -----
 
 def run_async(scenario):

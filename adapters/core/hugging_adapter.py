@@ -25,6 +25,7 @@ from ..dataloop.answers import StoredAnswer, answers_by, prompt_item_answers, st
 from ..runtimes import check_runtime_keys, load_model
 from .batching import plan_micro_batches
 from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
+from .checkpoints import architecture_of, auto_class_architectures
 from .loading import context_window, resolve_device
 from .manifest import defaults_for_module, model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item
@@ -90,6 +91,7 @@ class HuggingAdapter(abc.ABC):
     """Base of every model module; subclasses set `model_class` and implement preprocess/forward/postprocess."""
 
     model_class: ClassVar[Any]
+    family: ClassVar[str] = ""  # the checkpoints it serves, in a few words (register_model.py's refusal lists them)
     settings: ClassVar[tuple[Setting, ...]] = ()
     padding_side: ClassVar[str] = "right"
     # The least a forward pass costs, in padded tokens, when micro-batches are cut to avoid padding (see
@@ -118,6 +120,12 @@ class HuggingAdapter(abc.ABC):
 
     def setup(self) -> None:
         """Model-specific preparation after the weights are loaded (e.g. read labels from the model config)."""
+
+    @classmethod
+    def serves(cls, config: Any) -> bool:
+        """Whether this module runs a checkpoint with this `transformers` config: its architecture is one that
+        `model_class` loads (modules that share a class narrow it, e.g. NLI classifiers or not)."""
+        return architecture_of(config) in auto_class_architectures(cls.model_class)
 
     def check_against_model(self, configuration: dict) -> None:
         """Checks of a configuration that need the loaded model (its tokenizer's chat template, say): run on every

@@ -435,12 +435,12 @@ def build_chat_lm(
     else:
         tokenizer.add_special_tokens({"additional_special_tokens": turn})
     tokenizer.chat_template = CHAT_TEMPLATES[template or default_template]
-    tokenizer.model_max_length = _TINY_CHAT_POSITIONS
     end_of_turn = tokenizer.convert_tokens_to_ids(turn[-1])
     end_of_text = tokenizer.convert_tokens_to_ids("<|end_of_text|>" if architecture == "llama" else "<|endoftext|>")
     defaults.update(bos_token_id=tokenizer.bos_token_id if architecture == "llama" else end_of_text,
                     eos_token_id=end_of_text, tie_word_embeddings=False)
     config = _make_config(config_cls, tokenizer, defaults, config_overrides)
+    tokenizer.model_max_length = getattr(config, "max_position_embeddings", None) or config.n_positions
     generation = dict(bos_token_id=config.bos_token_id, eos_token_id=[end_of_turn, end_of_text])
     return _save(path, model_cls, config, tokenizer, seed, generation)
 

@@ -283,6 +283,27 @@ def test_training_rows_end_the_answer_at_its_end_of_turn_token_with_the_loss_on_
     assert row["labels"] == [IGNORE_INDEX] * len(prompt) + answer
 
 
+def test_a_template_whose_generation_prompt_differs_from_its_answers_trains_on_the_answer_and_end_of_turn(
+        chat_models, tmp_path):
+    """Some templates open the answer with more than they write around an earlier one (a reasoning block, say):
+    the answer's own tokens then follow the generation prompt, ended by the end-of-turn token."""
+    from adapters.core.prompt_items import Question
+    from adapters.training.loop import IGNORE_INDEX
+    thinking = tmp_path / "thinking"
+    shutil.copytree(chat_models["qwen2"], thinking)
+    tokenizer = AutoTokenizer.from_pretrained(thinking)
+    tokenizer.chat_template = CHAT_TEMPLATES["chatml"].replace("'<|im_start|>assistant\\n' -}}{%- endif -%}",
+                                                               "'<|im_start|>assistant\\n<think>\\n' -}}{%- endif -%}")
+    tokenizer.save_pretrained(thinking)
+    adapter = chat(thinking)
+    (row,) = adapter.training_rows(Question(0, "item", "1", "0", "Tell me a joke"), [], "Why not?")
+    prompt = template_ids(adapter.tokenizer, [{"role": "user", "content": "Tell me a joke"}])
+    assert adapter.tokenizer.decode(prompt).endswith("assistant\n<think>\n")
+    answer = adapter.tokenizer.encode("Why not?", add_special_tokens=False) + [
+        adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    assert row["input_ids"] == prompt + answer and row["labels"] == [IGNORE_INDEX] * len(prompt) + answer
+
+
 @pytest.mark.parametrize("architecture", ["qwen2", "llama"])
 def test_ctranslate2_answers_a_templated_model_as_torch_does(chat_models, architecture, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ADAPTERS_CTRANSLATE2_CACHE", str(tmp_path / "ct2"))

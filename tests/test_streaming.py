@@ -118,6 +118,23 @@ def test_legacy_prompts_and_unstreamed_configurations_write_only_the_final_answe
     assert [a for a in platform.calls if a[0] == "annotations.update"] == []
 
 
+def test_local_files_are_answered_whole_and_never_read_as_platform_items(chat_models, tmp_path, monkeypatch):
+    """`python -m adapters predict` with `stream: true`: the files get their final answers; no draft is written."""
+    import dtlpy as dl
+
+    from adapters.dataloop.local_runner import LocalRunner
+
+    fetched = []
+    monkeypatch.setattr(dl.PromptItem, "from_item", lambda item: fetched.append(item) or dl.PromptItem(item.name))
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps(current_item({"1": ["Hi there!"], "2": ["Tell me a joke."]})))
+    runner = LocalRunner("dialogpt-large", {"model_path": str(chat_models["qwen2"]), "stream": True,
+                                            "max_new_tokens": 4, "do_sample": False})
+    (result,) = runner.predict_files([path])
+    assert result.error is None and [a["metadata"]["system"]["promptId"] for a in result.annotations] == ["1", "2"]
+    assert fetched == []
+
+
 @pytest.mark.parametrize("runtime", ["torch", "ctranslate2"])
 @pytest.mark.parametrize("sampling", [{"do_sample": False}, {"do_sample": True, "temperature": 0.8, "seed": 3}])
 def test_every_runtime_hands_each_written_token_to_the_stream_in_order(chat_models, runtime, sampling, tmp_path,

@@ -192,6 +192,31 @@ def test_dialogpt_trains_on_answer_tokens_with_predicts_history(tiny_models, tmp
     assert max(epoch["rougeL"] for epoch in result) > before["rougeL"]
 
 
+def test_a_chat_template_model_trains_on_its_template_with_the_loss_on_the_answer_and_its_end_of_turn(chat_models,
+                                                                                                  tmp_path):
+    data = chat_layout(tmp_path / "data")
+    adapter, _ = local_adapter("dialogpt-large", chat_models["qwen2"], epochs=8, **FAST, max_new_tokens=8,
+                               do_sample=False, lora_r=0, system_prompt="Be brief.")
+    hugging = adapter.hugging
+    item = read_layout(data)["train"].items[0]
+    first, second = hugging.conversations(item.parsed)[0]
+    from adapters.core.hugging_adapter import Answer, Turn
+    reference = item.references[first][0]
+    row = hugging.training_rows(second, [Turn(first, [Answer(reference, 1.0)])], "reply")[0]
+    prompt = hugging.tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": first.text},
+         {"role": "assistant", "content": reference}, {"role": "user", "content": second.text}],
+        add_generation_prompt=True, return_dict=False)
+    answer = hugging.tokenizer.encode("reply<|im_end|>", add_special_tokens=False)
+    assert row["input_ids"] == prompt + answer
+    assert row["labels"] == [-100] * len(prompt) + answer
+
+    before = untrained_scores(adapter, data)
+    result = adapter.train(str(data), str(tmp_path / "out"))
+    assert rows_loss(adapter) < before["loss"] - 1
+    assert max(epoch["rougeL"] for epoch in result) > before["rougeL"]
+
+
 # ----- dtlpy's own train_model / evaluate_model paths -----
 def test_dtlpy_evaluate_model_scores_uploaded_answers(tiny_models, tmp_path, monkeypatch):
     adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"])

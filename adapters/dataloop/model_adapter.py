@@ -43,6 +43,8 @@ class ModelAdapter(dl.BaseModelAdapter):
     stored_checkpoints: Path | None = None  # checkpoints of an interrupted run among the model's artifacts
     _training_complete: bool = False
     _upload_checkpoints: bool = False  # set by train_model: each epoch's checkpoint goes to the model's artifacts
+    # `stream: true` writes answers into platform items as they grow; the local runner's files have no viewer
+    streams_answers: bool = True
 
     def load(self, local_path: str, **kwargs: Any) -> None:
         configuration = dict(self.model_entity.configuration or {})
@@ -56,6 +58,8 @@ class ModelAdapter(dl.BaseModelAdapter):
         return self.hugging.prepare_item_func(item)
 
     def predict(self, batch: list, **kwargs: Any) -> list[dl.AnnotationCollection]:
+        if not self.streams_answers:
+            return self.hugging.predict(batch, **kwargs)
         with streamed_answers(self.hugging, batch, self.model_entity.name, self.model_entity.id):
             return self.hugging.predict(batch, **kwargs)
 

@@ -24,8 +24,8 @@ import torch
 from ..dataloop.answers import StoredAnswer, answers_by, prompt_item_answers, stored_answers
 from ..runtimes import check_runtime_keys, load_model
 from .batching import plan_micro_batches
-from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .checkpoints import architecture_of, auto_class_architectures
+from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .loading import context_window, resolve_device
 from .manifest import defaults_for_module, model_entries
 from .prompt_items import ParsedItem, Question, Skipped, parse_prompt_item

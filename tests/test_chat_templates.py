@@ -213,7 +213,8 @@ def test_history_is_trimmed_by_whole_turns_to_the_newest_that_fit(chat_models, a
         kept = fitting[0]
         if kept < depth:  # and one more turn would not have fitted
             trimmed += 1
-            longer = template_ids(tokenizer, conversation(turns[depth - kept - 1:depth + 1], replies[depth - kept - 1:]))
+            first = depth - kept - 1
+            longer = template_ids(tokenizer, conversation(turns[first:depth + 1], replies[first:]))
             assert len(longer) > budget
     assert trimmed >= 3 and "dropped the" in caplog.text
 
@@ -244,7 +245,8 @@ def test_a_question_longer_than_the_window_keeps_its_end(chat_models, caplog):
     (ids,) = seen
     budget = adapter.max_input_tokens - 8
     assert len(collection.annotations) == 1 and budget - 3 <= len(ids) <= budget
-    assert adapter.tokenizer.decode(ids).endswith("word the end<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert adapter.tokenizer.decode(ids).endswith(
+        "word the end<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     assert adapter.tokenizer.decode(ids).startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n")
     assert "cut to its last tokens" in caplog.text and "word word" not in caplog.text
 

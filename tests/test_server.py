@@ -182,7 +182,8 @@ def test_chat_streams_server_sent_events_over_http(client):
     """Through uvicorn and the server's middleware: the events arrive as a stream and end in the whole answer."""
     turns = ["Hi there!", "Do you want to grab a coffee?"]
     plain = client.post("/models/dialogpt-large/chat", json={"turns": turns, "seed": 5}).json()
-    with client.stream("POST", "/models/dialogpt-large/chat", json={"turns": turns, "seed": 5, "stream": True}) as answer:
+    body = {"turns": turns, "seed": 5, "stream": True}
+    with client.stream("POST", "/models/dialogpt-large/chat", json=body) as answer:
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
         lines = list(answer.iter_lines())
     received = [(event.removeprefix("event: "), json.loads(data.removeprefix("data: ")))

@@ -101,10 +101,13 @@ async def _send_growth(send: MemoryObjectSendStream[ServerSentEvent], sent: str,
 
 
 def _error_event(error: Exception) -> ServerSentEvent:
-    status = next((code for kind, code in ERROR_STATUS if isinstance(error, kind)), 500)
-    if status == 500:
-        logger.error("a streamed chat failed: %s", first_line(error), exc_info=not isinstance(error, tuple(
-            kind for kind, _ in ERROR_STATUS)))
-    detail = first_line(error) if any(isinstance(error, kind) for kind, _ in ERROR_STATUS) else \
-        "internal server error; see the server log"
+    """The `error` event of a failure, with the status and detail the unstreamed route would answer (app.py)."""
+    status = next((code for kind, code in ERROR_STATUS if isinstance(error, kind)), None)
+    if status is None:  # a fault of the server: its message stays in the log
+        logger.error("a streamed chat failed", exc_info=error)
+        status, detail = 500, "internal server error; see the server log"
+    else:
+        detail = first_line(error)
+        if status >= 500 and status != 503:
+            logger.error("a streamed chat failed: %s", detail)
     return ServerSentEvent(event="error", data=json.dumps({"detail": detail, "status": status}))

@@ -1,13 +1,17 @@
 """Create a model entity of the installed app (see creation.py): one of the manifest's models, or a custom one.
 
-    python register_model.py MODEL --project-id PROJECT_ID [--name NAME] [--module-name models.x]
+    python register_model.py MODEL --project-id PROJECT_ID [--name NAME] [--module models.x]
                              [--set KEY=VALUE]... [--artifacts FOLDER] [--dataset-id ID]
                              [--train-folder /train] [--validation-folder /validation]
                              [--train-filter DQL] [--validation-filter DQL] [--dry-run]
 
-MODEL (a name from `python -m adapters list`) is the template: its tags, description and compute configs.
+MODEL is a name from `python -m adapters list` (the template: its tags, description and compute configs), or a
+checkpoint: a Hugging Face hub id (it becomes `model_path`) or a folder of save_pretrained files (uploaded as the
+model's artifacts). For a checkpoint, or with --artifacts, the module is the one that serves the checkpoint's
+architecture (config.json's `architectures`) unless --module names one; a checkpoint no module serves is refused
+with what each module serves, and the template is the manifest model of the chosen module.
 The configuration is the manifest defaults of the module with --set applied (VALUE parsed as JSON when it can
-be), checked in full before anything is sent; nothing is loaded. --artifacts uploads a folder of
+be), checked in full before anything is sent; no weights are loaded. --artifacts uploads a folder of
 save_pretrained files (safetensors) that the adapter then loads instead of `model_path`.
 The model is created trainable: its train subset (`metadata.system.subsets`, which dtlpy's `train_model` needs)
 is the items under --train-folder of --dataset-id (recursively), or a DQL filter given as JSON. Its validation
@@ -24,15 +28,17 @@ import argparse
 import datetime
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import dtlpy as dl
 
+from adapters.core.checkpoints import choose_module, read_config
 from adapters.core.errors import ConfigurationError
 from adapters.core.loading import check_local_weights
-from adapters.core.manifest import defaults_for_module, load_manifest, model_entry
+from adapters.core.manifest import defaults_for_module, load_manifest, model_entries, model_entry
 from adapters.core.module_loader import canonical_module_name
 from adapters.dataloop.local_runner import parse_assignments, validate_configuration
 from adapters.dataloop.model_adapter import has_weights
@@ -44,10 +50,18 @@ DEFAULT_VALIDATION_FOLDER = "/validation"
 
 def model_request(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `project.models.create` (without app and project), validated offline."""
-    entry = model_entry(args.model)
+    checkpoint = None if args.model in {e["name"] for e in model_entries()} else args.model
     overrides = parse_assignments(args.assignments)
     if args.module_name is not None:
         overrides["module_name"] = args.module_name
+    if checkpoint is not None:
+        entry = checkpoint_template(args, checkpoint, overrides)
+    else:
+        entry = model_entry(args.model)
+        if args.artifacts is not None:  # the weights must be of an architecture the template's module runs
+            check_artifacts(args.artifacts)
+            choose_module(read_config(str(args.artifacts)), str(args.artifacts), canonical_module_name(
+                overrides.get("module_name", entry["configuration"].get("module_name"))))
     module_name = canonical_module_name(overrides.get("module_name", entry["configuration"].get("module_name")))
     custom_module = module_name != entry["configuration"].get("module_name")
     base = defaults_for_module(module_name) if custom_module else entry["configuration"]
@@ -58,10 +72,12 @@ def model_request(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigurationError("a validation subset needs --dataset-id: it is set only when it selects items of "
                                  "the dataset")
     return {
-        "model_name": args.name or default_name(entry["name"]),
+        "model_name": args.name or default_name(re.sub(r"[^A-Za-z0-9._-]+", "-", Path(checkpoint).name)
+                                                if checkpoint else entry["name"]),
         "dpk_model_name": entry["name"],
         "configuration": configuration,
-        "description": args.description or (f"{module_name}, configured from the {entry['name']} template"
+        "description": args.description or (f"{checkpoint}, run by {module_name}" if checkpoint else
+                                            f"{module_name}, configured from the {entry['name']} template"
                                             if custom_module else entry.get("description")),
         "tags": entry.get("tags", []),
         "status": "trained" if args.artifacts is not None else entry.get("status", "pre-trained"),
@@ -108,6 +124,26 @@ def checked_subsets(project: dl.Project, request: dict[str, Any], asked: bool) -
     return {**request, "validation_filter": None}, notes + [
         f"validation subset: none ({DEFAULT_VALIDATION_FOLDER} holds no item of dataset {dataset_id}); train_model "
         "trains without validation (epochs report the training loss only)"]
+
+
+def checkpoint_template(args: argparse.Namespace, checkpoint: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """For MODEL given as a hub id or a folder: the manifest model of the module that serves it (`overrides` gets
+    that module and `model_path`; a folder becomes the artifacts)."""
+    if args.artifacts is not None:
+        raise ConfigurationError("give the weights either as MODEL (a hub id or a folder) or with --artifacts, "
+                                 "not both")
+    try:
+        config = read_config(checkpoint)
+    except ConfigurationError as error:
+        known = ", ".join(sorted(e["name"] for e in model_entries()))
+        raise ConfigurationError(f"unknown model {checkpoint!r}: it is none of this app's models ({known}), and "
+                                 f"no checkpoint either: {error}") from None
+    asked = overrides.get("module_name")
+    module_name = choose_module(config, checkpoint, None if asked is None else canonical_module_name(asked))
+    if Path(checkpoint).expanduser().is_dir():
+        args.artifacts = Path(checkpoint).expanduser()
+    overrides.update(module_name=module_name, model_path=overrides.get("model_path", checkpoint))
+    return next(e for e in model_entries() if e["configuration"].get("module_name") == module_name)
 
 
 def default_name(template: str) -> str:
@@ -170,9 +206,12 @@ def register(project: dl.Project, request: dict[str, Any], artifacts: Path | Non
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = platform_parser(__doc__, "print the request; no login, nothing sent")
-    parser.add_argument("model", metavar="MODEL", help="manifest model to start from")
+    parser.add_argument("model", metavar="MODEL", help="manifest model to start from, or a checkpoint: a hub id or "
+                                                        "a folder of save_pretrained files")
     parser.add_argument("--name", help="name of the new model (default: MODEL-<UTC time>)")
-    parser.add_argument("--module-name", help="another module of models/ to run (a custom model)")
+    parser.add_argument("--module", "--module-name", dest="module_name",
+                        help="the module of models/ to run (default: the template's, or for a checkpoint the one "
+                             "that serves its architecture)")
     parser.add_argument("--set", dest="assignments", metavar="KEY=VALUE", action="append", default=[],
                         help="configuration override; VALUE is parsed as JSON when it can be (repeatable)")
     parser.add_argument("--artifacts", type=Path, help="folder of save_pretrained weights to upload")

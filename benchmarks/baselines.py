@@ -69,6 +69,29 @@ def naive_chat(model: Any, tokenizer: Any, workload: Workload, max_new_tokens: i
 
 
 @torch.no_grad()
+def naive_template_chat(model: Any, tokenizer: Any, workload: Workload, max_new_tokens: int) -> list[Answer]:
+    """The same loop for a chat-template model, as its model card writes it: `apply_chat_template` of the
+    conversation so far with the generation prompt, one greedy `generate` per turn (stopping at the checkpoint's
+    end-of-turn tokens), and the confidence from one more forward pass over the answer."""
+    answers = []
+    conversations: dict[int, list[dict[str, str]]] = {}
+    for item, _, text, _ in workload.questions():
+        messages = conversations.setdefault(id(item), [])
+        messages.append({"role": "user", "content": text})
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)["input_ids"]
+        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
+                                do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        answer = output[:, prompt.shape[-1]:]
+        logprobs = torch.log_softmax(model(output).logits[0, prompt.shape[-1] - 1:-1].float(), dim=-1)
+        confidence = float(torch.exp(logprobs.gather(1, answer[0][:, None]).mean()))
+        reply = tokenizer.decode(answer[0], skip_special_tokens=True).strip()
+        messages.append({"role": "assistant", "content": reply})
+        answers.append((reply, confidence))
+    return answers
+
+
+@torch.no_grad()
 def naive_text2text(model: Any, tokenizer: Any, workload: Workload, prefix: str, max_new_tokens: int) -> list[Answer]:
     """One `generate` per question; confidence from the scores generate returns."""
     answers = []
@@ -167,5 +190,30 @@ def ctranslate2_chat(generator: Any, tokenizer: Any, workload: Workload, max_new
         for i, result in zip(batch, results):
             text = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
             turns.setdefault(id(questions[i][0]), []).append(utterance(questions[i][2]) + utterance(text))
+            answers[i] = (text, None)
+    return answers
+
+
+def ctranslate2_template_chat(generator: Any, tokenizer: Any, workload: Workload, max_new_tokens: int,
+                              batch_size: int, end_ids: list[int]) -> list[Answer]:
+    """As `ctranslate2_chat`, for a chat-template model: turn t of every conversation in one `generate_batch`,
+    each prompt `apply_chat_template` of its conversation so far, stopping at the end-of-turn tokens."""
+    questions = list(workload.questions())
+    conversations: dict[int, list[dict[str, str]]] = {}
+    answers: list[Answer | None] = [None] * len(questions)
+    depth = [sum(1 for other, _, _, _ in questions[:i] if other is item) for i, (item, _, _, _) in enumerate(questions)]
+    for turn in range(max(depth, default=-1) + 1):
+        batch = [i for i in range(len(questions)) if depth[i] == turn]
+        prompts = []
+        for i in batch:
+            messages = conversations.setdefault(id(questions[i][0]), [])
+            messages.append({"role": "user", "content": questions[i][2]})
+            prompts.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
+        results = generator.generate_batch([tokenizer.convert_ids_to_tokens(p) for p in prompts],
+                                           max_batch_size=batch_size, max_length=max_new_tokens,
+                                           include_prompt_in_result=False, end_token=end_ids)
+        for i, result in zip(batch, results):
+            text = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
+            conversations[id(questions[i][0])].append({"role": "assistant", "content": text})
             answers[i] = (text, None)
     return answers

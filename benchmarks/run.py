@@ -266,7 +266,7 @@ def run_ctranslate2(suite: Suite, module: Any, folder: Path, workload: Workload,
     """
     import ctranslate2
 
-    from .baselines import ctranslate2_chat, ctranslate2_text2text
+    from .baselines import ctranslate2_chat, ctranslate2_template_chat, ctranslate2_text2text
 
     results = []
     for compute_type in ("float32", "int8"):
@@ -281,6 +281,10 @@ def run_ctranslate2(suite: Suite, module: Any, folder: Path, workload: Workload,
             raw = functools.partial(ctranslate2_text2text, engine, tokenizer, prefix=configuration["prefix"],
                                     max_new_tokens=configuration["token_count"],
                                     batch_size=configuration["batch_size"])
+        elif tokenizer.chat_template:
+            raw = functools.partial(ctranslate2_template_chat, engine, tokenizer,
+                                    max_new_tokens=configuration["max_new_tokens"],
+                                    batch_size=configuration["batch_size"], end_ids=adapter.chat.end_ids)
         else:
             raw = functools.partial(ctranslate2_chat, engine, tokenizer, max_new_tokens=configuration["max_new_tokens"],
                                     batch_size=configuration["batch_size"], context=adapter.max_input_tokens)

@@ -36,6 +36,8 @@ class Suite:
             return baselines.naive_sentiment(model, tokenizer, workload)
         if self.module_name == "models.bart_large_mnli":
             return baselines.naive_zero_shot(model, tokenizer, workload, c["hypothesis_template"])
+        if self.module_name == "models.dialogpt_large" and tokenizer.chat_template:
+            return baselines.naive_template_chat(model, tokenizer, workload, c["max_new_tokens"])
         if self.module_name == "models.dialogpt_large":
             return baselines.naive_chat(model, tokenizer, workload, c["max_new_tokens"])
         return baselines.naive_text2text(model, tokenizer, workload, c["prefix"], c["token_count"])
@@ -51,8 +53,14 @@ class Suite:
 GREEDY = {"do_sample": False, "seed": None}
 
 
+def build_qwen2_chat(path: Any, config_overrides: dict[str, Any] | None = None) -> Any:
+    """A Qwen2 chat checkpoint (Qwen2.5-Instruct's ChatML template and end-of-turn tokens) of the given sizes."""
+    return model_factory.build_chat_lm(path, "qwen2", config_overrides=config_overrides)
+
+
 def all_suites(quick: bool, new_tokens: int) -> list[Suite]:
-    """Full sizes: DistilBERT-base, BART-large, GPT-2 medium (DialoGPT-medium's shape), T5-small and T5-base."""
+    """Full sizes: DistilBERT-base, BART-large, GPT-2 medium (DialoGPT-medium's shape), Qwen2.5-0.5B-Instruct's
+    shape, T5-small and T5-base."""
     def sizes(full: dict[str, Any]) -> dict[str, Any]:
         return {} if quick else full
 
@@ -89,6 +97,14 @@ def all_suites(quick: bool, new_tokens: int) -> list[Suite]:
               configuration={"max_new_tokens": tokens, **GREEDY},
               note="GPT-2 medium (355M, DialoGPT-medium's shape) stands in for DialoGPT-large (774M) to keep the run "
                    "within minutes; every item is a 2-turn conversation"),
+        Suite("qwen2-0.5b-instruct", "models.dialogpt_large", build_qwen2_chat,
+              sizes(dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
+                         tie_word_embeddings=True, rms_norm_eps=1e-6, initializer_range=0.02)),
+              items=count(8, 2), prompts_per_item=2, min_words=4, max_words=40, kind="generator",
+              configuration={"max_new_tokens": tokens, **GREEDY},
+              note="Qwen2.5-0.5B-Instruct's shape (494M parameters, 136M of them its tied 151,936-token embedding) "
+                   "with random weights, in its ChatML template; every item is a 2-turn conversation"),
         Suite("t5-small-email", "models.t5_email", model_factory.build_t5,
               sizes(dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8,
                          vocab_size=32128)),

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from adapters.architectures.bart_classification import eos_classifier
+from adapters.core.checkpoints import entailment_id
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
@@ -91,12 +92,18 @@ TASK_SETTINGS = (
 
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
+    family = "NLI sequence classifiers (…ForSequenceClassification with an 'entailment' label), for zero-shot"
     settings = (*TASK_SETTINGS, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+
+    @classmethod
+    def serves(cls, config: Any) -> bool:
+        return super().serves(config) and entailment_id(config) is not None
 
     def setup(self) -> None:
         self.eos_classifier = eos_classifier(self.model)
         label2id = {str(k).lower(): int(v) for k, v in self.model.config.label2id.items()}
-        self.entailment_id = next((i for name, i in label2id.items() if name.startswith("entail")), -1)
+        found = entailment_id(self.model.config)
+        self.entailment_id = -1 if found is None else found
         if self.entailment_id == -1:
             logger.warning("no 'entailment' label in the model config; using the last logit as entailment")
         fallback = -1 if self.entailment_id == 0 else 0

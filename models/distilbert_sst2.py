@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from adapters.core.checkpoints import entailment_id
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
@@ -23,7 +24,13 @@ from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_
 
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
+    family = "sequence classifiers (…ForSequenceClassification) other than NLI and regression models"
     settings = (*runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+
+    @classmethod
+    def serves(cls, config: Any) -> bool:
+        return (super().serves(config) and entailment_id(config) is None
+                and getattr(config, "problem_type", None) != "regression")
 
     def setup(self) -> None:
         config = self.model.config

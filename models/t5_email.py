@@ -21,6 +21,7 @@ from adapters.training.settings import TRAINING_SETTINGS, source_length_setting,
 
 class HuggingAdapter(GenerativeAdapter):
     model_class = AutoModelForSeq2SeqLM
+    family = "encoder-decoder text-to-text models (…ForConditionalGeneration: T5, BART, Pegasus, ...)"
     budget_key = "token_count"
     settings = (
         Setting("prefix", (str,), "task prefix put before each question", check=unicode_problem),

@@ -29,7 +29,7 @@ import resource  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import Phase, settings  # noqa: E402
 
-from tests.model_factory import build_all, build_bart_nli, build_distilbert_classifier, sharpen  # noqa: E402
+from tests.model_factory import build_all, build_bart_nli, build_chat_lm, build_distilbert_classifier, sharpen  # noqa: E402
 
 # Mutation testing (scripts/mutation.py, docs/testing.md): mutmut 3 sets MUTANT_UNDER_TEST in every process that runs
 # the tests. There, each surviving mutant runs every example of every property test that calls it, and mutmut's
@@ -65,6 +65,14 @@ FAST_SETTINGS = {"models.dialogpt_large": {"max_new_tokens": 8}, "models.t5_emai
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Random-weight DistilBERT, BART, GPT-2 and T5 with trained tokenizers, saved like real checkpoints."""
     return build_all(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def chat_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny Qwen2, Llama and GPT-2 chat checkpoints whose tokenizers have a chat template (tests/model_factory.py)."""
+    root = tmp_path_factory.mktemp("chat-models")
+    return {architecture: build_chat_lm(root / architecture, architecture)
+            for architecture in ("qwen2", "llama", "gpt2")}
 
 
 @pytest.fixture(scope="session")

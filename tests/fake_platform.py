@@ -16,6 +16,7 @@ import fnmatch
 import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ class FakePlatform:
         self.annotations: dict[str, list[dict]] = {}
         self.items: dict[str, dl.Item] = {}
         self.calls: list[tuple[str, Any]] = []
+        # (monotonic time, "upload" / "update" / "delete", annotation id, text or None) of every annotation write
+        self.writes: list[tuple[float, str, str, str | None]] = []
         self._ids = itertools.count(1)
         self.artifacts: Path | None = None  # the model's artifacts, once `install_dataset` ran
         self.metric_samples: list[Any] = []
@@ -104,11 +107,14 @@ class FakePlatform:
             item = repository.item
             if isinstance(annotations, dl.AnnotationCollection):
                 annotations = annotations.annotations
+            elif isinstance(annotations, (dl.Annotation, dict)):  # one annotation, as `Annotation.upload` sends it
+                annotations = [annotations]
             uploaded = []
             for annotation in annotations:
                 data = annotation.to_json() if isinstance(annotation, dl.Annotation) else dict(annotation)
                 data = platform._stored({**data, "id": None}, item.id)
                 platform.annotations.setdefault(item.id, []).append(data)
+                platform.writes.append((time.monotonic(), "upload", data["id"], data.get("coordinates")))
                 uploaded.append(data)
             platform.calls.append(("annotations.upload", item.id, len(uploaded)))
             return dl.AnnotationCollection.from_json(_json=uploaded, item=item)
@@ -123,6 +129,7 @@ class FakePlatform:
                 doomed = {a["id"] for a in stored if _matches(a, filters.prepare()["filter"])}
             platform.annotations[item.id] = [a for a in stored if a["id"] not in doomed]
             platform.calls.append(("annotations.delete", item.id, sorted(doomed)))
+            platform.writes += [(time.monotonic(), "delete", annotation_id, None) for annotation_id in sorted(doomed)]
             return True
 
         def annotations_update(repository: dl.repositories.Annotations, annotations: Any,
@@ -132,6 +139,7 @@ class FakePlatform:
                 stored = next(a for a in platform.annotations[item.id] if a["id"] == annotation.id)
                 stored["coordinates"] = annotation.coordinates
                 platform.calls.append(("annotations.update", item.id, annotation.id))
+                platform.writes.append((time.monotonic(), "update", annotation.id, annotation.coordinates))
             return annotations
 
         def items_get(repository: dl.repositories.Items, filepath: Any = None, item_id: str | None = None,

@@ -22,20 +22,43 @@ from typing import Any
 import sentencepiece as spm
 import torch
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     BartConfig,
+    BartForConditionalGeneration,
     BartForSequenceClassification,
     BartTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+    DebertaV2Tokenizer,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     DistilBertTokenizer,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    ElectraTokenizer,
+    GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
     GPT2Tokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PegasusConfig,
+    PegasusForConditionalGeneration,
+    PegasusTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Tokenizer,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    RobertaTokenizer,
     T5Config,
     T5ForConditionalGeneration,
     T5Tokenizer,
@@ -44,9 +67,13 @@ from transformers import (
 __all__ = [
     "CORPUS",
     "build_all",
+    "CHAT_TEMPLATES",
     "build_bart_nli",
+    "build_chat_lm",
     "build_distilbert_classifier",
     "build_gpt2_lm",
+    "build_seq2seq",
+    "build_sequence_classifier",
     "build_t5",
     "sharpen",
 ]
@@ -223,12 +250,16 @@ def _save(
     config: PretrainedConfig,
     tokenizer: PreTrainedTokenizerBase,
     seed: int,
+    generation: dict[str, Any] | None = None,
 ) -> Path:
-    """Instantiate ``model_cls`` with seeded random weights and save model + tokenizer (safetensors)."""
+    """Instantiate ``model_cls`` with seeded random weights and save model + tokenizer (safetensors);
+    ``generation`` is the checkpoint's own ``generation_config`` (e.g. a chat model's end-of-turn ids)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = model_cls(config).eval()
+    if generation is not None:
+        model.generation_config = GenerationConfig(**generation)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -321,6 +352,210 @@ def build_t5(
     )
     config = _make_config(T5Config, tokenizer, defaults, config_overrides)
     return _save(path, T5ForConditionalGeneration, config, tokenizer, seed)
+
+
+# --------------------------------------------------------------------------- other architectures of each family
+
+# Chat templates as today's instruct checkpoints ship them (tokenizer_config.json's "chat_template"), reduced to
+# their turn layout: Qwen2.5's ChatML (with its default system turn), Llama 3's headers, and Gemma's turns, whose
+# template has no system turn and refuses one.
+CHAT_TEMPLATES: dict[str, str] = {
+    "chatml": (
+        "{%- if messages[0]['role'] == 'system' -%}"
+        "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' -}}"
+        "{%- else -%}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}{%- endif -%}"
+        "{%- for message in messages -%}{%- if not (message['role'] == 'system' and loop.first) -%}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+        "{%- endif -%}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"),
+    "llama3": (
+        "{{- bos_token -}}{%- for message in messages -%}"
+        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim"
+        " + '<|eot_id|>' -}}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"),
+    "gemma": (
+        "{%- for message in messages -%}{%- if message['role'] == 'system' -%}"
+        "{{- raise_exception('System role not supported') -}}{%- endif -%}"
+        "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+        "{{- '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' -}}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"),
+}
+
+# Chat checkpoints get a longer window than the other tiny models: a template's own tokens take a share of it.
+_TINY_CHAT_POSITIONS = 256
+_TINY_DECODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     intermediate_size=64, max_position_embeddings=_TINY_CHAT_POSITIONS,
+                     initializer_range=0.2)  # see _DEGENERATE_GREEDY_NOTE
+
+
+def build_chat_lm(
+    path: str | Path,
+    architecture: str,
+    *,
+    template: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A tiny causal LM of today's chat checkpoints: ``"qwen2"`` (Qwen2.5-Instruct's tokens and ChatML template),
+    ``"llama"`` (Llama-3-Instruct's headers) or ``"gpt2"`` (a GPT-2 fine-tune with Gemma's turns, no system turn,
+    its turn markers added as plain tokens rather than special ones, as some fine-tunes do).
+
+    ``template`` names another of :data:`CHAT_TEMPLATES` for the tokenizer. The saved ``generation_config`` names
+    the template's end-of-turn token first among its end-of-sequence ids, as those checkpoints do; the tokenizer's
+    own ``eos_token`` is the plain end of text, so an answer that stops at end-of-turn stops because of it.
+    The output layer is not tied to the input embeddings (as in the larger checkpoints), so tests may edit what
+    the model writes without changing how it reads.
+    """
+    if architecture == "qwen2":
+        turn = ["<|im_start|>", "<|im_end|>"]
+        vocab, merges = _train_byte_level_bpe(["<|endoftext|>", *turn])
+        tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None)
+        config_cls, model_cls, default_template = Qwen2Config, Qwen2ForCausalLM, "chatml"
+        defaults = dict(_TINY_DECODER)
+    elif architecture == "llama":
+        turn = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+        vocab, merges = _train_byte_level_bpe(["<|begin_of_text|>", "<|end_of_text|>", *turn])
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>",
+                                            eos_token="<|end_of_text|>")
+        config_cls, model_cls, default_template = LlamaConfig, LlamaForCausalLM, "llama3"
+        defaults = dict(_TINY_DECODER)
+    elif architecture == "gpt2":
+        turn = ["<start_of_turn>", "<end_of_turn>"]
+        vocab, merges = _train_byte_level_bpe(["<|endoftext|>", *turn])
+        tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges)
+        config_cls, model_cls, default_template = GPT2Config, GPT2LMHeadModel, "gemma"
+        defaults = dict(n_embd=32, n_layer=2, n_head=2, n_positions=_TINY_CHAT_POSITIONS, initializer_range=0.2)
+    else:
+        raise ValueError(f"unknown chat architecture {architecture!r}")
+    if architecture == "gpt2":
+        tokenizer.add_tokens(turn)
+    else:
+        tokenizer.add_special_tokens({"additional_special_tokens": turn})
+    tokenizer.chat_template = CHAT_TEMPLATES[template or default_template]
+    end_of_turn = tokenizer.convert_tokens_to_ids(turn[-1])
+    end_of_text = tokenizer.convert_tokens_to_ids("<|end_of_text|>" if architecture == "llama" else "<|endoftext|>")
+    defaults.update(bos_token_id=tokenizer.bos_token_id if architecture == "llama" else end_of_text,
+                    eos_token_id=end_of_text, tie_word_embeddings=False)
+    config = _make_config(config_cls, tokenizer, defaults, config_overrides)
+    tokenizer.model_max_length = getattr(config, "max_position_embeddings", None) or config.n_positions
+    generation = dict(bos_token_id=config.bos_token_id, eos_token_id=[end_of_turn, end_of_text])
+    return _save(path, model_cls, config, tokenizer, seed, generation)
+
+
+def build_sequence_classifier(
+    path: str | Path,
+    architecture: str,
+    *,
+    id2label: dict[int, str] | None = None,
+    config_overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A tiny ``*ForSequenceClassification`` of another encoder family: ``"bert"`` and ``"electra"`` (uncased
+    WordPiece), ``"roberta"`` (byte-level BPE) or ``"deberta-v2"`` (SentencePiece unigram, DeBERTa-v3's layout)."""
+    id2label = id2label or {0: "NEGATIVE", 1: "POSITIVE"}
+    encoder = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                   max_position_embeddings=_TINY_MAX_POSITIONS)
+    if architecture in ("bert", "electra"):
+        vocab = _train_wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        tokenizer_cls = BertTokenizer if architecture == "bert" else ElectraTokenizer
+        tokenizer = tokenizer_cls(vocab=vocab, do_lower_case=True)
+        config_cls, model_cls = {"bert": (BertConfig, BertForSequenceClassification),
+                                 "electra": (ElectraConfig, ElectraForSequenceClassification)}[architecture]
+        if architecture == "electra":
+            encoder["embedding_size"] = 16
+    elif architecture == "roberta":
+        vocab, merges = _train_byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        tokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
+        config_cls, model_cls = RobertaConfig, RobertaForSequenceClassification
+        # RoBERTa's positions start after the padding index
+        encoder.update(max_position_embeddings=_TINY_MAX_POSITIONS + 2, bos_token_id=0, eos_token_id=2)
+    elif architecture == "deberta-v2":
+        pieces = [piece for piece in _train_unigram() if piece[0] not in ("<pad>", "</s>", "<unk>")]
+        tokenizer = DebertaV2Tokenizer(vocab=[(token, 0.0) for token in ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")]
+                                       + pieces, unk_id=3)
+        config_cls, model_cls = DebertaV2Config, DebertaV2ForSequenceClassification
+        encoder.update(relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"],
+                       position_biased_input=False, max_relative_positions=-1)
+    else:
+        raise ValueError(f"unknown classifier architecture {architecture!r}")
+    config = _make_config(config_cls, tokenizer, {**encoder, "pad_token_id": tokenizer.pad_token_id},
+                          config_overrides)
+    _set_labels(config, id2label)
+    tokenizer.model_max_length = _TINY_MAX_POSITIONS
+    return _save(path, model_cls, config, tokenizer, seed)
+
+
+def build_seq2seq(
+    path: str | Path,
+    architecture: str,
+    *,
+    config_overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A tiny text-to-text model of another family than T5: ``"bart"`` (``BartForConditionalGeneration``, byte-level
+    BPE) or ``"pegasus"`` (``PegasusForConditionalGeneration``, SentencePiece unigram)."""
+    sizes = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+                 encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=_TINY_MAX_POSITIONS,
+                 init_std=0.2)  # see _DEGENERATE_GREEDY_NOTE
+    if architecture == "bart":
+        vocab, merges = _train_byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        tokenizer = BartTokenizer(vocab=vocab, merges=merges)
+        config_cls, model_cls = BartConfig, BartForConditionalGeneration
+        sizes.update(bos_token_id=tokenizer.bos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+                     forced_eos_token_id=tokenizer.eos_token_id)
+    elif architecture == "pegasus":
+        pieces = [piece for piece in _train_unigram() if piece[0] not in ("<pad>", "</s>", "<unk>")]
+        tokenizer = PegasusTokenizer(vocab=[(token, 0.0) for token in ("<pad>", "</s>", "<mask_1>", "<mask_2>")]
+                                     + pieces + [("<unk>", 0.0)])
+        config_cls, model_cls = PegasusConfig, PegasusForConditionalGeneration
+        # Pegasus scales its embeddings by sqrt(d_model) over sinusoidal positions: at std 0.2 every input gets the
+        # same greedy answer (see _DEGENERATE_GREEDY_NOTE)
+        sizes.update(decoder_start_token_id=tokenizer.pad_token_id, init_std=1.0)
+    else:
+        raise ValueError(f"unknown seq2seq architecture {architecture!r}")
+    sizes.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = _make_config(config_cls, tokenizer, sizes, config_overrides)
+    tokenizer.model_max_length = _TINY_MAX_POSITIONS
+    return _save(path, model_cls, config, tokenizer, seed)
+
+
+def write_token_at(model_dir: Path, out_dir: Path, input_ids: list[int], token: int, step: int) -> Path:
+    """A copy of a chat model (untied output layer) whose greedy answer to ``input_ids`` has ``token`` at ``step``
+    (0-based) instead of what it wrote there, and is unchanged before it.
+
+    ``token``'s output row becomes the row of the token written at ``step`` plus a nudge along that step's hidden
+    state, so ``token`` outscores it there; the nudge is kept below every earlier step's margin, so no earlier step
+    changes. Callers check the result with ``generate``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    head = model.get_output_embeddings()
+    states: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda module, inputs, output: states.append(inputs[0][0]))
+    with torch.no_grad():
+        unstopped = GenerationConfig(max_new_tokens=step + 1, do_sample=False, pad_token_id=0)
+        output = model.generate(torch.tensor([input_ids]), generation_config=unstopped,
+                                attention_mask=torch.ones(1, len(input_ids), dtype=torch.long))
+        written = output[0, len(input_ids):].tolist()
+        states.clear()
+        model(output[:, :-1])
+    hook.remove()
+    hidden = states[0][len(input_ids) - 1:]  # the state that chose each written token
+    chosen = written[step]
+    with torch.no_grad():
+        logits = head(hidden)
+        direction = hidden[step] / hidden[step].dot(hidden[step])
+        reach = (hidden[:step] @ direction).abs()  # how far a unit nudge at `step` moves each earlier logit
+        margins = logits[:step].max(-1).values - logits[:step, chosen]
+        nudge = min([1e-2] + [0.25 * float(m / r) for m, r in zip(margins, reach) if r > 0])
+        head.weight[token] = head.weight[chosen] + nudge * direction
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out_dir)
+    return Path(out_dir)
 
 
 def sharpen(model_dir: Path, seed: int = 0) -> Path:

@@ -16,7 +16,8 @@ def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answe
     out = tmp_path / "results.json"
     assert main(["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]) == 0
     report = json.loads(out.read_text())
-    assert set(report["suites"]) == {"distilbert-base-sst2", "bart-large-mnli", "gpt2-medium-dialogpt", "t5-small-email"}
+    assert set(report["suites"]) == {"distilbert-base-sst2", "bart-large-mnli", "gpt2-medium-dialogpt",
+                                     "qwen2-0.5b-instruct", "t5-small-email"}
     assert report["matmul_peak_gflop_per_s"]["start"] > 0 and report["machine"]["torch_threads"] >= 1
     for name, suite in report["suites"].items():
         methods = {m["method"].split(" (batch_size")[0]: m for m in suite["methods"]}

@@ -228,7 +228,7 @@ def test_texts_may_be_a_json_list_a_data_uri_or_one_text(monkeypatch, tiny_model
 def greedy_reply(chat: cog_predictors.AppModel, conversation: list[str]) -> str:
     """The model's greedy reply to the last utterance after the earlier ones, straight from `generate`."""
     adapter = chat.runner.adapter
-    ids = [token for utterance in conversation for token in adapter.utterance(utterance)]
+    ids = [token for utterance in conversation for token in adapter.chat.utterance(utterance)]
     with torch.inference_mode():
         out = adapter.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                      max_new_tokens=8, do_sample=False, pad_token_id=adapter.tokenizer.eos_token_id)

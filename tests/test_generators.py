@@ -314,14 +314,15 @@ def test_an_earlier_turn_is_kept_only_when_it_fits_the_window_whole(make_adapter
     from adapters.core.prompt_items import Question
     adapter = make_adapter("models.dialogpt_large", do_sample=False, max_new_tokens=8)
     budget = adapter.max_input_tokens - 8
-    questions = {len(adapter.utterance(text)): text for text in (" ".join(["a"] * n) for n in range(1, 130))}
+    utterance = adapter.chat.utterance  # DialoGPT's end-of-text format: the tiny GPT-2 has no chat template
+    questions = {len(utterance(text)): text for text in (" ".join(["a"] * n) for n in range(1, 130))}
     for answer in ("fine thanks", ""):
         turn = Turn(Question(0, "item", "1", "0", "hello there"), [Answer(answer, 1.0)])
-        earlier = adapter.utterance("hello there") + adapter.utterance(answer)
+        earlier = utterance("hello there") + utterance(answer)
         for room, kept in ((len(earlier), True), (len(earlier) - 1, False)):
             question = Question(0, "item", "2", "0", questions[budget - room])
             (row,) = adapter.preprocess(question, [turn])
-            assert row["input_ids"] == (earlier if kept else []) + adapter.utterance(question.text)
+            assert row["input_ids"] == (earlier if kept else []) + utterance(question.text)
     (long,) = adapter.preprocess(Question(0, "item", "3", "0", "word " * 500 + "the end"), [turn])
     assert len(long["input_ids"]) == budget  # a question longer than the window fills it, and leaves no room
 

@@ -200,9 +200,10 @@ NUMBERS = {  # key: (type, minimum, maximum)
     "seed": (int, 0, 2**32 - 1), "max_source_length": (int, 8, 65536), "max_new_tokens": (int, 1, 2048),
     "temperature": (float, 0.0, 100.0), "top_k": (int, 0, 100_000), "top_p": (float, 1e-6, 1.0),
     "token_count": (int, 1, 2048), "n_gen": (int, 1, 16), "num_beams": (int, 1, 16), "max_target_length": (int, 2, 2048),
+    "stream_interval": (float, 0.1, 60.0),
 }
 NULLABLE = {"seed"}
-FLAGS = {"reanswer", "multi_label", "gradient_checkpointing", "do_sample"}
+FLAGS = {"reanswer", "multi_label", "gradient_checkpointing", "do_sample", "stream"}
 CLASSIFIERS, GENERATORS = ("models.distilbert_sst2", "models.bart_large_mnli"), ("models.dialogpt_large", "models.t5_email")
 CHOICES = {  # key: {module: accepted values}
     "runtime": {**{m: ("torch", "onnx") for m in CLASSIFIERS}, **{m: ("torch", "ctranslate2") for m in GENERATORS}},
@@ -215,6 +216,7 @@ OTHERS = {  # key: (good values, bad values)
     "device": (["auto", "cpu", "mps", "cuda", "cuda:1", "cuda:12", "cuda:9999"],
                ["gpu", "cuda:", "CPU", "cuda:0; rm -rf /", "", "cuda:\u0663", "cuda:\uff11", "cuda:1\n", "cuda:10000"]),
     "prefix": (["", "write an email: ", "é: ", "\u200b"], [None, 3, "\ud800 write: ", "a\udfffb"]),
+    "system_prompt": (["", "You are a concise assistant."], [None, 3, ["be brief"]]),
     "hypothesis_template": (["This example is {}.", "{} {{braces}}", "C'est {}, é."],
                             ["no placeholder", "{}{}", "{0}", "{x}", "{:>9}", "{!r}", "{" * 3, "x{}" * 100,
                              "It is {}.\x00", "\x1b[31m{}", "It\nis {}", "{}\x85"]),

@@ -178,6 +178,20 @@ def test_chat_answers_every_turn(client, make_adapter):
     assert body["confidence"] == pytest.approx(last["generations"][last["generation"]]["confidence"])
 
 
+def test_chat_streams_server_sent_events_over_http(client):
+    """Through uvicorn and the server's middleware: the events arrive as a stream and end in the whole answer."""
+    turns = ["Hi there!", "Do you want to grab a coffee?"]
+    plain = client.post("/models/dialogpt-large/chat", json={"turns": turns, "seed": 5}).json()
+    body = {"turns": turns, "seed": 5, "stream": True}
+    with client.stream("POST", "/models/dialogpt-large/chat", json=body) as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+        lines = list(answer.iter_lines())
+    received = [(event.removeprefix("event: "), json.loads(data.removeprefix("data: ")))
+                for event, data in zip(lines, lines[1:]) if event.startswith("event: ")]
+    assert received[-1] == ("reply", plain) and {event for event, _ in received[:-1]} <= {"delta"}
+    assert "".join(data["text"] for _, data in received[:-1]) == plain["reply"]
+
+
 # ----- bad input: 4xx that says what to fix -----
 
 BAD_REQUESTS = [

@@ -182,9 +182,34 @@ def test_dialogpt_trains_on_answer_tokens_with_predicts_history(tiny_models, tmp
     history = [Turn(first, [Answer(item.references[first][0], 1.0)])]
     row = hugging.training_rows(second, history, "reply")[0]
     context = hugging.preprocess(second, history)[0]["input_ids"]
-    answer = hugging.utterance("reply")
+    answer = hugging.chat.utterance("reply")
     assert row["input_ids"] == context + answer
     assert row["labels"] == [-100] * len(context) + answer
+
+    before = untrained_scores(adapter, data)
+    result = adapter.train(str(data), str(tmp_path / "out"))
+    assert rows_loss(adapter) < before["loss"] - 1
+    assert max(epoch["rougeL"] for epoch in result) > before["rougeL"]
+
+
+def test_a_chat_template_model_trains_on_its_template_with_the_loss_on_the_answer_and_its_end_of_turn(chat_models,
+                                                                                                  tmp_path):
+    data = chat_layout(tmp_path / "data")
+    adapter, _ = local_adapter("dialogpt-large", chat_models["qwen2"], epochs=8, **FAST, max_new_tokens=8,
+                               do_sample=False, lora_r=0, system_prompt="Be brief.")
+    hugging = adapter.hugging
+    item = read_layout(data)["train"].items[0]
+    first, second = hugging.conversations(item.parsed)[0]
+    from adapters.core.hugging_adapter import Answer, Turn
+    reference = item.references[first][0]
+    row = hugging.training_rows(second, [Turn(first, [Answer(reference, 1.0)])], "reply")[0]
+    prompt = hugging.tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": first.text},
+         {"role": "assistant", "content": reference}, {"role": "user", "content": second.text}],
+        add_generation_prompt=True, return_dict=False)
+    answer = hugging.tokenizer.encode("reply<|im_end|>", add_special_tokens=False)
+    assert row["input_ids"] == prompt + answer
+    assert row["labels"] == [-100] * len(prompt) + answer
 
     before = untrained_scores(adapter, data)
     result = adapter.train(str(data), str(tmp_path / "out"))
@@ -353,10 +378,11 @@ def test_dialogpt_training_answers_are_cut_to_what_generation_could_write(make_a
     adapter = make_adapter("models.dialogpt_large", max_new_tokens=8)
     eos = adapter.tokenizer.eos_token_id
     words = "the team lunch is scheduled for noon on thursday at the station".split()
+    utterance = adapter.chat.utterance
     fitting = next(text for text in (" ".join(words[:n]) for n in range(1, len(words) + 1))
-                   if len(adapter.utterance(text)) == 8)  # exactly the budget, end token included
-    for reference, expected in ((fitting, adapter.utterance(fitting)),
-                                (fitting + " lunch lunch", adapter.utterance(fitting + " lunch lunch")[:7] + [eos])):
+                   if len(utterance(text)) == 8)  # exactly the budget, end token included
+    for reference, expected in ((fitting, utterance(fitting)),
+                                (fitting + " lunch lunch", utterance(fitting + " lunch lunch")[:7] + [eos])):
         (row,) = adapter.training_rows(training_question("hi"), [], reference)
         assert row["labels"][-len(expected):] == expected and row["input_ids"][-len(expected):] == expected
         assert row["attention_mask"] == [1] * len(row["input_ids"])

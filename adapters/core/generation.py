@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
 
 from .settings import MAX_BEAMS, MAX_NEW_TOKENS, Setting
 
@@ -68,9 +69,44 @@ def build_generation_config(model: Any, tokenizer: Any, configuration: dict, max
                       top_p=configuration["top_p"])
     else:
         config.update(temperature=None, top_k=None, top_p=None)
-    if config.eos_token_id is None:
+    if config.eos_token_id is None:  # else the model's own end ids: a chat checkpoint's end-of-turn tokens
         config.eos_token_id = tokenizer.eos_token_id
     return config
+
+
+def end_token_ids(config: GenerationConfig) -> list[int]:
+    """The ids that end an answer under `config` (its `eos_token_id`: none, one, or a list)."""
+    eos = config.eos_token_id
+    return [token for token in (eos if isinstance(eos, list) else [eos]) if token is not None]
+
+
+class TokenStreamer(BaseStreamer):
+    """Hands each token `generate` writes to `on_token(row, token)`, row by row, up to the row's end token.
+
+    `generate` puts the prompt first (a 2-D tensor), then one token per row at each step; rows that have ended
+    are padded, and their padding is not passed on.
+    """
+
+    def __init__(self, on_token: Callable[[int, int], None], end_ids: set[int]):
+        self.on_token = on_token
+        self.end_ids = end_ids
+        self.ended: set[int] = set()
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if row in self.ended:
+                continue
+            if token in self.end_ids:
+                self.ended.add(row)
+            else:
+                self.on_token(row, token)
+
+    def end(self) -> None:
+        """Nothing is held back: every token was passed on when it was written."""
 
 
 class TokenLogProbRecorder(LogitsProcessor):
@@ -113,10 +149,14 @@ def _answer_mask(tokens: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
 
 
 def generate_with_confidence(model: Any, encoded: dict[str, torch.Tensor], config: GenerationConfig,
-                             seed: int | None = None) -> list[Generated]:
-    """Run `generate` on a padded batch; return rows * num_return_sequences answers in order."""
-    eos = config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+                             seed: int | None = None,
+                             on_token: Callable[[int, int], None] | None = None) -> list[Generated]:
+    """Run `generate` on a padded batch; return rows * num_return_sequences answers in order.
+
+    `on_token(row, token)`, when given, is called with each token as it is written (greedy or sampling only).
+    """
+    eos_ids = set(end_token_ids(config))
+    streamer = TokenStreamer(on_token, eos_ids) if on_token is not None else None
     with torch.random.fork_rng(devices=[]):  # the caller's RNG is restored, so without a seed draw a fresh one
         torch.manual_seed(seed if seed is not None else secrets.randbits(32))
         if config.num_beams > 1:
@@ -125,7 +165,7 @@ def generate_with_confidence(model: Any, encoded: dict[str, torch.Tensor], confi
         else:
             recorder = TokenLogProbRecorder(model)
             try:
-                output = model.generate(**encoded, generation_config=config,
+                output = model.generate(**encoded, generation_config=config, streamer=streamer,
                                         logits_processor=LogitsProcessorList([recorder]))
             finally:
                 recorder._handle.remove()

@@ -1,13 +1,14 @@
 """Base for modules that write text: generation settings, batched generation through the runtime, decoding."""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 
 from .generation import Generated, build_generation_config
 from .hugging_adapter import Answer, HuggingAdapter
 from .prompt_items import Question
+from .streaming import AnswerListener, row_streams
 
 
 class GenerativeAdapter(HuggingAdapter):
@@ -34,10 +35,21 @@ class GenerativeAdapter(HuggingAdapter):
         beams = self.configuration.get("num_beams", 1)
         return rows * self.generations_per_question * beams * (longest + self.answer_budget)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> list[list[Generated]]:
-        generated = self.runtime.generate(self.model, inputs, self.generation_config, self.configuration["seed"])
+    def forward(self, inputs: dict[str, torch.Tensor],
+                listeners: Sequence[AnswerListener | None] | None = None) -> list[list[Generated]]:
+        """Generate for a padded batch; `listeners` (one per row, or None) hear each row's answer as it is written,
+        when a row is one answer (no beams, one generation per question)."""
+        extra = {}
+        if listeners and self.generations_per_question == 1 and self.generation_config.num_beams == 1:
+            extra["on_token"] = row_streams(listeners, self.answer_text)
+        generated = self.runtime.generate(self.model, inputs, self.generation_config, self.configuration["seed"],
+                                          **extra)
         n = self.generations_per_question
         return [generated[i:i + n] for i in range(0, len(generated), n)]
+
+    def answer_text(self, token_ids: Sequence[int]) -> str:
+        """The text of a generated answer (a streamed one's too): special tokens dropped, whitespace stripped."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
 
     def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
         """One answer per question, whatever `n_gen` is: the platform shows one answer per model per prompt.
@@ -45,7 +57,7 @@ class GenerativeAdapter(HuggingAdapter):
         Its text is the most confident generation (the first on a tie); `generations` in the details holds every
         generation, in generation order, with its confidence.
         """
-        generations = [{"text": self.tokenizer.decode(g.token_ids, skip_special_tokens=True).strip(),
+        generations = [{"text": self.answer_text(g.token_ids),
                         "confidence": g.confidence, "generated_tokens": len(g.token_ids)} for g in outputs[0]]
         best = max(range(len(generations)), key=lambda i: (generations[i]["confidence"], -i))
         chosen = generations[best]

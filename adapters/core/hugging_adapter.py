@@ -25,11 +25,13 @@ import torch
 from ..dataloop.answers import StoredAnswer, answers_by, prompt_item_answers, stored_answers
 from ..runtimes import check_runtime_keys, load_model
 from .batching import plan_micro_batches
+from .checkpoints import architecture_of, auto_class_architectures
 from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .loading import context_window, resolve_device
 from .manifest import defaults_for_module, model_entries
 from .prompt_items import ParsedItem, Question, Skipped, location, parse_prompt_item, text_item
 from .settings import Setting, resolve_configuration
+from .streaming import AnswerListener, StreamTarget
 from .truncation import Segments
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class LoadedItem:
     answers: list[StoredAnswer] = field(default_factory=list)
     text: str | None = None
     item_id: str | None = None
+    source: Any = None  # the dl.Item or dl.PromptItem it was read from, for answers streamed into it
 
 
 @dataclass
@@ -110,11 +113,14 @@ class HuggingAdapter(abc.ABC):
     """Base of every model module; subclasses set `model_class` and implement preprocess/forward/postprocess."""
 
     model_class: ClassVar[Any]
+    family: ClassVar[str] = ""  # the checkpoints it serves, in a few words (register_model.py's refusal lists them)
     settings: ClassVar[tuple[Setting, ...]] = ()
     padding_side: ClassVar[str] = "right"
     # The least a forward pass costs, in padded tokens, when micro-batches are cut to avoid padding (see
     # plan_micro_batches); None fills batches in order (generation: one more batch is one more decoding loop).
     min_batch_tokens: ClassVar[int | None] = 512
+    # Who hears answers as they are written (adapters/core/streaming.py); set by the platform or the server.
+    stream_to: StreamTarget | None = None
 
     def __init__(self, configuration: dict | None = None, model_name: str | None = None):
         module_name = type(self).__module__
@@ -136,6 +142,16 @@ class HuggingAdapter(abc.ABC):
 
     def setup(self) -> None:
         """Model-specific preparation after the weights are loaded (e.g. read labels from the model config)."""
+
+    @classmethod
+    def serves(cls, config: Any) -> bool:
+        """Whether this module runs a checkpoint with this `transformers` config: its architecture is one that
+        `model_class` loads (modules that share a class narrow it, e.g. NLI classifiers or not)."""
+        return architecture_of(config) in auto_class_architectures(cls.model_class)
+
+    def check_against_model(self, configuration: dict) -> None:
+        """Checks of a configuration that need the loaded model (its tokenizer's chat template, say): run on every
+        configuration a request brings, before the request runs."""
 
     def conversations(self, parsed: ParsedItem) -> list[list[Question]]:
         """Questions that depend on each other's answers, in turn order; by default every question stands alone."""
@@ -201,7 +217,7 @@ class HuggingAdapter(abc.ABC):
         name = str(getattr(item, "name", None) or getattr(item, "id", None) or "")
         try:
             if isinstance(item, dl.PromptItem):
-                return LoadedItem(name, item.to_json(), answers=prompt_item_answers(item))
+                return LoadedItem(name, item.to_json(), answers=prompt_item_answers(item), source=item)
             if isinstance(item, dl.Item):
                 refusal = refusal_of(item)
                 if refusal:
@@ -210,7 +226,7 @@ class HuggingAdapter(abc.ABC):
                 if is_text_item(item):
                     return self._text_item(name, content, item.id)
                 return LoadedItem(name, json.loads(content), answers=stored_answers(item.annotations.list()),
-                                  item_id=item.id)
+                                  item_id=item.id, source=item)
             if isinstance(item, dict):
                 annotations = item.get("annotations")
                 if annotations is not None and not isinstance(annotations, list):
@@ -326,6 +342,7 @@ class HuggingAdapter(abc.ABC):
         for turn in range(max((len(c) for c in conversations), default=0)):
             pending: list[tuple[int, Question, int, int]] = []
             rows: list[Row] = []
+            owners: list[Question] = []  # the question of each row
             for index, conversation in enumerate(conversations):
                 if turn >= len(conversation):
                     continue
@@ -344,7 +361,8 @@ class HuggingAdapter(abc.ABC):
                     continue
                 pending.append((index, question, len(rows), len(rows) + len(question_rows)))
                 rows.extend(question_rows)
-            outputs = self._forward_rows(rows)
+                owners.extend([question] * len(question_rows))
+            outputs = self._forward_rows(rows, owners)
             for index, question, start, end in pending:
                 try:
                     question_answers = self.postprocess(question, outputs[start:end])
@@ -355,8 +373,9 @@ class HuggingAdapter(abc.ABC):
                 histories[index].append(Turn(question, question_answers))
         return answers
 
-    def _forward_rows(self, rows: list[Row]) -> list[Any]:
-        """Run rows in length-sorted micro-batches and put the outputs back in row order.
+    def _forward_rows(self, rows: list[Row], owners: list[Question] | None = None) -> list[Any]:
+        """Run rows in length-sorted micro-batches and put the outputs back in row order; with `stream_to` set,
+        `forward` also gets each row's listener (`owners` names the question of each row).
 
         A failing micro-batch (an exception in the forward pass, out of memory) raises `ModelFailure` for the
         whole call: returning without its answers would let the platform replace earlier answers with nothing.
@@ -368,14 +387,22 @@ class HuggingAdapter(abc.ABC):
             try:
                 inputs = self.tokenizer.pad([rows[i] for i in indices], padding=True, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
+                listeners = self._listeners([owners[i] for i in indices]) if owners else None
                 with torch.inference_mode():
-                    results = self.forward(inputs)
+                    results = self.forward(inputs) if listeners is None else self.forward(inputs, listeners)
             except Exception as error:  # noqa: BLE001 - any failure here is the model's, reported as such
                 raise ModelFailure(f"{self.model_name} failed on a micro-batch of {len(indices)} rows: "
                                    f"{type(error).__name__}: {_short(error)}") from error
             for i, result in zip(indices, results):
                 outputs[i] = result
         return outputs
+
+    def _listeners(self, questions: list[Question]) -> list[AnswerListener | None] | None:
+        """The listener of each row's question when answers are streamed (`stream_to`), else None."""
+        if self.stream_to is None:
+            return None
+        listeners = [self.stream_to(question) for question in questions]
+        return listeners if any(listener is not None for listener in listeners) else None
 
     @staticmethod
     def _fail(question: Question, report: PredictionReport, reason: str) -> None:

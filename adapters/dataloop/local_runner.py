@@ -206,6 +206,7 @@ class LocalRunner:
         self.metric_samples: list[Any] = []
         self.model.metrics.create = lambda samples, dataset_id=None: self.metric_samples.extend(samples)
         self.adapter = ModelAdapter()
+        self.adapter.streams_answers = False  # local files get their answers when they are finished
         # An empty artifacts folder: stale files under DATALOOP_PATH/models must not replace model_path.
         with tempfile.TemporaryDirectory(prefix="hf-adapter-artifacts-") as artifacts, _quiet_stdout():
             self.adapter.load_from_model(model_entity=self.model, local_path=artifacts)

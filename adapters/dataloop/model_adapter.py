@@ -1,6 +1,7 @@
 """The Dataloop entry point: a `dl.BaseModelAdapter` that delegates to the module named by `module_name`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -23,6 +24,7 @@ from adapters.dataloop.execution import (
     record_unanswered,
     reporting_progress,
 )
+from adapters.dataloop.streaming import streamed_answers
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
 from adapters.training.output import CHECKPOINTS, OutputFolder
@@ -61,6 +63,8 @@ class ModelAdapter(dl.BaseModelAdapter):
     stored_checkpoints: Path | None = None  # checkpoints of an interrupted run among the model's artifacts
     _training_complete: bool = False
     _upload_checkpoints: bool = False  # set by train_model: each epoch's checkpoint goes to the model's artifacts
+    # `stream: true` writes answers into platform items as they grow; the local runner's files have no viewer
+    streams_answers: bool = True
 
     def load(self, local_path: str, **kwargs: Any) -> None:
         configuration = dict(self.model_entity.configuration or {})
@@ -90,7 +94,11 @@ class ModelAdapter(dl.BaseModelAdapter):
         return result
 
     def predict(self, batch: list, **kwargs: Any) -> list[dl.AnnotationCollection]:
-        collections, report = self.hugging.predict_with_report(batch, reanswer=answers_every_prompt() or None)
+        reanswer = answers_every_prompt() or None
+        streaming = (streamed_answers(self.hugging, batch, self.model_entity.name, self.model_entity.id)
+                     if self.streams_answers else contextlib.nullcontext())
+        with streaming:
+            collections, report = self.hugging.predict_with_report(batch, reanswer=reanswer)
         record_unanswered(batch, report.unanswered)
         return collections
 

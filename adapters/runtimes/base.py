@@ -21,9 +21,10 @@ GENERATE = "generate"
 class Runtime(abc.ABC):
     """One way to run models; one subclass per file of this package, registered in `adapters.runtimes`.
 
-    A runtime whose `tasks` include GENERATE also defines `generate(model, encoded, config, seed)`: answers
-    (`adapters.core.generation.Generated`) for a padded batch, `config.num_return_sequences` per row, under the
-    `transformers.GenerationConfig` `config`. Others have none: a module refuses a runtime that cannot serve its
+    A runtime whose `tasks` include GENERATE also defines `generate(model, encoded, config, seed, on_token=None)`:
+    answers (`adapters.core.generation.Generated`) for a padded batch, `config.num_return_sequences` per row, under
+    the `transformers.GenerationConfig` `config`; without beams, `on_token(row, token)` is called with each token
+    as it is written, up to the row's end token (streamed answers). Others have none: a module refuses a runtime that cannot serve its
     task when its configuration is read, so nothing ever asks them to generate. The rule is checked when the
     subclass is defined.
     """

@@ -21,7 +21,7 @@ import logging
 import math
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import AutoConfig, GenerationConfig
@@ -102,7 +102,7 @@ class CTranslate2Runtime(Runtime):
         return model, load_tokenizer(str(folder / TRANSFORMERS_FOLDER))
 
     def generate(self, model: CTranslate2Model, encoded: dict[str, torch.Tensor], config: GenerationConfig,
-                 seed: int | None) -> list[Generated]:
+                 seed: int | None, on_token: Callable[[int, int], None] | None = None) -> list[Generated]:
         import ctranslate2
 
         prompts = [[model.tokens[token] for token, keep in zip(row, mask) if keep]
@@ -123,11 +123,22 @@ class CTranslate2Runtime(Runtime):
             hypotheses = [[[model.token_ids[token] for token in tokens] for tokens in result.hypotheses]
                           for result in results]
         else:
+            if on_token is not None and config.num_beams == 1:
+                options["callback"] = _step_callback(on_token, set(options["end_token"] or ()))
             results = model.engine.generate_batch(prompts, max_length=config.max_new_tokens,
                                                   include_prompt_in_result=False, **options)
             hypotheses = [result.sequences_ids for result in results]
         return [Generated(token_ids=list(ids), confidence=min(max(math.exp(score), 0.0), 1.0))
                 for result, row in zip(results, hypotheses) for ids, score in zip(row, result.scores)]
+
+
+def _step_callback(on_token: Callable[[int, int], None], end_ids: set[int]) -> Callable[[Any], bool]:
+    """A `generate_batch` callback passing each written token but the end token to `on_token(row, token)`."""
+    def step(result: Any) -> bool:
+        if result.token_id not in end_ids:
+            on_token(result.batch_id, result.token_id)
+        return False  # never stops decoding early
+    return step
 
 
 class _FullVocabulary:

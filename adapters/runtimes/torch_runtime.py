@@ -9,7 +9,7 @@ arithmetic).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -63,5 +63,6 @@ class TorchRuntime(Runtime):
                     str(dtype).removeprefix("torch."))
         return model, tokenizer
 
-    def generate(self, model: Any, encoded: dict[str, torch.Tensor], config: Any, seed: int | None) -> list[Any]:
-        return generate_with_confidence(model, encoded, config, seed)
+    def generate(self, model: Any, encoded: dict[str, torch.Tensor], config: Any, seed: int | None,
+                 on_token: Callable[[int, int], None] | None = None) -> list[Any]:
+        return generate_with_confidence(model, encoded, config, seed, on_token)

@@ -10,14 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from ..core.errors import ConfigurationError, ModelFailure
 from ..core.hugging_adapter import HuggingAdapter
 from . import compat
 from .body_guard import Message, Receive, RequestBodyGuard, Scope, Send
 from .limits import MAX_TEXTS, ServerLimits, shortened
-from .responses import JSONAnswer
+from .responses import JSONAnswer, first_line
 from .routes import router
-from .runner import ClientLeft, ModelRunner, PredictionFailed, RequestRejected, RequestTooCostly, Unavailable
+from .runner import ERROR_STATUS, ModelRunner
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ request, an estimated cost per request (413 past it), the hard caps on tokens, g
 models' settings (422 past them), and a bounded queue per model (503 with Retry-After when it is full). A missing,
 mistyped or out-of-range field is a 422 whose `detail` says what to fix; a model that is not loaded is a 404;
 only a fault of the server or a model is a 500."""
-MAX_DETAIL_CHARS = 300
 MAX_LISTED_ERRORS = 20
 
 
@@ -46,8 +44,7 @@ def create_app(adapters: dict[str, HuggingAdapter], limits: ServerLimits = Serve
     app.add_middleware(RequestBodyGuard, limits=limits)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
-    for error, status in ((ConfigurationError, 422), (RequestRejected, 422), (RequestTooCostly, 413),
-                          (Unavailable, 503), (ClientLeft, 499), (PredictionFailed, 500), (ModelFailure, 500)):
+    for error, status in ERROR_STATUS:
         app.add_exception_handler(error, _answer_with(status))
     return app
 
@@ -97,7 +94,7 @@ def _unparsed(cause: BaseException | None) -> str:
 def _answer_with(status: int):
     """A handler answering `status` with the error's first line as `detail` (and its headers, if any)."""
     async def handler(request: Request, error: Exception) -> JSONAnswer:
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:MAX_DETAIL_CHARS]
+        detail = first_line(error)
         if status >= 500 and status != 503:
             logger.error("%s %s: %s", request.method, request.url.path, detail)
         return JSONAnswer({"detail": detail}, status_code=status, headers=getattr(error, "headers", None))

@@ -15,3 +15,11 @@ from starlette.responses import JSONResponse
 class JSONAnswer(JSONResponse):
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+MAX_DETAIL_CHARS = 300
+
+
+def first_line(error: Exception) -> str:
+    """An error's message as a response's `detail`: its first line, cut to MAX_DETAIL_CHARS (or its type's name)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:MAX_DETAIL_CHARS]

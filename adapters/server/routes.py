@@ -5,10 +5,12 @@ from typing import Any, Callable
 
 import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from sse_starlette import EventSourceResponse
 
 from ..core.errors import MalformedItemError
 from ..core.manifest import model_entries
 from ..core.prompt_items import Skipped, parse_prompt_item
+from .chat_stream import streamed_chat
 from .limits import MAX_IDENTIFIER_CHARS, MAX_TEXTS, shortened
 from .runner import ClientGone, ModelRunner
 from .schemas import (
@@ -36,6 +38,10 @@ ERRORS = {404: {"model": ErrorBody, "description": "the model is not loaded by t
                                                    "cost the model more than one request may"},
           422: {"model": ErrorBody, "description": "a field is missing, of the wrong type or out of range"},
           503: {"model": ErrorBody, "description": "the model's queue is full (see Retry-After)"}}
+
+STREAM_EVENTS = ("`event: delta` with `{\"text\": ...}` for each piece of the reply as it is written, then `event: "
+                 "reply` with the whole ChatResponse; `event: error` with `{\"detail\", \"status\"}` instead if it "
+                 "fails after the stream started")
 
 router = APIRouter()
 
@@ -182,11 +188,17 @@ async def zero_shot(body: ZeroShotRequest, request: Request,
     return results[0] if isinstance(body.sequences, str) else results
 
 
-@router.post("/models/dialogpt-large/chat", response_model=ChatResponse, responses=ERRORS, tags=["dialogpt-large"])
+@router.post("/models/dialogpt-large/chat", response_model=ChatResponse, tags=["dialogpt-large"], responses={
+    **ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string", "description": STREAM_EVENTS}}},
+                    "description": "the answer; with `stream` true, server-sent events"}})
 async def chat(body: ChatRequest, request: Request,
-               runner: ModelRunner = Depends(loaded("dialogpt-large"))) -> ChatResponse:
-    """Answer the last of the user's turns; each earlier turn is answered first and kept as the history."""
+               runner: ModelRunner = Depends(loaded("dialogpt-large"))) -> ChatResponse | EventSourceResponse:
+    """Answer the last of the user's turns; each earlier turn is answered first and kept as the history.
+
+    With `stream` true the reply comes as server-sent events while it is written (see the 200 response)."""
     configuration = runner.resolve(body.overrides())
+    if body.stream:
+        return streamed_chat(runner, body.turns, configuration)
     replies = [r[0] for r in await runner.answer(body.turns, configuration=configuration,
                                                  client_gone=client_gone(request))]
     return ChatResponse(model=runner.name, reply=replies[-1].text, confidence=replies[-1].confidence,

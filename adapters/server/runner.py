@@ -19,10 +19,11 @@ from typing import Any, Awaitable, Callable, Sequence
 import anyio
 import dtlpy as dl
 
-from ..core.errors import ConfigurationError
+from ..core.errors import ConfigurationError, ModelFailure
 from ..core.hugging_adapter import HuggingAdapter, PredictionReport
 from ..core.prompt_items import METADATA_MIMETYPE, ParsedItem, parse_prompt_item
 from ..core.settings import resolve_configuration, setting_names
+from ..core.streaming import StreamTarget
 from .cost import request_cost
 from .limits import ServerLimits, retry_after
 
@@ -61,6 +62,13 @@ class ServerStopping(Unavailable):
 
 class ClientLeft(Exception):
     """The client disconnected before the model's turn came; nothing ran and nobody waits for an answer."""
+
+
+# The status code of each error a request may end in (app.py answers with it; a streamed answer, whose status was
+# sent with its first event, names it in its `error` event).
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (ConfigurationError, 422), (RequestRejected, 422), (RequestTooCostly, 413), (Unavailable, 503), (ClientLeft, 499),
+    (PredictionFailed, 500), (ModelFailure, 500))
 
 
 @dataclass
@@ -123,15 +131,22 @@ class ModelRunner:
         resolved = resolve_configuration(self.configuration["module_name"], type(self.adapter).settings,
                                          {**self.configuration, **overrides})
         self.adapter.check_configuration(resolved)
+        self.adapter.check_against_model(resolved)
         return resolved
 
-    def predict(self, items: list[Any], configuration: dict[str, Any] | None = None) -> Prediction:
-        """`adapter.predict(items)` under the lock, with `configuration` (from `resolve`) for this call only."""
+    def predict(self, items: list[Any], configuration: dict[str, Any] | None = None,
+                stream_to: StreamTarget | None = None) -> Prediction:
+        """`adapter.predict(items)` under the lock, with `configuration` (from `resolve`) and `stream_to` (who hears
+        answers as they are written, adapters/core/streaming.py) for this call only."""
         with self._lock:
-            if configuration is None or configuration == self.configuration:
-                return Prediction(self.adapter.predict(items), self.adapter.last_report)
-            with self.adapter.configured(configuration):
-                return Prediction(self.adapter.predict(items), self.adapter.last_report)
+            self.adapter.stream_to = stream_to
+            try:
+                if configuration is None or configuration == self.configuration:
+                    return Prediction(self.adapter.predict(items), self.adapter.last_report)
+                with self.adapter.configured(configuration):
+                    return Prediction(self.adapter.predict(items), self.adapter.last_report)
+            finally:
+                self.adapter.stream_to = None
 
     def check_cost(self, parsed: Sequence[ParsedItem], configuration: dict[str, Any] | None = None) -> None:
         cost = request_cost(self.adapter, configuration or self.configuration, parsed)
@@ -142,16 +157,21 @@ class ModelRunner:
                 f"its answer echoes), more than the server's limit of {self.limits.max_request_tokens}; send fewer "
                 "or shorter texts, or ask for fewer tokens, generations or labels")
 
-    async def run(self, items: list[dict], configuration: dict[str, Any] | None = None,
-                  client_gone: ClientGone | None = None) -> Prediction:
-        """Price `items` (readable prompt items, names set), wait for the model's turn, and run them.
-
-        Raises RequestTooCostly, QueueFull, or ClientLeft when `client_gone` returns before the turn comes.
-        """
+    def check_admission(self, items: list[dict], configuration: dict[str, Any] | None = None) -> None:
+        """Raise RequestTooCostly or QueueFull when `items` would not be admitted now (a streamed answer is checked
+        before its response starts, so these still get their own status codes)."""
         self.check_cost(parse_items(items), configuration)
         if self._queued >= self.limits.max_queue:
             raise QueueFull(f"{self.name} already has {self._queued} requests running or waiting, its limit; "
                             "retry later", self._seconds_per_call * self._queued)
+
+    async def run(self, items: list[dict], configuration: dict[str, Any] | None = None,
+                  client_gone: ClientGone | None = None, stream_to: StreamTarget | None = None) -> Prediction:
+        """Price `items` (readable prompt items, names set), wait for the model's turn, and run them.
+
+        Raises RequestTooCostly, QueueFull, or ClientLeft when `client_gone` returns before the turn comes.
+        """
+        self.check_admission(items, configuration)
         if self._turn is None:
             self._turn = anyio.Lock()
         self._queued += 1
@@ -163,7 +183,7 @@ class ModelRunner:
                 started = time.monotonic()
                 # Abandoned on cancellation (shutdown): the thread finishes alone, and `_lock` keeps the next
                 # call from starting on the model until it does.
-                prediction = await anyio.to_thread.run_sync(self.predict, items, configuration,
+                prediction = await anyio.to_thread.run_sync(self.predict, items, configuration, stream_to,
                                                              abandon_on_cancel=True)
                 self._seconds_per_call = 0.7 * self._seconds_per_call + 0.3 * (time.monotonic() - started)
                 return prediction
@@ -200,10 +220,11 @@ class ModelRunner:
         return acquired and not left.is_set()
 
     async def answer(self, texts: Sequence[str], metadata: dict[str, Any] | None = None,
-                     configuration: dict[str, Any] | None = None,
-                     client_gone: ClientGone | None = None) -> list[list[Reply]]:
-        """The replies to each text (one prompt each), or an error when any text went unanswered."""
-        prediction = await self.run([prompt_item(texts, metadata)], configuration, client_gone)
+                     configuration: dict[str, Any] | None = None, client_gone: ClientGone | None = None,
+                     stream_to: StreamTarget | None = None) -> list[list[Reply]]:
+        """The replies to each text (one prompt each, keyed "0", "1", ...), or an error when any text went
+        unanswered; `stream_to` hears the answers as they are written."""
+        prediction = await self.run([prompt_item(texts, metadata)], configuration, client_gone, stream_to)
         unanswered = (*prediction.report.failed_items, *prediction.report.skipped)
         if unanswered:
             raise RequestRejected(f"{self.name} did not answer every text: "

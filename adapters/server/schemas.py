@@ -164,10 +164,13 @@ class ZeroShotResult(BaseModel):
 class ChatRequest(SamplingRequest):
     """One conversation: the user's turns in order; each earlier turn is answered first and kept as history."""
 
-    inputs: ClassVar[frozenset[str]] = frozenset({"turns"})
+    inputs: ClassVar[frozenset[str]] = frozenset({"turns", "stream"})
     turns: Texts = Field(description=f"the user's turns, oldest first (1 to {MAX_TEXTS})",
                              examples=[["Hi there! How are you doing today?", "Do you want to grab a coffee?"]])
+    stream: bool = Field(False, description="answer as server-sent events while the reply is written: `delta` "
+                                            "events, then the whole answer in a `reply` event")
     max_new_tokens: int | None = override(setting_of(DIALOG, "max_new_tokens"), 64)
+    system_prompt: str | None = override(setting_of(DIALOG, "system_prompt"), "You are a concise assistant.")
 
 
 

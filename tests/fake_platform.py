@@ -44,6 +44,7 @@ class FakePlatform:
         self.annotations: dict[str, list[dict]] = {}
         self.items: dict[str, dl.Item] = {}
         self.calls: list[tuple[str, Any]] = []
+        self.failures: dict[str, BaseException] = {}  # a call's name -> the error it raises instead (a failing platform)
         self._ids = itertools.count(1)
 
     # ----- test-side helpers -----
@@ -70,6 +71,7 @@ class FakePlatform:
         def annotations_upload(repository: dl.repositories.Annotations, annotations: Any, merge: bool = False
                                ) -> dl.AnnotationCollection:
             item = repository.item
+            platform._fail("annotations.upload", item.id)
             if isinstance(annotations, dl.AnnotationCollection):
                 annotations = annotations.annotations
             uploaded = []
@@ -84,6 +86,7 @@ class FakePlatform:
         def annotations_delete(repository: dl.repositories.Annotations, annotation: Any = None,
                                annotation_id: str | None = None, filters: Any = None) -> bool:
             item = repository.item
+            platform._fail("annotations.delete", item.id)
             stored = platform.annotations.get(item.id, [])
             if annotation is not None or annotation_id is not None:
                 doomed = {annotation_id or annotation.id}
@@ -113,6 +116,12 @@ class FakePlatform:
         monkeypatch.setattr(dl.repositories.Annotations, "update", annotations_update)
         monkeypatch.setattr(dl.repositories.Items, "get", items_get)
         return self
+
+    def _fail(self, call: str, item_id: str) -> None:
+        """Raise the error `failures` holds for `call`, as the platform's HTTP layer would (nothing is stored)."""
+        if call in self.failures:
+            self.calls.append((call + " failed", item_id))
+            raise self.failures[call]
 
     def _new_id(self) -> str:
         return f"annotation-{next(self._ids)}"

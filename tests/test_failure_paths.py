@@ -269,3 +269,41 @@ def test_a_model_failure_in_one_predict_call_fails_its_files_only(tiny_models, t
     assert [bool(r.error) for r in results] == [False, True, False]
     assert "prediction failed" in results[1].error and "illegal memory access" in results[1].error
     assert [len(r.annotations) for r in results] == [1, 0, 1]
+
+
+# ----- exports: a derived model that fails halfway never passes for one -----
+
+def test_an_export_that_fails_halfway_leaves_the_earlier_export_whole_and_nothing_beside_it(tiny_models, tmp_path,
+                                                                                          monkeypatch):
+    """The float graph is written, then quantizing it fails (a full disk): the folder keeps the earlier export."""
+    import onnxruntime.quantization
+
+    from adapters.runtimes.onnx_runtime import export_onnx
+    out = tmp_path / "export"
+    export_onnx(str(tiny_models["distilbert"]), out)
+    earlier = snapshot(out)
+
+    def full(*args, **kwargs):
+        raise DiskFull(28, "No space left on device")
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", full)
+    with pytest.raises(DiskFull):
+        export_onnx(str(tiny_models["distilbert"]), out, quantize="int8")
+    assert snapshot(out) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_a_cached_export_that_failed_is_made_again_on_the_next_load(tiny_models, tmp_path, monkeypatch, make_adapter):
+    """`runtime: onnx` exports into its cache on first use: a failed export leaves no folder that a later load
+    would take for a finished one."""
+    from transformers import PreTrainedTokenizerBase
+    monkeypatch.setenv("HF_ADAPTERS_ONNX_CACHE", str(tmp_path / "cache"))
+    real = PreTrainedTokenizerBase.save_pretrained
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained",
+                        lambda *args, **kwargs: (_ for _ in ()).throw(DiskFull(28, "No space left on device")))
+    with pytest.raises(DiskFull):
+        make_adapter("models.distilbert_sst2", runtime="onnx")
+    assert [p for p in (tmp_path / "cache").iterdir()] == []
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", real)
+    adapter = make_adapter("models.distilbert_sst2", runtime="onnx")
+    (collection,) = adapter.predict([legacy_item({"p": ["fine"]})])
+    assert len(collection.annotations) == 1

@@ -213,3 +213,19 @@ def test_request_overrides_are_priced_by_the_cost_cap_at_the_cap_and_one_past_it
     assert status(cost).status == 200
     refused = status(cost - 1)
     assert refused.status == 413 and f"about {cost} tokens" in refused.json()["detail"]
+
+
+def test_predict_takes_up_to_the_limit_of_items_and_of_elements_and_refuses_one_more(sst2):
+    app = create_app({"distilbert-sst2": sst2})
+    predict = "/models/distilbert-sst2/predict"
+    image = {"mimetype": "image/png", "value": "x"}
+
+    def item(elements: int) -> dict:  # one text and images (skipped: they cost the model nothing)
+        return {"prompts": {"1": {"q": {"mimetype": "application/text", "value": "hi"},
+                                  **{f"i{n}": image for n in range(elements - 1)}}}}
+
+    for body, what in (([item(1)] * MAX_TEXTS, "prompt items"), ([item(MAX_TEXTS)], "prompt elements")):
+        assert run_async(call(app, predict, Client(body_of(body)))).status == 200
+        over = [item(1)] * (MAX_TEXTS + 1) if what == "prompt items" else [item(MAX_TEXTS + 1)]
+        refused = run_async(call(app, predict, Client(body_of(over))))
+        assert refused.status == 422 and what in refused.json()["detail"]

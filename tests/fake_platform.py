@@ -44,7 +44,7 @@ class FakePlatform:
         self.annotations: dict[str, list[dict]] = {}
         self.items: dict[str, dl.Item] = {}
         self.calls: list[tuple[str, Any]] = []
-        self.failures: dict[str, BaseException] = {}  # a call's name -> the error it raises instead (a failing platform)
+        self.failures: dict[str, BaseException] = {}  # a call's name -> the error it raises instead of answering
         self._ids = itertools.count(1)
 
     # ----- test-side helpers -----

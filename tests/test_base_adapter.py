@@ -77,7 +77,8 @@ def test_batched_answers_come_back_in_input_order_and_ignore_padding(tiny_models
     assert len(got) == len(expected) == len(MIXED)
     for (text, confidence), (expected_text, expected_confidence) in zip(got, expected):
         # transformers' code on one unpadded text: float32 rounding of the logits (tests/tolerances.py)
-        assert text == expected_text and confidence == pytest.approx(expected_confidence, **confidence_tolerance(module))
+        assert text == expected_text
+        assert confidence == pytest.approx(expected_confidence, **confidence_tolerance(module))
     assert len(masks) > 1 and any(bool((mask == 0).any()) for mask in masks)  # several batches, with padding
     assert len({round(c, 4) for _, c in expected}) > 3  # answers differ per text: a mix-up cannot pass
 

@@ -81,7 +81,8 @@ def test_bfloat16_generators_answer_with_the_confidence_of_their_tokens(tiny_mod
     for index, (row, result) in enumerate(zip(rows, generated)):
         answer = result.token_ids + ([eos] if len(result.token_ids) < 6 else [])
         assert replay.sequences[index, start:start + len(answer)].tolist() == answer
-        logprobs = [float(torch.log_softmax(step[index].float(), -1)[token]) for step, token in zip(replay.logits, answer)]
+        logprobs = [float(torch.log_softmax(step[index].float(), -1)[token])
+                    for step, token in zip(replay.logits, answer)]
         # the same logits: only the mean of <= 6 log-probabilities (|log p| <= 20) is summed otherwise, <= 6 u of 120
         assert result.confidence == pytest.approx(math.exp(sum(logprobs) / len(logprobs)), rel=2**-16)
         drift = max(drift, abs(result.confidence - recomputed_confidence(full.model, row, answer)))

@@ -5,10 +5,10 @@ sgemm) reached about 180 GFLOP/s and oneDNN 350-480 on the same shapes and threa
 (Sapphire Rapids) oneDNN was about a quarter slower than MKL (`python -m benchmarks.gemm`,
 docs/performance.md). So by default (`HF_ADAPTERS_ONEDNN=auto`) both kernels are timed once per process on the
 model's layer shapes (in the model's own type: float32, or bfloat16 where `dtype` asks for it), and oneDNN is
-used only when it is clearly faster; `1` always routes, `0` never does. A type oneDNN has no kernel for on
-this CPU (bfloat16 without AVX-512) is never routed. The layers are not replaced: their
-`forward` takes the oneDNN route only when no gradient is being recorded, on CPU tensors of the layer's type,
-so training, saving and `state_dict` are untouched. Results differ from the default kernel's only by rounding
+used only when it is clearly faster; `1` always routes, `0` never does; a type oneDNN has no kernel for on this
+CPU (bfloat16 without AVX-512) is never routed. The layers are not replaced: their `forward` takes the oneDNN
+route only when no gradient is being recorded, on CPU tensors of the layer's type, so training, saving and
+`state_dict` are untouched. Results differ from the default kernel's only by rounding
 (about 1e-6 relative in float32).
 """
 from __future__ import annotations
@@ -125,7 +125,8 @@ def _conv1d_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def use_onednn_linears(model: Any) -> int:
     """Route each `nn.Linear` (and GPT-2 `Conv1D`) of `model` through oneDNN for inference where it is faster
-    for that layer's shape (always with mode '1', where oneDNN runs the layer's type), per row regime; returns how many layers were routed."""
+    for that layer's shape (always with mode '1', where oneDNN runs the layer's type), per row regime; returns how
+    many layers were routed."""
     if not onednn_available():
         return 0
     from transformers.pytorch_utils import Conv1D

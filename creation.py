@@ -201,7 +201,7 @@ def run_on_platform(args: argparse.Namespace, action: Callable[[dl.Project], str
     the project's state makes invalid (e.g. a name in use) exits 2."""
     try:
         done = action(connect(args.env, args.project_id))
-    except dl.exceptions.PlatformException as error:
+    except (dl.exceptions.PlatformException, dl.exceptions.ExceptionMain) as error:  # what dtlpy raises is the latter
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ConfigurationError as error:

@@ -200,7 +200,16 @@ def register(project: dl.Project, request: dict[str, Any], artifacts: Path | Non
     app = project.apps.get(app_name=load_manifest()["name"])
     model = project.models.create(app=app, project_id=project.id, **request)
     if artifacts is not None:
-        model.artifacts.upload(filepath=os.path.join(str(artifacts), "*"))
+        try:
+            model.artifacts.upload(filepath=os.path.join(str(artifacts), "*"))
+        except Exception:
+            # A "trained" model without its weights would load the template's hub weights instead: none is left.
+            try:
+                model.delete()
+            except Exception as error:  # noqa: BLE001 - the upload's error is the one to report
+                print(f"warning: model {model.name!r} ({model.id}) has no weights and could not be deleted "
+                      f"({error}); delete it before deploying it", file=sys.stderr)
+            raise
     return model, notes
 
 

@@ -76,6 +76,7 @@ class FakePlatform:
         self.calls: list[tuple[str, Any]] = []
         # (monotonic time, "upload" / "update" / "delete", annotation id, text or None) of every annotation write
         self.writes: list[tuple[float, str, str, str | None]] = []
+        self.failures: dict[str, BaseException] = {}  # a call's name -> the error it raises instead of answering
         self._ids = itertools.count(1)
         self.artifacts: Path | None = None  # the model's artifacts, once `install_dataset` ran
         self.metric_samples: list[Any] = []
@@ -105,6 +106,7 @@ class FakePlatform:
         def annotations_upload(repository: dl.repositories.Annotations, annotations: Any, merge: bool = False
                                ) -> dl.AnnotationCollection:
             item = repository.item
+            platform._fail("annotations.upload", item.id)
             if isinstance(annotations, dl.AnnotationCollection):
                 annotations = annotations.annotations
             elif isinstance(annotations, (dl.Annotation, dict)):  # one annotation, as `Annotation.upload` sends it
@@ -122,6 +124,7 @@ class FakePlatform:
         def annotations_delete(repository: dl.repositories.Annotations, annotation: Any = None,
                                annotation_id: str | None = None, filters: Any = None) -> bool:
             item = repository.item
+            platform._fail("annotations.delete", item.id)
             stored = platform.annotations.get(item.id, [])
             if annotation is not None or annotation_id is not None:
                 doomed = {annotation_id or annotation.id}
@@ -237,6 +240,11 @@ class FakePlatform:
         monkeypatch.setattr(dl.repositories.Models, "update", models_update)
         monkeypatch.setattr(dl.repositories.Metrics, "create", metrics_create)
         return dataset
+    def _fail(self, call: str, item_id: str) -> None:
+        """Raise the error `failures` holds for `call`, as the platform's HTTP layer would (nothing is stored)."""
+        if call in self.failures:
+            self.calls.append((call + " failed", item_id))
+            raise self.failures[call]
 
     def _new_id(self) -> str:
         return f"annotation-{next(self._ids)}"

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from benchmarks.run import main
+from tests.tolerances import BFLOAT16_PROBABILITY_ATOL, INT8_PROBABILITY_ATOL, PROBABILITY_ATOL
 
 
 def rate_matches(items: int, method: dict) -> bool:
@@ -22,6 +23,7 @@ def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answe
     for name, suite in report["suites"].items():
         methods = {m["method"].split(" (batch_size")[0]: m for m in suite["methods"]}
         assert {"ours (torch)", "ours (torch, dtype bfloat16)", "naive loop"} <= set(methods), name
+        # rates and ratios are rounded to 3 decimals in the report: a ratio of rounded rates is within 0.006
         assert suite["bfloat16_over_naive"] == pytest.approx(
             methods["ours (torch, dtype bfloat16)"]["items_per_s"] / methods["naive loop"]["items_per_s"], abs=0.006)
         assert suite["model_gflop"] > 0
@@ -33,9 +35,11 @@ def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answe
             assert {"pipeline", "ours (onnx fp32)", "ours (onnx int8)"} <= set(methods), name
             for exact in ("naive loop", "pipeline", "ours (onnx fp32)"):
                 agreement = methods[exact]["agreement_with_ours"]
-                assert agreement["all_same_text"] and agreement["max_score_diff"] < 1e-4, (name, exact, agreement)
-            assert methods["ours (onnx int8)"]["agreement_with_ours"]["max_score_diff"] < 0.02
-            assert methods["ours (torch, dtype bfloat16)"]["agreement_with_ours"]["max_score_diff"] < 0.05
+                # float32 elsewhere: rounding only; int8 and bfloat16 drift as tests/tolerances.py derives
+                assert agreement["all_same_text"] and agreement["max_score_diff"] < PROBABILITY_ATOL, (name, exact)
+            assert methods["ours (onnx int8)"]["agreement_with_ours"]["max_score_diff"] < INT8_PROBABILITY_ATOL
+            bfloat16 = methods["ours (torch, dtype bfloat16)"]["agreement_with_ours"]["max_score_diff"]
+            assert bfloat16 < BFLOAT16_PROBABILITY_ATOL
         else:
             assert suite["generated_tokens"] > 0 and "pipeline" not in methods
             for compute_type in ("float32", "int8"):  # the same engine and inputs give the same answers

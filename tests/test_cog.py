@@ -26,6 +26,7 @@ from tests.conftest import ROOT
 from tests.prompt_factory import current_item
 from tests.servers import free_loopback_port, started, wait_until_ready
 from tests.test_seed_004_route import SEED_004_BODY
+from tests.tolerances import PROBABILITY_ATOL, PROBABILITY_SUM_ATOL
 
 TINY = {"distilbert-sst2": "distilbert", "bart-large-mnli": "bart", "t5-email": "t5", "dialogpt-large": "gpt2"}
 # The tiny GPT-2 has a 128-token window: the default answer budget (128) would leave no room for a question.
@@ -90,7 +91,8 @@ def test_sentiment_answers_seed_002s_request(cog_servers, make_adapter):
                                                                                  "1": ["I hate apple"]})])
     direct = [a.metadata["user"] for a in collection.annotations]
     assert output["predicted_labels"] == [d["model_output"]["class_index"] for d in direct]
-    assert output["confidences"] == pytest.approx([d["model"]["confidence"] for d in direct], abs=1e-6)
+    # another process, whose timings may route other kernels (adapters/runtimes/cpu_kernels.py): float32 rounding
+    assert output["confidences"] == pytest.approx([d["model"]["confidence"] for d in direct], abs=PROBABILITY_ATOL)
 
 
 def test_zero_shot_answers_seed_000s_request(cog_servers, make_adapter):
@@ -101,10 +103,12 @@ def test_zero_shot_answers_seed_000s_request(cog_servers, make_adapter):
     assert output["sequence"] == "This is so cool!"
     assert output["hypothesis_template"] == configured["hypothesis_template"]
     assert sorted(output["labels"]) == sorted(configured["candidate_labels"])
-    assert output["scores"] == sorted(output["scores"], reverse=True) and sum(output["scores"]) == pytest.approx(1)
+    assert output["scores"] == sorted(output["scores"], reverse=True)
+    assert sum(output["scores"]) == pytest.approx(1, abs=PROBABILITY_SUM_ATOL)  # one float32 softmax
     [collection] = make_adapter("models.bart_large_mnli").predict([current_item({"0": ["This is so cool!"]})])
     direct = collection.annotations[0].metadata["user"]["model_output"]
-    assert output["labels"] == direct["labels"] and output["scores"] == pytest.approx(direct["scores"], abs=1e-6)
+    assert output["labels"] == direct["labels"]
+    assert output["scores"] == pytest.approx(direct["scores"], abs=PROBABILITY_ATOL)  # another process's kernels
 
     chosen = succeeded(url, {**SEED_000_INPUT, "labels": "mobile, website,billing", "multi_label": True,
                              "hypothesis_template": "It is about {}."})

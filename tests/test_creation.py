@@ -464,3 +464,44 @@ def test_a_validation_subset_asked_for_that_selects_nothing_is_refused(offline, 
     offline(project_creating_models(dataset, created))
     assert register_model.main(["distilbert-sst2", "--project-id", "project-1", "--name", "reviews", *options]) == 2
     assert message in capsys.readouterr().err and not created
+def platform_error(code: str, message: str) -> Exception:
+    """What dtlpy raises when the platform answers `code`: `PlatformException(...)` raises a subclass of
+    `ExceptionMain` (BadRequest, InternalServerError, ...), which is not a PlatformException."""
+    try:
+        dl.exceptions.PlatformException(code, message)
+    except Exception as error:  # noqa: BLE001 - the error dtlpy would raise
+        return error
+    raise AssertionError("dtlpy raised nothing")
+
+
+def test_a_refusal_by_the_platform_is_one_line_and_exit_1(offline, capsys):
+    project = SimpleNamespace(codebases=Recorder(pack=None),
+                              dpks=Recorder(publish=platform_error("400", "version 1.0.0 already exists")))
+    offline(project, token_expired=False)
+    assert creation.main(["--project-id", "project-1", *EXISTING_IMAGES]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already exists" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("delete_fails", [False, True])
+def test_a_model_whose_artifacts_fail_to_upload_is_not_left_to_pass_for_a_trained_one(offline, tiny_models, capsys,
+                                                                                     delete_fails):
+    """The model is created "trained" before its weights are uploaded: if the upload fails, a model left behind
+    would load the template's hub weights instead of the user's. It is deleted, and the failure reported."""
+    deleted = []
+
+    def delete():
+        deleted.append(True)
+        if delete_fails:
+            raise platform_error("500", "delete failed")
+    created = SimpleNamespace(name="my-t5", id="model-1", delete=delete,
+                              artifacts=Recorder(upload=platform_error("500", "upload failed")))
+    project = SimpleNamespace(id="project-1", apps=Recorder(get="the-app"),
+                              models=Recorder(get=dl.exceptions.NotFound("404", "no such model"), create=created))
+    offline(project)
+    code = register_model.main(["t5-email", "--project-id", "project-1", "--name", "my-t5", "--artifacts",
+                                str(tiny_models["t5"])])
+    err = capsys.readouterr().err
+    assert code == 1 and "upload failed" in err
+    assert deleted == [True]
+    assert ("could not be deleted" in err and "model-1" in err) is delete_fails

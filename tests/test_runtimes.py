@@ -17,6 +17,7 @@ from adapters.core.errors import ConfigurationError
 from adapters.runtimes import CLASSIFY, GENERATE, RUNTIMES, ctranslate2_runtime, derived, runtimes_of
 from tests.model_factory import build_gpt2_lm, build_t5
 from tests.prompt_factory import answers, current_item, legacy_item
+from tests.tolerances import confidence_rtol
 
 MODULES = {"models.t5_email": "t5", "models.dialogpt_large": "gpt2"}
 BUDGET = {"models.t5_email": "token_count", "models.dialogpt_large": "max_new_tokens"}
@@ -75,7 +76,9 @@ def test_greedy_float32_answers_and_confidence_equal_torch(generators, module_na
     assert isinstance(model.model, ctranslate2_runtime.CTranslate2Model)
     actual = predicted(model)
     assert [text for _, text, _ in actual] == [text for _, text, _ in expected]
-    assert [c for _, _, c in actual] == pytest.approx([c for _, _, c in expected], rel=1e-4)
+    # another engine's float32 kernels (CTranslate2 picks its own per CPU): rounding of the logits (tests/tolerances.py)
+    tolerance = confidence_rtol("t5-soft" if module_name == "models.t5_email" else "gpt2")
+    assert [c for _, _, c in actual] == pytest.approx([c for _, _, c in expected], rel=tolerance)
     assert len({round(c, 3) for _, _, c in expected}) > 2  # confidences that differ: the comparison means something
     assert len({text for _, text, _ in expected}) > 2
 
@@ -133,7 +136,8 @@ def test_beams_and_n_gen_are_honoured(generators):
     greedy = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32")
     assert texts_of(generations(one_beam)) != texts_of(generations(greedy))
     best = [row[0].confidence for row in generations(one_beam)]
-    assert best == pytest.approx([row[0].confidence for row in outputs], rel=1e-5)  # the best beam comes first
+    # the best beam comes first: the same search, maybe batched otherwise (one hypothesis kept, not three)
+    assert best == pytest.approx([row[0].confidence for row in outputs], rel=confidence_rtol("t5-soft"))
     sampled = adapter(generators, module_name, runtime="ctranslate2", compute_type="float32", do_sample=True,
                       temperature=10.0, n_gen=4, seed=3)
     rows = generations(sampled)

@@ -22,6 +22,7 @@ from adapters.server.limits import MAX_TEXTS
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item, legacy_item, own_and_best_score
 from tests.servers import free_loopback_port, running
+from tests.tolerances import PROBABILITY_ATOL, PROBABILITY_SUM_ATOL, confidence_rtol
 
 NAMES = {"dialogpt-large": "gpt2", "bart-large-mnli": "bart", "distilbert-sst2": "distilbert", "t5-email": "t5"}
 BODY_LIMIT = 64 * 1024
@@ -97,10 +98,12 @@ def test_sentiment_accepts_a_list_a_json_string_and_a_data_uri(client, make_adap
     assert set(body) == {"model", "predicted_labels", "labels", "confidences"}
     id2label = {0: "NEGATIVE", 1: "POSITIVE"}
     assert [id2label[i] for i in body["predicted_labels"]] == body["labels"]
-    # The same predict path as the Dataloop adapter: identical confidences in-process.
+    # The same predict path as the Dataloop adapter: the same confidences in-process, but for the rounding of the
+    # kernels the server process chose by its own timings (adapters/runtimes/cpu_kernels.py).
     adapter = make_adapter("models.distilbert_sst2")
     [collection] = adapter.predict([current_item({str(i): [t] for i, t in enumerate(texts)})])
-    assert body["confidences"] == [a.metadata["user"]["model"]["confidence"] for a in collection.annotations]
+    assert body["confidences"] == pytest.approx([a.metadata["user"]["model"]["confidence"]
+                                                 for a in collection.annotations], abs=PROBABILITY_ATOL)
 
 
 def test_zero_shot_matches_seed_000_shape(client, make_adapter):
@@ -109,7 +112,7 @@ def test_zero_shot_matches_seed_000_shape(client, make_adapter):
     assert single["sequence"] == "Replicate, I think I might...like you a lot!"
     assert sorted(single["labels"]) == ["negative", "neutral", "positive"]  # the manifest's default labels
     assert single["scores"] == sorted(single["scores"], reverse=True)
-    assert sum(single["scores"]) == pytest.approx(1.0, abs=1e-5)
+    assert sum(single["scores"]) == pytest.approx(1.0, abs=PROBABILITY_SUM_ATOL)  # one float32 softmax
     task = {"candidate_labels": ["billing", "mobile", "website"], "hypothesis_template": "This text is about {}.",
             "multi_label": True}
     texts = ["billing is broken", "the app is great"]
@@ -123,7 +126,8 @@ def test_zero_shot_matches_seed_000_shape(client, make_adapter):
     for result, reference in zip(many, expected):
         assert sorted(result["labels"]) == ["billing", "mobile", "website"]
         assert result["multi_label"] is True and result["hypothesis_template"] == "This text is about {}."
-        assert result["labels"] == reference["labels"] and result["scores"] == pytest.approx(reference["scores"])
+        assert result["labels"] == reference["labels"]
+        assert result["scores"] == pytest.approx(reference["scores"], abs=PROBABILITY_ATOL)  # another process's kernels
 
 
 def test_generate_takes_seed_004_fields(client, make_adapter):
@@ -139,7 +143,8 @@ def test_generate_takes_seed_004_fields(client, make_adapter):
     expected = annotation.metadata["user"]["model_output"]["generations"]
     assert [(g["text"], g["generated_tokens"]) for g in body["generations"]] == [
         (g["text"], g["generated_tokens"]) for g in expected]
-    assert [g["confidence"] for g in body["generations"]] == pytest.approx([g["confidence"] for g in expected])
+    assert [g["confidence"] for g in body["generations"]] == pytest.approx(  # another process's kernels
+        [g["confidence"] for g in expected], rel=confidence_rtol("t5"))
 
 
 def test_generate_replays_a_seed_and_other_seeds_write_other_emails(client):
@@ -175,7 +180,8 @@ def test_chat_answers_every_turn(client, make_adapter):
         {str(i): [turn] for i, turn in enumerate(turns)})])
     assert body["replies"] == [a.coordinates for a in collection.annotations]
     last = collection.annotations[-1].metadata["user"]["model_output"]
-    assert body["confidence"] == pytest.approx(last["generations"][last["generation"]]["confidence"])
+    assert body["confidence"] == pytest.approx(last["generations"][last["generation"]]["confidence"],
+                                               rel=confidence_rtol("gpt2"))  # another process's kernels
 
 
 def test_chat_streams_server_sent_events_over_http(client):

@@ -84,7 +84,7 @@ def predicted_texts(adapter: ModelAdapter, texts: list[str]) -> list[str]:
 
 # ----- metrics -----
 def test_classifier_metrics_follow_their_definitions():
-    assert accuracy(["a", "b", "a"], [["a"], ["a"], ["a", "c"]]) == pytest.approx(2 / 3)
+    assert accuracy(["a", "b", "a"], [["a"], ["a"], ["a", "c"]]) == pytest.approx(2 / 3)  # float64 2/3: one rounding
     # label a: P 1, R 2/3 -> F1 0.8; label b: never right -> 0; macro = 0.4
     assert macro_f1(["a", "b", "a"], [["a"], ["a"], ["a"]]) == pytest.approx(0.4)
 
@@ -105,7 +105,7 @@ def test_rouge_matches_rouge_score_on_fixed_pairs():
     predictions, references = [p for p, _ in ROUGE_PAIRS], [r for _, r in ROUGE_PAIRS]
     expected = {name: sum(max(scorer.score(ref, p)[name].fmeasure for ref in refs) for p, refs in ROUGE_PAIRS)
                 / len(ROUGE_PAIRS) for name in ("rouge1", "rouge2", "rougeL")}
-    assert score("generation", predictions, references) == pytest.approx(expected, abs=1e-12)
+    assert score("generation", predictions, references) == pytest.approx(expected, abs=1e-12)  # float64 means of 5
     # By hand, with the Porter stemmer: "cats" = "cat" and "sitting" = "sit" but "sat" stays, so the prediction
     # (the cat were sit on the mat: 7 tokens) and the reference (the cat sat on the mat: 6) share the LCS
     # "the cat on the mat" (5): P = 5/7, R = 5/6, F = 2PR / (P + R) = 10/13.

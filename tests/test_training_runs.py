@@ -17,6 +17,7 @@ from adapters.cli import main as cli_main
 from adapters.core.errors import ConfigurationError
 from adapters.dataloop.model_adapter import ModelAdapter
 from tests.model_factory import build_distilbert_classifier, build_gpt2_lm, build_t5
+from tests.tolerances import FORWARD_RTOL
 from tests.test_training import (
     FAST,
     chat_layout,
@@ -74,7 +75,7 @@ def test_early_stopping_stops_a_run_that_does_not_improve_and_keeps_the_best_epo
     best = scores.index(max(scores))
     assert len(history) == best + 1 + patience < 12
     assert scores[-1] < scores[best]
-    assert adapter.evaluate_path(str(data))["accuracy"] == pytest.approx(scores[best])  # the best epoch's weights
+    assert adapter.evaluate_path(str(data))["accuracy"] == scores[best]  # the best epoch's weights (a ratio of counts)
 
 
 def test_early_stopping_without_a_validation_subset_is_refused(tiny_models, tmp_path):
@@ -118,11 +119,13 @@ def test_an_interrupted_run_resumes_at_the_next_epoch(tiny_models, tmp_path, cap
     assert "epoch 3/4 done" in captured.err and "epoch 2/4 done" not in captured.err
     report = json.loads(captured.out)
     assert [epoch["epoch"] for epoch in report["epochs"]] == [0, 1, 2, 3]
-    for got, want in zip(report["epochs"], expected):
-        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4)
+    # A resumed run repeats the uninterrupted one's operations on the same values in the same order (weights,
+    # optimizer state and random state come back exactly): equal bit for bit. A tolerance would not help: AdamW
+    # turns any float difference in a near-zero gradient into a whole step (see the accumulation test).
+    assert [got["train_loss"] for got in report["epochs"]] == [want["train_loss"] for want in expected]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "reference").iterdir())
     for key, tensor in weights(tmp_path / "reference").items():
-        assert torch.allclose(weights(out)[key], tensor, atol=1e-5), key
+        assert torch.equal(weights(out)[key], tensor), key
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
     # Finished: the same command is refused instead of silently training again.
@@ -200,8 +203,10 @@ def test_accumulation_gives_the_same_updates_as_a_larger_batch(name, tmp_path):
     for steps in (2, 4):
         distance = relative_distance(gradients[steps], gradients[1])
         assert distance < GRADIENT_RTOL, (steps, distance)
-        # A loss is a mean of a few dozen float32 terms, each within a few u of its exact value.
-        assert histories[steps] == pytest.approx(histories[1], rel=1e-5)
+        # Each epoch's loss: cross-entropies of logits within FORWARD_RTOL of their scale (tests/tolerances.py); the
+        # updates differ beyond rounding only where AdamW amplifies noise in near-zero gradients, whose parameters
+        # barely move the loss (a wrong weighting of micro-batches moves it by far more, and fails above).
+        assert histories[steps] == pytest.approx(histories[1], rel=FORWARD_RTOL)
 
 
 # ----- settings -----

@@ -53,6 +53,7 @@ class ModelAdapter(dl.BaseModelAdapter):
     """Loads `configuration["module_name"]` from models/ and hands it prediction, training and evaluation."""
 
     _prepared: Prepared | None = None
+    _prepared_unused: bool = False  # rows built by convert_from_dtlpy that no `train` has used yet
     training_history: list[dict[str, Any]] | None = None
     evaluation_metrics: dict[str, Any] | None = None
     # The platform's output folder belongs to this adapter, so what is in it may be replaced; the CLI asks the user.
@@ -139,6 +140,7 @@ class ModelAdapter(dl.BaseModelAdapter):
     def convert_from_dtlpy(self, data_path: str, **kwargs: Any) -> None:
         """Validate the downloaded layout and build the training rows; errors say what the data lacks."""
         self._prepared = prepare(self.hugging, data_path)
+        self._prepared_unused = True
         logger.info("training data: %d train rows, %d validation rows", len(self._prepared.train_rows),
                     len(self._prepared.validation_rows))
 
@@ -164,8 +166,10 @@ class ModelAdapter(dl.BaseModelAdapter):
         output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),),
                               fresh=self.fresh_run)
         output.check()
-        if self._prepared is None or self._prepared.data_path != Path(data_path):
+        # dtlpy's prepare_data converts just before train; any other call reads the data as it is now
+        if not self._prepared_unused or self._prepared.data_path != Path(data_path):
             self.convert_from_dtlpy(data_path)
+        self._prepared_unused = False
 
         def on_epoch(metrics: dict[str, Any]) -> None:
             self.training_history.append(metrics)

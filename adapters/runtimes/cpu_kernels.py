@@ -5,11 +5,12 @@ sgemm) reached about 180 GFLOP/s and oneDNN 350-480 on the same shapes and threa
 (Sapphire Rapids) oneDNN was about a quarter slower than MKL (`python -m benchmarks.gemm`,
 docs/performance.md). So by default (`HF_ADAPTERS_ONEDNN=auto`) both kernels are timed on the model's layer shapes
 (in the model's own type: float32, or bfloat16 where `dtype` asks for it), and oneDNN is used only when it is
-clearly faster; `1` always routes, `0` never does. A choice is timed once per machine, not per load: it is kept
-in a small file (`kernels.json` in `HF_ADAPTERS_CACHE`, by default ~/.cache/hf-adapters) under the CPU's model,
-the torch version and the thread count, since it holds for the same three. The layers are not replaced: their
-`forward` takes the oneDNN route only when no gradient is being recorded, on CPU tensors of the layer's type,
-so training, saving and `state_dict` are untouched. Results differ from the default kernel's only by rounding
+clearly faster; `1` always routes, `0` never does; a type oneDNN has no kernel for on this CPU (bfloat16 without
+AVX-512) is never routed. A choice is timed once per machine, not per load: it is kept in a small file
+(`kernels.json` in `HF_ADAPTERS_CACHE`, by default ~/.cache/hf-adapters) under the CPU's model, the torch version
+and the thread count, since it holds for the same three. The layers are not replaced: their `forward` takes the
+oneDNN route only when no gradient is being recorded, on CPU tensors of the layer's type, so training, saving and
+`state_dict` are untouched. Results differ from the default kernel's only by rounding
 (about 1e-6 relative in float32).
 """
 from __future__ import annotations
@@ -53,6 +54,20 @@ def kernel_mode() -> str:
 def onednn_available() -> bool:
     return (kernel_mode() != "0" and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_runs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN has a dense kernel for `dtype` on this CPU: bfloat16 needs AVX-512 (or AMX); a CPU with AVX2
+    only (AMD EPYC before Zen 4, older Xeons) has none, and the call fails instead of falling back."""
+    x = torch.ones(2, 4, dtype=dtype)
+    try:
+        with torch.inference_mode():
+            torch.ops.mkldnn._linear_pointwise(x, torch.ones(3, 4, dtype=dtype), None, "none", [], "")
+    except RuntimeError as error:
+        logger.debug("oneDNN cannot run %s dense layers on this CPU (%s): default kernels", dtype, error)
+        return False
+    return True
 
 
 def _best_seconds(run: Callable[[], Any], calls: int, repeats: int = 3) -> float:
@@ -151,6 +166,8 @@ def _time_kernels(in_features: int, out_features: int, rows: int, dtype: torch.d
 
 def routes(in_features: int, out_features: int, dtype: torch.dtype = torch.float32) -> tuple[bool, bool]:
     """(oneDNN for products of fewer than SMALL_ROWS rows, oneDNN for larger ones) for a layer of this shape."""
+    if not onednn_runs(dtype):
+        return False, False
     if kernel_mode() == "1":
         return True, True
     return tuple(onednn_is_faster(in_features, out_features, PROBE_ROWS[large], dtype) for large in (False, True))
@@ -182,7 +199,8 @@ def _conv1d_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def use_onednn_linears(model: Any) -> int:
     """Route each `nn.Linear` (and GPT-2 `Conv1D`) of `model` through oneDNN for inference where it is faster
-    for that layer's shape (always with mode '1'), per row regime; returns how many layers were routed."""
+    for that layer's shape (always with mode '1', where oneDNN runs the layer's type), per row regime; returns how
+    many layers were routed."""
     if not onednn_available():
         return 0
     from transformers.pytorch_utils import Conv1D

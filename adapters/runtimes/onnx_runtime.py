@@ -10,7 +10,7 @@ weights the module's model class cannot run is refused, as torch weights are. Th
 The exported folder is self-contained: `model.onnx` (token tensors in, `logits` out, batch and sequence axes
 dynamic), the model's `config.json` (labels), the tokenizer, and `onnx_export.json` saying what was exported
 from where. The legacy TorchScript exporter is used: it needs no extra package (the dynamo exporter needs
-onnxscript) and traces these encoder classifiers exactly (tests compare it with torch to 1e-4).
+onnxscript) and traces these encoder classifiers exactly (tests compare it with torch to float32 rounding).
 """
 from __future__ import annotations
 

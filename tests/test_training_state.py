@@ -1,0 +1,85 @@
+"""State a training run carries: an adapter trained again, checkpoints of another run, the seed of a resumed run."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from adapters.training.output import OutputError, read_run
+from tests.test_training import FAST, local_adapter, sentiment_layout
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after_first_epoch(epoch: int, epochs: int) -> None:
+    if epoch == 0:
+        raise Interrupt
+
+
+def interrupted(adapter, data, out) -> None:
+    """Run until the first epoch's checkpoint is written, then stop, as a preempted pod does."""
+    adapter.overwrite_output = False  # as the CLI runs it: what is in OUT is never replaced unasked
+    with pytest.raises(Interrupt):
+        adapter.train(str(data), str(out), on_epoch_end_callback=stop_after_first_epoch)
+    assert list((out / "checkpoints").glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize("same_folder", [False, True], ids=["another-folder", "the-folder-rewritten"])
+def test_the_same_adapter_trained_again_learns_the_new_data(tiny_models, tmp_path, same_folder):
+    """A second `train` reads its data: in another folder, or in the same folder with new content (an SDK user
+    who refreshes the data between runs)."""
+    first = sentiment_layout(tmp_path / "first", labels=("pos", "neg"), train=8, validation=0)
+    adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=1, **FAST)
+    adapter.train(str(first), str(tmp_path / "out-1"))
+    assert set(adapter.hugging.model.config.label2id) == {"pos", "neg"}
+    second = tmp_path / ("first" if same_folder else "second")
+    shutil.rmtree(second, ignore_errors=True)
+    sentiment_layout(second, labels=("good", "bad"), train=12, validation=0)
+    history = adapter.train(str(second), str(tmp_path / "out-2"))
+    assert len(history) == 1
+    assert set(adapter.hugging.model.config.label2id) == {"good", "bad"}
+    assert len(adapter._prepared.train_rows) == 12
+
+
+def test_checkpoints_of_a_run_whose_validation_subset_changed_are_not_resumed(tiny_models, tmp_path):
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    out = tmp_path / "out"
+    first, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=3, **FAST)
+    interrupted(first, data, out)
+    run = read_run(out / "checkpoints")
+    for json_file in (data / "validation" / "json").glob("*.json"):  # the validation answers change, train does not
+        item = json.loads(json_file.read_text())
+        item["annotations"][0]["coordinates"] = {"pos": "neg", "neg": "pos"}[item["annotations"][0]["coordinates"]]
+        json_file.write_text(json.dumps(item))
+    second, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=3, **FAST)
+    second.overwrite_output = False
+    with pytest.raises(OutputError, match="checkpoints of a different run"):
+        second.train(str(data), str(out))
+    assert read_run(out / "checkpoints") == run  # refused before anything was replaced
+
+
+def test_a_resumed_run_without_a_seed_keeps_the_seed_it_was_started_with(tiny_models, tmp_path):
+    """`seed: null` draws a seed per run; the rerun that continues an interrupted run must train, and report, with
+    that run's seed (a fresh draw would shuffle the remaining epochs otherwise and report a seed no run used)."""
+    data = sentiment_layout(tmp_path / "data", train=16, validation=0)
+    out = tmp_path / "out"
+    settings = {**FAST, "seed": None, "epochs": 2}
+    first, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **settings)
+    interrupted(first, data, out)
+    seed = read_run(out / "checkpoints")["seed"]
+    assert first.training_seed == seed
+
+    resumed, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **settings)
+    resumed.overwrite_output = False
+    history = resumed.train(str(data), str(out))
+    assert [epoch["epoch"] for epoch in history] == [0, 1]  # the first epoch came from the checkpoint
+    assert resumed.training_seed == seed
+    resumed.save(str(out))
+    assert json.loads((out / "training_metrics.json").read_text())["seed"] == seed
+
+    fresh, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **settings)
+    fresh.train(str(data), str(tmp_path / "fresh"))
+    assert fresh.training_seed != seed  # a new run draws its own: the check above can fail

@@ -2,7 +2,8 @@
 
 The answer is the label text from the model's own `id2label`; confidence is that label's probability,
 computed as `transformers`' text-classification pipeline does (softmax, or sigmoid for one-label and
-multi-label models). Fine-tuning learns the labels the answers name; new labels get a new head.
+multi-label models). With `output_type: class` a text item's answer is a `dl.Classification` of that label.
+Fine-tuning learns the labels the answers name; new labels get a new head.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from adapters.core.classes import OUTPUT_TYPE
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
-from adapters.core.prompt_items import Question
+from adapters.core.prompt_items import Question, short, short_list
 from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
 from adapters.training.heads import with_new_head
@@ -23,13 +25,17 @@ from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_
 
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
-    settings = (*runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+    settings = (OUTPUT_TYPE, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     def setup(self) -> None:
         config = self.model.config
         if config.problem_type == "regression":
             raise ConfigurationError(f"{self.configuration['model_path']} is a regression model, not a classifier")
         self.use_sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
+
+    def label_set(self, question: Question | None = None) -> list[str]:
+        id2label = self.model.config.id2label
+        return [str(id2label[i]) for i in range(len(id2label))]
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         return self.encode(question.text, where=question.where)
@@ -61,6 +67,6 @@ class HuggingAdapter(BaseAdapter):
     def training_rows(self, question: Question, history: list[Turn], reference: str) -> list[Row]:
         label2id = self.model.config.label2id
         if reference not in label2id:
-            raise DatasetError(f"{question.where}: label {reference!r} is not among the training labels "
-                               f"{sorted(label2id)}")
+            raise DatasetError(f"{question.where}: label {short(reference)} is not among the training labels "
+                               f"{short_list(sorted(label2id), 10)}")
         return [{**row, "labels": int(label2id[reference])} for row in self.preprocess(question, history)]

@@ -120,8 +120,12 @@ class HuggingAdapter(BaseAdapter):
             values.append(setting.validate(value))
         return values[0], values[1], values[2]
 
+    @classmethod
+    def configured_labels(cls, configuration: dict) -> list[str]:
+        return list(configuration["candidate_labels"])
+
     def label_set(self, question: Question | None = None) -> list[str]:
-        return self.task(question)[0] if question is not None else list(self.configuration["candidate_labels"])
+        return self.task(question)[0] if question is not None else self.configured_labels(self.configuration)
 
     def classes(self, question: Question, answer: Answer) -> list[tuple[str, float]]:
         """Multi-label: every label scoring at least `threshold` (best first), maybe none; else the best label."""

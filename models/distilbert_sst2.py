@@ -10,17 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from adapters.core.classes import OUTPUT_TYPE
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
+from adapters.core.loading import resolve_source
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
 from adapters.core.prompt_items import Question, short, short_list
 from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
 from adapters.training.heads import with_new_head
 from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
+
+
+def labels_of(config: Any) -> list[str]:
+    """The label names of a classifier's config, in class-index order."""
+    return [str(config.id2label[i]) for i in range(len(config.id2label))]
 
 
 class HuggingAdapter(BaseAdapter):
@@ -33,9 +39,12 @@ class HuggingAdapter(BaseAdapter):
             raise ConfigurationError(f"{self.configuration['model_path']} is a regression model, not a classifier")
         self.use_sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
 
+    @classmethod
+    def configured_labels(cls, configuration: dict) -> list[str]:
+        return labels_of(AutoConfig.from_pretrained(resolve_source(configuration["model_path"])))
+
     def label_set(self, question: Question | None = None) -> list[str]:
-        id2label = self.model.config.id2label
-        return [str(id2label[i]) for i in range(len(id2label))]
+        return labels_of(self.model.config)
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         return self.encode(question.text, where=question.where)

@@ -178,6 +178,12 @@ class HuggingAdapter(abc.ABC):
         """Memory cost of a micro-batch in padded tokens; generative modules add their answer budget."""
         return rows * longest
 
+    @classmethod
+    def configured_labels(cls, configuration: dict) -> list[str] | None:
+        """A classifier's labels from its configuration (and its checkpoint's config.json, no weights): what a
+        model registered with output_type 'class' carries as its entity's `labels`; None for a text writer."""
+        return None
+
     def label_set(self, question: Question | None = None) -> list[str] | None:
         """A classifier's labels (for `question`, or the configuration's when None); None for a model that writes
         text. What the model entity's `labels` are with output_type 'class'."""

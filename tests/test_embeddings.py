@@ -54,7 +54,7 @@ def test_vectors_equal_a_plain_automodel_forward_pooled_the_same_way(make_adapte
     assert len({round(v[0], 5) for v in vectors}) == len(TEXTS)  # a mix-up of rows could not pass
 
 
-def test_vectors_are_float32_means_of_a_bfloat16_model(make_adapter):
+def test_a_bfloat16_model_embeds_close_to_its_float32_vectors(make_adapter):
     vector = make_adapter("models.distilbert_sst2", dtype="bfloat16").embed_texts(["hello there"])[0]
     reference = make_adapter("models.distilbert_sst2").embed_texts(["hello there"])[0]
     torch.testing.assert_close(torch.tensor(vector), torch.tensor(reference), rtol=0.05, atol=0.05)  # bf16: 8 bits
@@ -242,3 +242,4 @@ def test_embed_requests_queue_behind_predictions_and_a_full_queue_is_503(make_ad
         handle.remove()
     assert first.status_code == 200
     assert second.status_code == 503 and "Retry-After" in second.headers
+    assert "already has 1 requests running or waiting" in second.json()["detail"]  # the embedding holds the queue

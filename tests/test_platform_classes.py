@@ -9,6 +9,7 @@ import json
 import dtlpy as dl
 import pytest
 
+from adapters.core.hugging_adapter import LoadedItem
 from adapters.dataloop.model_adapter import ModelAdapter
 from adapters.training.metrics import question_rouge
 from tests.conftest import FAST_SETTINGS, MODULE_MODELS
@@ -168,6 +169,7 @@ def evaluated(platform, adapter: ModelAdapter) -> tuple[list[dict], dict]:
 def test_evaluate_model_with_class_output_scores_classifications_with_dtlpymetrics(split_classifier, tmp_path,
                                                                                    platform):
     adapter = deployed(platform, split_classifier, "models.distilbert_sst2")
+    adapter.model_entity.dataset_id = "the-training-dataset"  # evaluated on another dataset: the plots say which
     truth = ["NEGATIVE", "POSITIVE", "NEGATIVE", "POSITIVE", "NEGATIVE"]
     platform.labels = ["NEGATIVE", "POSITIVE"]
     items = text_items(platform, tmp_path, references=[[label(t)] for t in truth])
@@ -216,21 +218,40 @@ def test_evaluate_model_with_text_output_writes_the_same_files_with_this_package
 
 
 def test_a_generators_scores_are_rouge_per_question(tiny_models, tmp_path, platform):
-    adapter = deployed(platform, tiny_models[MODULE_MODELS["models.t5_email"]], "models.t5_email",
-                       output_type=None, do_sample=False)
-    emails = ["the meeting is cancelled", "please send the invoice by friday"]
-    items = text_items(platform, tmp_path, ["meeting monday", "invoice friday"],
-                       references=[[answer_json(None, e, None)] for e in emails])
+    adapter = deployed(platform, tiny_models[MODULE_MODELS["models.dialogpt_large"]], "models.dialogpt_large",
+                       output_type=None, do_sample=False, max_new_tokens=12)
+    texts = ["meeting monday", "Who won the game last night?"]
+    (first, second), _ = adapter.hugging.predict_with_report([LoadedItem(f"{i}.txt", text=t) for i, t in
+                                                              enumerate(texts)])
+    answers = [first.annotations[0].coordinates, second.annotations[0].coordinates]
+    # the answer's words reversed, and one more: every unigram matches, the longest common sequence does not
+    references = [" ".join(reversed(answer.split())) + " indeed" for answer in answers]
+    items = text_items(platform, tmp_path, texts, references=[[answer_json(None, r, None)] for r in references])
     for item in items:
         del platform.annotations[item.id][0]["metadata"]["system"]["promptId"]
     rows, _ = evaluated(platform, adapter)
-    for row, item, email in zip(sorted(rows, key=lambda r: r["item_id"]), items, emails):
+    for row, item, reference in zip(sorted(rows, key=lambda r: r["item_id"]), items, references):
         said = mine(platform, item.id)[0][1]
-        expected = question_rouge(said, [email])
+        expected = question_rouge(said, [reference])
         assert {k: float(row[k]) for k in expected} == pytest.approx(expected)
-        assert float(row["label_score"]) == pytest.approx(expected["rougeL"])
+        assert float(row["label_score"]) == float(row["annotation_score"]) == pytest.approx(expected["rougeL"])
         assert row["first_label"] == row["second_label"] == ""  # texts are no labels
+    assert any(float(r["rouge1"]) > float(r["rougeL"]) > 0 for r in rows)  # the scores tell the columns apart
     assert adapter.evaluation_metrics["rougeL"] == pytest.approx(sum(float(r["rougeL"]) for r in rows) / 2)
+
+
+def test_a_models_classifications_are_scored_by_the_most_confident_whatever_their_order(tmp_path):
+    """A multi-label answer is several classifications; the one scored is the most confident, not the first stored."""
+    from adapters.training.dataset import read_subset
+    from adapters.training.evaluation import evaluate_annotations
+    from adapters.training.layout import class_annotation, write_text_item
+    for index, (truth, stored) in enumerate([("bug", [("billing", 0.3), ("bug", 0.8)]),
+                                             ("billing", [("praise", 0.4), ("billing", 0.6), ("bug", 0.5)])]):
+        write_text_item(tmp_path / "evaluation", f"t{index}", "some text",
+                        [class_annotation(truth), *(class_annotation(label, MODEL, confidence)
+                                                    for label, confidence in stored)])
+    subset = read_subset(tmp_path / "evaluation", "evaluation", predictions_of=MODEL)
+    assert evaluate_annotations("classification", subset, ["billing", "bug", "praise"])["accuracy"] == 1.0
 
 
 def test_evaluation_refuses_class_labels_the_model_does_not_know_naming_them_short(split_classifier, tmp_path,

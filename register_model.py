@@ -18,6 +18,9 @@ is the items under --train-folder of --dataset-id (recursively), or a DQL filter
 subset (--validation-folder, --validation-filter) is set only when it selects items of the dataset, since dtlpy's
 `prepare_data` refuses an empty subset: without one the model trains without validation, and the output says so.
 A validation folder or filter given explicitly that selects nothing (or without --dataset-id) is refused.
+With `--set output_type=class` (distilbert-sst2, bart-large-mnli) the model is created with `outputType: class` and
+its `labels` (the checkpoint's id2label, or candidate_labels): the platform shows its classes, and train_model
+downloads the class annotations of the dataset's text items.
 Without --name the model is called MODEL-<UTC time>; a name that exists in the project is refused before anything
 is created.
 Exit codes: 0 created (or dry run), 1 the platform refused, 2 usage or configuration error.
@@ -38,8 +41,9 @@ import dtlpy as dl
 from adapters.core.checkpoints import choose_module, read_config
 from adapters.core.errors import ConfigurationError
 from adapters.core.loading import check_local_weights
+from adapters.core.classes import CLASS
 from adapters.core.manifest import defaults_for_module, load_manifest, model_entries, model_entry
-from adapters.core.module_loader import canonical_module_name
+from adapters.core.module_loader import canonical_module_name, load_model_module
 from adapters.dataloop.local_runner import parse_assignments, validate_configuration
 from adapters.dataloop.model_adapter import has_weights
 from creation import parse_platform_args, platform_parser, run_on_platform
@@ -71,7 +75,7 @@ def model_request(args: argparse.Namespace) -> dict[str, Any]:
     if validation_asked(args) and args.dataset_id is None:
         raise ConfigurationError("a validation subset needs --dataset-id: it is set only when it selects items of "
                                  "the dataset")
-    return {
+    request = {
         "model_name": args.name or default_name(re.sub(r"[^A-Za-z0-9._-]+", "-", Path(checkpoint).name)
                                                 if checkpoint else entry["name"]),
         "dpk_model_name": entry["name"],
@@ -88,6 +92,11 @@ def model_request(args: argparse.Namespace) -> dict[str, Any]:
         "validation_filter": subset_filter(args.validation_filter, args.validation_folder or DEFAULT_VALIDATION_FOLDER,
                                            "--validation-filter"),
     }
+    if configuration.get("output_type") == CLASS:  # the platform shows its classes; prepare_data reads them
+        weights = {"model_path": str(args.artifacts)} if args.artifacts is not None else {}
+        request["output_type"] = CLASS
+        request["labels"] = load_model_module(module_name).HuggingAdapter.configured_labels({**configuration, **weights})
+    return request
 
 
 def validation_asked(args: argparse.Namespace) -> bool:

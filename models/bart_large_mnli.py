@@ -5,6 +5,8 @@ premise; all (question, label) pairs of a batch run through the model together. 
 zero-shot-classification pipeline: a softmax of the entailment logits over the labels, or, with `multi_label`
 (or a single label), a softmax of entailment against contradiction for each label on its own.
 A prompt's metadata element may override `candidate_labels`, `hypothesis_template` and `multi_label`.
+With `output_type: class` a text item's answer is a `dl.Classification` of the best label, or with `multi_label`
+one per label scoring at least `threshold`.
 Fine-tuning on (question, label) answers: the answer's hypothesis is entailment, every other candidate label's
 is contradiction, as zero-shot classifiers are trained from NLI data.
 """
@@ -19,10 +21,11 @@ from transformers import AutoModelForSequenceClassification
 
 from adapters.architectures.bart_classification import eos_classifier
 from adapters.core.checkpoints import entailment_id
+from adapters.core.classes import OUTPUT_TYPE, THRESHOLD
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
-from adapters.core.prompt_items import Question, short
+from adapters.core.prompt_items import Question, short, short_list
 from adapters.core.settings import Setting, control_character_problem, unicode_problem
 from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
@@ -93,7 +96,8 @@ TASK_SETTINGS = (
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
     family = "NLI sequence classifiers (…ForSequenceClassification with an 'entailment' label), for zero-shot"
-    settings = (*TASK_SETTINGS, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+    settings = (OUTPUT_TYPE, *TASK_SETTINGS, THRESHOLD, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED,
+                source_length_setting())
 
     @classmethod
     def serves(cls, config: Any) -> bool:
@@ -116,6 +120,21 @@ class HuggingAdapter(BaseAdapter):
             value = question.prompt_metadata.get(setting.name, self.configuration[setting.name])
             values.append(setting.validate(value))
         return values[0], values[1], values[2]
+
+    @classmethod
+    def configured_labels(cls, configuration: dict) -> list[str]:
+        return list(configuration["candidate_labels"])
+
+    def label_set(self, question: Question | None = None) -> list[str]:
+        return self.task(question)[0] if question is not None else self.configured_labels(self.configuration)
+
+    def classes(self, question: Question, answer: Answer) -> list[tuple[str, float]]:
+        """Multi-label: every label scoring at least `threshold` (best first), maybe none; else the best label."""
+        if not answer.details["multi_label"]:
+            return super().classes(question, answer)
+        threshold = self.configuration["threshold"]
+        return [(label, score) for label, score in zip(answer.details["labels"], answer.details["scores"])
+                if score >= threshold]
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         labels, template, _ = self.task(question)
@@ -157,6 +176,6 @@ class HuggingAdapter(BaseAdapter):
         labels, _, _ = self.task(question)
         if reference not in labels:
             raise DatasetError(f"{question.where}: answer {short(reference)} is not one of the candidate labels "
-                               f"{short(labels)}")
+                               f"{short_list(labels, 10)}")
         return [{**row, "labels": self.entailment_id if label == reference else self.contradiction_id}
                 for row, label in zip(self.preprocess(question, history), labels)]

@@ -2,30 +2,38 @@
 
 The answer is the label text from the model's own `id2label`; confidence is that label's probability,
 computed as `transformers`' text-classification pipeline does (softmax, or sigmoid for one-label and
-multi-label models). Fine-tuning learns the labels the answers name; new labels get a new head.
+multi-label models). With `output_type: class` a text item's answer is a `dl.Classification` of that label.
+Fine-tuning learns the labels the answers name; new labels get a new head.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from adapters.core.checkpoints import entailment_id
+from adapters.core.classes import OUTPUT_TYPE
 from adapters.core.errors import ConfigurationError
 from adapters.core.hugging_adapter import Answer, Row, Turn
+from adapters.core.loading import resolve_source
 from adapters.core.hugging_adapter import HuggingAdapter as BaseAdapter
-from adapters.core.prompt_items import Question, short
+from adapters.core.prompt_items import Question, short, short_list
 from adapters.runtimes import CLASSIFY, runtime_settings
 from adapters.training.dataset import DatasetError
 from adapters.training.heads import with_new_head
 from adapters.training.settings import TRAINING_SEED, TRAINING_SETTINGS, source_length_setting
 
 
+def labels_of(config: Any) -> list[str]:
+    """The label names of a classifier's config, in class-index order."""
+    return [str(config.id2label[i]) for i in range(len(config.id2label))]
+
+
 class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
     family = "sequence classifiers (…ForSequenceClassification) other than NLI and regression models"
-    settings = (*runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+    settings = (OUTPUT_TYPE, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
 
     @classmethod
     def serves(cls, config: Any) -> bool:
@@ -37,6 +45,13 @@ class HuggingAdapter(BaseAdapter):
         if config.problem_type == "regression":
             raise ConfigurationError(f"{self.configuration['model_path']} is a regression model, not a classifier")
         self.use_sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
+
+    @classmethod
+    def configured_labels(cls, configuration: dict) -> list[str]:
+        return labels_of(AutoConfig.from_pretrained(resolve_source(configuration["model_path"])))
+
+    def label_set(self, question: Question | None = None) -> list[str]:
+        return labels_of(self.model.config)
 
     def preprocess(self, question: Question, history: list[Turn]) -> list[Row]:
         return self.encode(question.text, where=question.where)
@@ -69,5 +84,5 @@ class HuggingAdapter(BaseAdapter):
         label2id = self.model.config.label2id
         if reference not in label2id:
             raise DatasetError(f"{question.where}: label {short(reference)} is not among the training labels "
-                               f"{short(sorted(label2id))}")
+                               f"{short_list(sorted(label2id), 10)}")
         return [{**row, "labels": int(label2id[reference])} for row in self.preprocess(question, history)]

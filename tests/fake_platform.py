@@ -8,13 +8,21 @@ a `file://` link, as it reads a linked item.
 `install_dataset` adds what dtlpy's dataset flows call (`evaluate_model`, `prepare_data`, `train_model`): the items
 query (`Items._list`, the POST behind `dataset.items.list`, filtered, sorted and paged as the platform does for the
 DQL dtlpy sends), the dataset download (`Downloader._download_recursive`, an export job plus one download per item;
-`Items.download` for the JSON layout), model updates, model artifacts and metric samples.
+`Items.download` for the JSON layout), model updates, model artifacts and metric samples; and what the evaluation
+views, the feature sets and dtlpymetrics call: file uploads (`Items.upload`: the model scores dtlpymetrics and the
+adapter write under the hidden /.modelscores), the annotation export (`Datasets._export_recursive`, behind
+`dataset.download_annotations`), `Datasets.get`, the dataset's recipe and ontology (`Recipes.get`, `Ontologies.get`,
+behind `dataset.labels`), feature sets (`FeatureSets._list` and `create`: the queries behind `model.feature_set`
+and `project.feature_sets.get`) and feature vectors (`Features.create`).
 """
 from __future__ import annotations
 
+import csv
 import fnmatch
+import io
 import itertools
 import json
+import mimetypes
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +45,7 @@ def linked_item(folder: Path, name: str, data: dict, item_id: str, dltype: str |
 
 
 def file_item(folder: Path, filename: str, content: str | bytes, item_id: str, mimetype: str,
-              dltype: str | None = None) -> dl.Item:
+              dltype: str | None = None, hidden: bool = False) -> dl.Item:
     """A `dl.Item` of any kind (a text file, an image, a prompt item) at dataset path `filename` (e.g. "/train/a.txt"),
     its content read by `item.download` through file://, with the fields the platform's item queries filter on."""
     path = Path(folder) / filename.lstrip("/")
@@ -49,7 +57,7 @@ def file_item(folder: Path, filename: str, content: str | bytes, item_id: str, m
     name = filename.rsplit("/", 1)[-1]
     return dl.Item.from_json(_json={
         "id": item_id, "name": name, "filename": filename, "dir": filename.rsplit("/", 1)[0] or "/", "type": "file",
-        "hidden": False, "metadata": {"system": {"mimetype": mimetype, "shebang": shebang}},
+        "hidden": hidden, "metadata": {"system": {"mimetype": mimetype, "shebang": shebang}},
     }, client_api=dl.client_api, dataset=None, project=None)
 
 
@@ -80,6 +88,13 @@ class FakePlatform:
         self._ids = itertools.count(1)
         self.artifacts: Path | None = None  # the model's artifacts, once `install_dataset` ran
         self.metric_samples: list[Any] = []
+        self.metric_datasets: list[Any] = []  # the dataset id each `metrics.create` call named
+        self.uploads: dict[str, bytes] = {}  # dataset path -> content of each file uploaded (`Items.upload`)
+        self.labels: list[str] = []  # the labels of the dataset's recipe's ontology
+        self.feature_sets: list[dict] = []  # as the platform stores them
+        self.features: list[dict] = []  # every vector uploaded: entityId, value, featureSetId, datasetId
+        self.dataset: dl.Dataset | None = None
+        self.project: dl.Project | None = None
 
     # ----- test-side helpers -----
     def add_item(self, item: dl.Item, annotations: list[dict] | None = None) -> dl.Item:
@@ -164,8 +179,10 @@ class FakePlatform:
         self.artifacts = Path(artifacts)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         project = dl.Project.from_json(_json={"id": "project-1", "name": "project"}, client_api=dl.client_api)
-        dataset = dl.Dataset.from_json(_json={"id": "dataset-1", "name": "dataset"}, client_api=dl.client_api,
-                                       project=project, datasets=project.datasets)
+        dataset = dl.Dataset.from_json(_json={"id": "dataset-1", "name": "dataset",
+                                              "metadata": {"system": {"recipes": ["recipe-1"]}}},
+                                       client_api=dl.client_api, project=project, datasets=project.datasets)
+        self.dataset, self.project = dataset, project
 
         def items_query(repository: dl.repositories.Items, filters: dl.Filters) -> dict:
             query = filters.prepare()
@@ -229,7 +246,82 @@ class FakePlatform:
 
         def metrics_create(repository: Any, samples: Any, dataset_id: Any = None) -> bool:
             platform.metric_samples.extend(samples)
+            platform.metric_datasets.append(dataset_id)
             return True
+
+        uploads = self.artifacts.parent / "uploaded-files"
+
+        def items_upload(repository: dl.repositories.Items, local_path: str, remote_path: str = "/",
+                         remote_name: str | None = None, overwrite: bool = False, **kwargs: Any) -> dl.Item:
+            """A file upload: kept as an item of the dataset, hidden under a folder whose name starts with '.'."""
+            filename = f"{remote_path.rstrip('/')}/{remote_name or Path(local_path).name}"
+            existing = next((i for i in platform.items.values() if i.filename == filename), None)
+            platform.calls.append(("items.upload", filename))
+            if existing is not None and not overwrite:
+                return existing
+            content = Path(local_path).read_bytes()
+            item_id = existing.id if existing is not None else f"{0xF0000000 + len(platform.uploads):024x}"
+            item = file_item(uploads, filename, content, item_id, mimetypes.guess_type(filename)[0] or "text/plain",
+                             hidden=any(part.startswith(".") for part in filename.split("/")))
+            platform.uploads[filename] = content
+            platform.add_item(item)
+            return item
+
+        def export_recursive(repository: Any, dataset: Any = None, local_path: str = None, filters: Any = None,
+                             annotation_filters: Any = None, **kwargs: Any) -> Any:
+            """The export job behind `dataset.download_annotations`: the selected items' JSON with their
+            annotations, in one subset file."""
+            item_filter = (filters or dl.Filters()).prepare().get("filter", {})
+            annotation_filter = annotation_filters.prepare().get("filter", {}) if annotation_filters else {}
+            exported = [{**item.to_json(), "annotations": [a for a in platform.annotations.get(item.id, [])
+                                                           if _matches(a, annotation_filter)]}
+                        for item in platform.items.values() if _matches(item.to_json(), item_filter)]
+            platform.calls.append(("dataset.export", len(exported)))
+            path = Path(local_path) / "subset-0.json"
+            path.write_text(json.dumps(exported), encoding="utf-8")
+            yield str(path)
+
+        def datasets_get(repository: Any, dataset_name: str | None = None, dataset_id: str | None = None,
+                         *args: Any, **kwargs: Any) -> dl.Dataset:
+            platform.calls.append(("datasets.get", dataset_id))
+            return dataset
+
+        def recipes_get(repository: Any, recipe_id: str) -> dl.Recipe:
+            return dl.Recipe.from_json(_json={"id": recipe_id, "ontologyIds": ["ontology-1"], "projectIds": [project.id]},
+                                       client_api=dl.client_api, dataset=dataset, project=project)
+
+        def ontologies_get(repository: Any, ontology_id: str, *args: Any, **kwargs: Any) -> dl.Ontology:
+            roots = [{"tag": label, "color": "#ff0000", "children": [], "attributes": []} for label in platform.labels]
+            return dl.Ontology.from_json(_json={"id": ontology_id, "roots": roots, "attributes": [], "metadata": {}},
+                                         client_api=dl.client_api, recipe=None)
+
+        def feature_sets_query(repository: Any, filters: dl.Filters) -> dict:
+            query = filters.prepare()
+            platform.calls.append(("feature_sets.query", query.get("filter")))
+            selected = [s for s in platform.feature_sets if _matches(s, query.get("filter", {}))]
+            return {"items": selected, "totalItemsCount": len(selected), "hasNextPage": False, "totalPagesCount": 1}
+
+        def feature_sets_create(repository: Any, name: str, size: int, set_type: str, entity_type: Any,
+                                project_id: str | None = None, model_id: str | None = None,
+                                org_id: str | None = None) -> dl.FeatureSet:
+            data = {"id": f"feature-set-{len(platform.feature_sets) + 1}", "name": name, "size": size,
+                    "type": set_type, "project": project_id or repository.project.id, "modelId": model_id,
+                    "entityType": entity_type}
+            platform.feature_sets.append(data)
+            platform.calls.append(("feature_sets.create", name, size))
+            return dl.FeatureSet.from_json(_json=data, client_api=dl.client_api)
+
+        def features_create(repository: Any, value: Any, project_id: str | None = None,
+                            feature_set_id: str | None = None, entity: Any = None, **kwargs: Any) -> list:
+            entities, values = (entity, value) if isinstance(entity, list) else ([entity], [value])
+            if len(values) != len(entities):
+                raise ValueError("The number of vectors must be equal to the number of entities")
+            stored = [{"id": f"feature-{len(platform.features) + i}", "entityId": e.id, "value": list(v),
+                       "featureSetId": feature_set_id, "datasetId": e.dataset.id, "project": project_id}
+                      for i, (e, v) in enumerate(zip(entities, values))]
+            platform.features.extend(stored)
+            platform.calls.append(("features.create", feature_set_id, len(stored)))
+            return [dl.Feature.from_json(_json=f, client_api=dl.client_api) for f in stored]
 
         monkeypatch.setattr(dl.repositories.Items, "_list", items_query)
         monkeypatch.setattr(dl.repositories.Items, "download", items_download)
@@ -239,12 +331,34 @@ class FakePlatform:
         monkeypatch.setattr(dl.repositories.Artifacts, "list", lambda repository, **kwargs: [])
         monkeypatch.setattr(dl.repositories.Models, "update", models_update)
         monkeypatch.setattr(dl.repositories.Metrics, "create", metrics_create)
+        monkeypatch.setattr(dl.repositories.Items, "upload", items_upload)
+        monkeypatch.setattr(dl.repositories.Datasets, "_export_recursive", export_recursive)
+        monkeypatch.setattr(dl.repositories.Datasets, "get", datasets_get)
+        monkeypatch.setattr(dl.repositories.Recipes, "get", recipes_get)
+        monkeypatch.setattr(dl.repositories.Ontologies, "get", ontologies_get)
+        monkeypatch.setattr(dl.repositories.FeatureSets, "_list", feature_sets_query)
+        monkeypatch.setattr(dl.repositories.FeatureSets, "create", feature_sets_create)
+        monkeypatch.setattr(dl.repositories.Features, "create", features_create)
         return dataset
     def _fail(self, call: str, item_id: str) -> None:
         """Raise the error `failures` holds for `call`, as the platform's HTTP layer would (nothing is stored)."""
         if call in self.failures:
             self.calls.append((call + " failed", item_id))
             raise self.failures[call]
+
+    def model(self, name: str, configuration: dict, output_type: str = "text") -> dl.Model:
+        """A model entity of the installed project and dataset (`install_dataset` first), as the platform returns
+        one; its updates go through the faked `Models.update`."""
+        return dl.Model.from_json(_json={
+            "id": f"{name}-id", "name": name, "configuration": configuration, "inputType": "text",
+            "outputType": output_type, "status": "pre-trained", "datasetId": self.dataset.id,
+            "context": {"project": self.project.id}}, client_api=dl.client_api, project=self.project,
+            package=dl.Package())
+
+    def scores(self, model_id: str) -> list[dict[str, str]]:
+        """The rows of the model scores file `/.modelscores/<model_id>.csv` uploaded to the dataset."""
+        text = self.uploads[f"/.modelscores/{model_id}.csv"].decode("utf-8")
+        return list(csv.DictReader(io.StringIO(text)))
 
     def _new_id(self) -> str:
         return f"annotation-{next(self._ids)}"

@@ -49,3 +49,17 @@ def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answe
                 assert suite[f"ctranslate2_{compute_type}_over_raw"] > 0
             assert methods["ours (ctranslate2 float32)"]["agreement_with_ours"]["all_same_text"], name
     assert "ours/naive" in capsys.readouterr().out
+
+
+def test_quick_embedding_benchmark_compares_with_a_plain_automodel_loop(tmp_path):
+    from benchmarks.embeddings import main as embeddings_main
+    out = tmp_path / "embeddings.json"
+    assert embeddings_main(["--quick", "--only", "distilbert-base-sst2", "--texts", "8", "--rounds", "1",
+                            "--out", str(out), "--models-dir", str(tmp_path / "models")]) == 0
+    suite = json.loads(out.read_text())["suites"]["distilbert-base-sst2"]
+    assert suite["texts"] == 8 and suite["embedding_size"] > 0
+    rates = {m["method"]: m["texts_per_s"] for m in suite["methods"]}
+    assert set(rates) == {"ours (embed_texts)", "plain AutoModel loop"}
+    assert suite["ours_over_plain"] == pytest.approx(rates["ours (embed_texts)"] / rates["plain AutoModel loop"],
+                                                     abs=0.006)
+    assert suite["max_vector_difference"] < 1e-4  # the same vectors, float32 rounding apart

@@ -284,6 +284,18 @@ def test_register_dry_run_of_a_custom_model_takes_its_module_defaults(offline, c
     assert "models.distilbert_sst2" in request["description"]
 
 
+@pytest.mark.parametrize("args, labels", [
+    (["distilbert-sst2", "--set", "output_type=class"], ["NEGATIVE", "POSITIVE"]),
+    (["bart-large-mnli", "--set", "output_type=class", "--set", 'candidate_labels=["bug", "billing"]'], ["bug", "billing"]),
+    (["bart-large-mnli"], None),
+])
+def test_a_model_registered_with_class_output_carries_its_labels(offline, capsys, tiny_models, args, labels):
+    weights = ["--artifacts", str(tiny_models["distilbert"])] if args[0] == "distilbert-sst2" else []
+    assert register_model.main([*args, *weights, "--dry-run", "--name", "classes"]) == 0
+    request = json.loads(capsys.readouterr().out)["create"]
+    assert (request["output_type"], request.get("labels")) == (("class", labels) if labels else ("text", None))
+
+
 @pytest.mark.parametrize("args, message", [
     (["no-such-model"], "unknown model 'no-such-model'"),
     (["t5-email", "--set", "ngen=3"], "does not read the configuration keys ['ngen']"),

@@ -173,7 +173,8 @@ def test_module_declares_the_model_adapter_functions_as_dtlpy_does():
     assert module.entry_point == "adapters/dataloop/model_adapter.py" and module.class_name == "ModelAdapter"
     assert [(i.name, i.type) for i in module.init_inputs] == [("model_entity", "Model")]
     assert "model_entity" in inspect.signature(ModelAdapter.__init__).parameters
-    assert [f.name for f in module.functions] == ["predict_items", "predict_dataset", "train_model", "evaluate_model"]
+    assert [f.name for f in module.functions] == ["predict_items", "predict_dataset", "train_model", "evaluate_model",
+                                                 "embed_items", "embed_dataset"]
     for function in module.functions:
         declared = getattr(ModelAdapter, function.name).__dtlpy__  # what dtlpy's own decorators say
         assert [(i.name, i.type) for i in function.inputs] == [(i["name"], i["type"]) for i in declared["input"]]

@@ -201,6 +201,7 @@ NUMBERS = {  # key: (type, minimum, maximum)
     "temperature": (float, 0.0, 100.0), "top_k": (int, 0, 100_000), "top_p": (float, 1e-6, 1.0),
     "token_count": (int, 1, 2048), "n_gen": (int, 1, 16), "num_beams": (int, 1, 16), "max_target_length": (int, 2, 2048),
     "stream_interval": (float, 0.1, 60.0),
+    "embeddings_size": (int, 1, 65536), "threshold": (float, 0.0, 1.0),
 }
 NULLABLE = {"seed"}
 FLAGS = {"reanswer", "multi_label", "gradient_checkpointing", "do_sample", "stream"}
@@ -210,6 +211,7 @@ CHOICES = {  # key: {module: accepted values}
     "mixed_precision": {m: ("auto", "no", "fp16", "bf16") for m in MODULES},
     "compute_type": {m: ("default", "int8", "int8_float32", "float32") for m in GENERATORS},
     "dtype": {m: ("float32", "bfloat16", "float16") for m in MODULES},
+    "output_type": {m: ("text", "class") for m in CLASSIFIERS},
 }
 OTHERS = {  # key: (good values, bad values)
     "model_path": (["t5-base", "/models/my-model"], ["", "   ", 7, None]),

@@ -1,7 +1,6 @@
 """Fine-tuning and evaluation from the Dataloop data layout, offline, on tiny models and synthetic data."""
 import json
 import random
-import shutil
 from pathlib import Path
 
 import dtlpy as dl
@@ -219,33 +218,32 @@ def test_a_chat_template_model_trains_on_its_template_with_the_loss_on_the_answe
 
 # ----- dtlpy's own train_model / evaluate_model paths -----
 def test_dtlpy_evaluate_model_scores_uploaded_answers(tiny_models, tmp_path, monkeypatch):
+    from tests.fake_platform import FakePlatform, prompt_file_item
+    platform = FakePlatform()
+    dataset = platform.install_dataset(monkeypatch, tmp_path / "artifacts")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # dtlpymetrics writes beside the working folder
     adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"])
     model = adapter.model_entity
     model.configuration["overwrite_annotations"] = False   # dtlpy's switch: score the answers already uploaded
     truth = ["pos", "neg", "pos", "neg"]
     said = ["pos", "neg", "neg", "neg"]
-    folder = tmp_path / "platform"
     for i, (reference, answer) in enumerate(zip(truth, said)):
         predictions = dl.AnnotationCollection()   # as predict_items uploads them
         predictions.add(annotation_definition=dl.FreeText(text=answer), prompt_id="1",
                         model_info={"name": model.name, "confidence": 0.9})
         other = text_annotation("1", "pos", model_name="another-model")
-        write_item(folder, f"item-{i}", current_item({"1": ["some text"]}),
-                   [text_annotation("1", reference), other, *(a.to_json() for a in predictions.annotations)])
-
-    class Items:
-        def download(self, filters, local_path, annotation_options):
-            assert annotation_options == dl.ViewAnnotationOptions.JSON
-            shutil.copytree(folder, local_path, dirs_exist_ok=True)
-
-    dataset = dl.Dataset.from_json(_json={"id": "dataset-1", "name": "eval"}, client_api=dl.client_api,
-                                   project=None, datasets=None)
-    monkeypatch.setattr(dl.entities.Dataset, "items", property(lambda self: Items()))
+        platform.add_item(prompt_file_item(tmp_path / "data", f"/item-{i}.json", current_item({"1": ["some text"]}),
+                                           f"{i + 1:024x}"),
+                          [text_annotation("1", reference), other, *(a.to_json() for a in predictions.annotations)])
     result_model, result_dataset = adapter.evaluate_model(model, dataset)
     assert result_model is model and result_dataset is dataset
+    assert not [call for call in platform.calls if call[0] == "annotations.upload"]  # nothing predicted again
     assert adapter.evaluation_metrics["accuracy"] == pytest.approx(0.75)
     assert adapter.evaluation_metrics["questions"] == 4
-    assert {s.figure: s.y for s in samples}["accuracy"] == pytest.approx(0.75)
+    assert [float(row["label_score"]) for row in platform.scores(model.id)] == [1.0, 1.0, 0.0, 1.0]
+    assert {s.figure for s in samples} == {"evaluation"}  # apart from the training curves
+    assert {s.legend: s.y for s in samples}["accuracy"] == pytest.approx(0.75)
 
 
 def test_evaluation_scores_a_question_it_cannot_prepare_as_unanswered_and_reports_it(make_adapter, tmp_path):

@@ -26,10 +26,23 @@ from ..dataloop.answers import StoredAnswer, answers_by, prompt_item_answers, st
 from ..runtimes import check_runtime_keys, load_model
 from .batching import plan_micro_batches
 from .checkpoints import architecture_of, auto_class_architectures
+from .classes import CLASS, TEXT
+from .embedding import embedding_encoder, embedding_size, mean_pooled
 from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
-from .loading import context_window, resolve_device
+from .loading import context_window, load_weights, resolve_device, resolve_source
 from .manifest import defaults_for_module, model_entries
-from .prompt_items import ParsedItem, Question, Skipped, location, parse_prompt_item, text_item
+from .prompt_items import (
+    TEXT_ITEM_MIMETYPES,
+    ParsedItem,
+    Question,
+    Skipped,
+    is_prompt_metadata,
+    is_text_item_metadata,
+    location,
+    parse_prompt_item,
+    system_metadata,
+    text_item,
+)
 from .settings import Setting, resolve_configuration
 from .streaming import AnswerListener, StreamTarget
 from .truncation import Segments
@@ -39,8 +52,6 @@ logger = logging.getLogger(__name__)
 Row = dict[str, list[int]]
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 40
-# What dtlpy's `_item_to_text` reads for a model whose manifest declares `inputType: text`.
-TEXT_ITEM_MIMETYPES = ("text/plain", "text/markdown")
 # How many of an unanswered item's reasons its one-line summary lists.
 LISTED_REASONS = 3
 
@@ -109,6 +120,16 @@ class PredictionReport:
         logger.info("kept: %s", kept.describe())
 
 
+class ItemAnswers(dl.AnnotationCollection):
+    """An item's new annotations, and where it was answered: `answered_prompts` holds the keys of the prompts this
+    call answered (None: the item itself, a text item). An answer may be no annotation at all (a multi-label class
+    answer with no label at the threshold), and it still replaces this model's earlier answer there."""
+
+    def __init__(self, answered_prompts: set[str | None] | None = None):
+        super().__init__()
+        self.answered_prompts: set[str | None] = set(answered_prompts or ())
+
+
 class HuggingAdapter(abc.ABC):
     """Base of every model module; subclasses set `model_class` and implement preprocess/forward/postprocess."""
 
@@ -172,6 +193,26 @@ class HuggingAdapter(abc.ABC):
     def batch_cost(self, rows: int, longest: int) -> int:
         """Memory cost of a micro-batch in padded tokens; generative modules add their answer budget."""
         return rows * longest
+
+    @classmethod
+    def configured_labels(cls, configuration: dict) -> list[str] | None:
+        """A classifier's labels from its configuration (and its checkpoint's config.json, no weights): what a
+        model registered with output_type 'class' carries as its entity's `labels`; None for a text writer."""
+        return None
+
+    def label_set(self, question: Question | None = None) -> list[str] | None:
+        """A classifier's labels (for `question`, or the configuration's when None); None for a model that writes
+        text. What the model entity's `labels` are with output_type 'class'."""
+        return None
+
+    def classes(self, question: Question, answer: Answer) -> list[tuple[str, float]]:
+        """The (label, confidence) classifications that stand for `answer` on a text item with output_type
+        'class': by default the answer's label alone."""
+        return [(answer.text, answer.confidence)]
+
+    @property
+    def output_type(self) -> str:
+        return self.configuration.get("output_type", TEXT)
 
     @contextmanager
     def configured(self, configuration: dict) -> Iterator[None]:
@@ -268,7 +309,7 @@ class HuggingAdapter(abc.ABC):
         answers = self._answer(conversations, report, earlier)
         collections = [self._collection(parsed, answers) for parsed in parsed_items]
         for index, (parsed, collection) in enumerate(zip(parsed_items, collections)):
-            if not collection.annotations:
+            if not collection.answered_prompts:
                 report.nothing_answered(index, failed_item=parsed is None)
         return collections, report
 
@@ -373,23 +414,31 @@ class HuggingAdapter(abc.ABC):
                 histories[index].append(Turn(question, question_answers))
         return answers
 
-    def _forward_rows(self, rows: list[Row], owners: list[Question] | None = None) -> list[Any]:
+    def _forward_rows(self, rows: list[Row], owners: list[Question] | None = None, forward: Any = None,
+                      batch_cost: Any = None, min_batch_tokens: int | None | str = "module",
+                      padding_side: str | None = None) -> list[Any]:
         """Run rows in length-sorted micro-batches and put the outputs back in row order; with `stream_to` set,
         `forward` also gets each row's listener (`owners` names the question of each row).
 
-        A failing micro-batch (an exception in the forward pass, out of memory) raises `ModelFailure` for the
-        whole call: returning without its answers would let the platform replace earlier answers with nothing.
+        `forward`, `batch_cost` and `min_batch_tokens` default to the module's (embeddings pass their own), and
+        `padding_side` to the tokenizer's. A failing micro-batch (an exception in the forward pass, out of memory)
+        raises `ModelFailure` for the whole call: returning without its answers would let the platform replace
+        earlier answers with nothing.
         """
+        forward = forward or self.forward
+        min_batch_tokens = self.min_batch_tokens if min_batch_tokens == "module" else min_batch_tokens
         outputs: list[Any] = [None] * len(rows)
         plan = plan_micro_batches([len(r["input_ids"]) for r in rows], self.configuration["batch_size"],
-                                  self.configuration["max_batch_tokens"], self.batch_cost, self.min_batch_tokens)
+                                  self.configuration["max_batch_tokens"], batch_cost or self.batch_cost,
+                                  min_batch_tokens)
         for indices in plan:
             try:
-                inputs = self.tokenizer.pad([rows[i] for i in indices], padding=True, return_tensors="pt")
+                inputs = self.tokenizer.pad([rows[i] for i in indices], padding=True, return_tensors="pt",
+                                            padding_side=padding_side or self.tokenizer.padding_side)
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
                 listeners = self._listeners([owners[i] for i in indices]) if owners else None
                 with torch.inference_mode():
-                    results = self.forward(inputs) if listeners is None else self.forward(inputs, listeners)
+                    results = forward(inputs) if listeners is None else forward(inputs, listeners)
             except Exception as error:  # noqa: BLE001 - any failure here is the model's, reported as such
                 raise ModelFailure(f"{self.model_name} failed on a micro-batch of {len(indices)} rows: "
                                    f"{type(error).__name__}: {_short(error)}") from error
@@ -409,18 +458,98 @@ class HuggingAdapter(abc.ABC):
         report.add(Skipped(question.item_name, question.prompt_key, question.element_key, reason),
                    item_index=question.item_index)
 
-    def _collection(self, parsed: ParsedItem | None, answers: dict[int, list[Answer]]) -> dl.AnnotationCollection:
+    def _collection(self, parsed: ParsedItem | None, answers: dict[int, list[Answer]]) -> ItemAnswers:
         """The item's answers as annotations: on their prompt (`promptId`), or on the item itself for a text item;
-        `model_output` holds the module's details and what was answered (`answered`: element and fingerprint)."""
-        collection = dl.AnnotationCollection()
+        `model_output` holds the module's details and what was answered (`answered`: element and fingerprint).
+
+        With output_type 'class' a text item's answers are `dl.Classification`s (see `classes`) and every answer
+        records the model's label set (`label_set`); a prompt item's stay `dl.FreeText` (adapters/core/classes.py).
+        """
+        collection = ItemAnswers()
+        as_classes = self.output_type == CLASS and parsed is not None and parsed.format == "text"
         for question in parsed.questions if parsed else []:
+            if id(question) not in answers:
+                continue
+            collection.answered_prompts.add(question.prompt_key)
             answered = {"element": question.element_key, "sha256": question.fingerprint}
             for answer in answers.get(id(question), []):
-                confidence = answer.confidence if math.isfinite(answer.confidence) else 0.0
-                collection.add(annotation_definition=dl.FreeText(text=answer.text), prompt_id=question.prompt_key,
-                               model_info={"name": self.model_name, "confidence": min(max(confidence, 0.0), 1.0)},
-                               metadata={"user": {"model_output": _json_numbers({**answer.details, "answered": answered})}})
+                output = _json_numbers({**answer.details, "answered": answered})
+                if self.output_type == CLASS:
+                    output["label_set"] = self.label_set(question)
+                if not as_classes:
+                    collection.add(annotation_definition=dl.FreeText(text=answer.text), prompt_id=question.prompt_key,
+                                   model_info=self._model_info(answer.confidence),
+                                   metadata={"user": {"model_output": output}})
+                    continue
+                classified = self.classes(question, answer)
+                if not classified:
+                    logger.info("%s: no label reaches the threshold; the answer is no classification", question.where)
+                for label, confidence in classified:
+                    collection.add(annotation_definition=dl.Classification(label=label),
+                                   model_info=self._model_info(confidence),
+                                   metadata={"user": {"model_output": dict(output)}})
         return collection
+
+    def _model_info(self, confidence: float) -> dict:
+        confidence = confidence if math.isfinite(confidence) else 0.0
+        return {"name": self.model_name, "confidence": min(max(confidence, 0.0), 1.0)}
+
+    # ----- embeddings (adapters/core/embedding.py) -----
+    @property
+    def embedding_size(self) -> int:
+        """The length of every vector `embed_texts` returns (the feature set's size on the platform)."""
+        return embedding_size(self.model.config)
+
+    def embed_texts(self, texts: Sequence[str], where: Sequence[str] | None = None) -> list[list[float]]:
+        """One vector per text, in order: the mean of the model's hidden states over the text's tokens (cut to the
+        model's input limit, with a warning naming `where`), batched by the same micro-batch planner as `predict`.
+
+        Raises `ModelFailure` when the model fails, as `predict` does.
+        """
+        where = list(where) if where is not None else [f"text {i}" for i in range(len(texts))]
+        rows = [self.encode(text, where=place)[0] for text, place in zip(texts, where)]
+        vectors = self._forward_rows(rows, forward=self._pooled, batch_cost=lambda count, longest: count * longest,
+                                     min_batch_tokens=HuggingAdapter.min_batch_tokens, padding_side="right")
+        return [vector.tolist() for vector in vectors]
+
+    def _pooled(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Mean-pooled last hidden states of a padded batch (padded on the right: causal models see no padding
+        before a real token, so every position is the one the text has alone)."""
+        encoder = embedding_encoder(self._torch_model())
+        hidden = encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        return list(mean_pooled(hidden, inputs["attention_mask"]).cpu())
+
+    def _torch_model(self) -> Any:
+        """The torch model whose hidden states are pooled: the loaded one, or (runtimes that only classify or
+        generate: onnx, ctranslate2) the same weights loaded through torch once, on the first embedding."""
+        if self.runtime.name == "torch":
+            return self.model
+        if self._embedding_weights is None:
+            self._embedding_weights = load_weights(self.model_class, resolve_source(self.configuration["model_path"]))
+            self._embedding_weights.to(self.device).eval()
+        return self._embedding_weights
+
+    _embedding_weights: Any = None
+
+    def embed_items(self, batch: Sequence[Any]) -> tuple[list[list[float] | None], PredictionReport]:
+        """One vector (or None) per item of `batch`, in order, as dtlpy's `embed` contract asks: a text item's
+        text, a prompt item's last question (its newest prompt's, as Dataloop's embedding apps read a prompt item).
+        An item with no question to embed gets None, and the report's `unanswered` says why."""
+        report = PredictionReport()
+        loaded = [entry if isinstance(entry, LoadedItem) else self.prepare_item_func(entry) for entry in batch]
+        chosen: list[tuple[int, Question]] = []
+        for index, entry in enumerate(loaded):
+            parsed = self._parse(index, entry, report)
+            if parsed is None or not parsed.questions:
+                report.nothing_answered(index, failed_item=parsed is None)
+                continue
+            last = [q for q in parsed.questions if q.prompt_key == parsed.last_prompt] or parsed.questions
+            chosen.append((index, last[-1]))
+        vectors: list[list[float] | None] = [None] * len(loaded)
+        embedded = self.embed_texts([q.text for _, q in chosen], [q.where for _, q in chosen])
+        for (index, _), vector in zip(chosen, embedded):
+            vectors[index] = vector
+        return vectors, report
 
     # ----- fine-tuning (driven by adapters/training/; a module adds `training_rows` and maybe the rest) -----
     metric_family: ClassVar[str] = "classification"
@@ -494,26 +623,20 @@ def _short(error: Exception, limit: int = 300) -> str:
     return message if len(message) <= limit else message[:limit] + "..."
 
 
-def _system_metadata(item: dl.Item) -> dict:
-    system = item.metadata.get("system") if isinstance(item.metadata, dict) else None
-    return system if isinstance(system, dict) else {}
-
-
 def is_prompt_item(item: dl.Item) -> bool:
-    shebang = _system_metadata(item).get("shebang")
-    return isinstance(shebang, dict) and shebang.get("dltype") == "prompt"
+    return is_prompt_metadata(item.metadata)
 
 
 def is_text_item(item: dl.Item) -> bool:
     """A plain-text file (what dtlpy reads for `inputType: text`), not a prompt item."""
-    return not is_prompt_item(item) and _system_metadata(item).get("mimetype") in TEXT_ITEM_MIMETYPES
+    return is_text_item_metadata(item.metadata)
 
 
 def refusal_of(item: dl.Item) -> str | None:
     """Why `item` is refused before it is read (it is neither a prompt item nor a text item), or None."""
     if is_prompt_item(item) or is_text_item(item):
         return None
-    mimetype = _system_metadata(item).get("mimetype")
+    mimetype = system_metadata(item.metadata).get("mimetype")
     described = f"mimetype {_SHORT.repr(mimetype)}" if isinstance(mimetype, str) else "no mimetype"
     return (f"item {_SHORT.repr(str(item.name or item.id))} is neither a prompt item nor a text item ({described}; "
             f"this model reads prompt items and {' or '.join(TEXT_ITEM_MIMETYPES)} items): refused, nothing of it was "

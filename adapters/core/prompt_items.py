@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 METADATA_MIMETYPE = "metadata"
 TEXT_MIMETYPES = frozenset({"application/text", "text"})
+# What dtlpy's `_item_to_text` reads for a model whose manifest declares `inputType: text`.
+TEXT_ITEM_MIMETYPES = ("text/plain", "text/markdown")
 # Lone UTF-16 surrogates: valid in JSON text ("\ud800") and in a Python str, but not Unicode, so no tokenizer takes them.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Values from the item that end up in a skip reason or a log line (mimetypes, roles, item names, prompt and
@@ -47,6 +49,30 @@ def short(value: Any) -> str:
     """`value` quoted, escaped and cut to about 40 characters (the middle elided), lists to their first six
     entries, for logs, reasons and error messages: whatever a user sent, the line stays short."""
     return _REPR.repr(value)
+
+
+def short_list(values: Any, shown: int = 5) -> str:
+    """Up to `shown` values, each `short`, and how many more: user values in a message, never their whole length."""
+    values = list(values)
+    listed = ", ".join(short(value) for value in values[:shown])
+    return listed + (f" and {len(values) - shown} more" if len(values) > shown else "")
+
+
+def system_metadata(metadata: Any) -> dict:
+    """An item's `metadata.system` (from its JSON), or {} when absent or not an object."""
+    system = metadata.get("system") if isinstance(metadata, dict) else None
+    return system if isinstance(system, dict) else {}
+
+
+def is_prompt_metadata(metadata: Any) -> bool:
+    """Whether an item's metadata marks a prompt item (`system.shebang.dltype` "prompt")."""
+    shebang = system_metadata(metadata).get("shebang")
+    return isinstance(shebang, dict) and shebang.get("dltype") == "prompt"
+
+
+def is_text_item_metadata(metadata: Any) -> bool:
+    """Whether an item's metadata marks a plain-text file (text/plain, text/markdown), not a prompt item."""
+    return not is_prompt_metadata(metadata) and system_metadata(metadata).get("mimetype") in TEXT_ITEM_MIMETYPES
 
 
 def location(item: str, prompt_key: str | None = None, element_key: str | None = None) -> str:

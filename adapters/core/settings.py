@@ -54,6 +54,7 @@ MAX_BATCH_TOKENS = 1 << 20
 MAX_NEW_TOKENS = 2048
 MAX_GENERATIONS = 16
 MAX_BEAMS = 16
+MAX_EMBEDDINGS_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ BASE_SETTINGS: tuple[Setting, ...] = (
             maximum=MAX_BATCH_TOKENS),
     Setting("reanswer", (bool,), "answer every prompt on every call (not only the last, new and edited ones), "
             "replacing this model's earlier answers"),
+    Setting("embeddings_size", (int,), "length of the model's embedding vectors (its hidden size) and of its feature "
+            "set; set from the weights when the model loads", minimum=1, maximum=MAX_EMBEDDINGS_SIZE),
 )
 
 

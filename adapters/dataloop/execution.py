@@ -1,6 +1,7 @@
 """What one platform execution asked for, kept per call rather than on the adapter (calls may run side by side):
-whether it answers every prompt again (`evaluate_model`), which items it could not answer, so that
-`predict_items` fails the execution, naming them, once every batch has run and every other answer is uploaded,
+whether it answers every prompt again (`evaluate_model`), which items it could not answer (or embed), so that
+`predict_items` (`embed_items`) fails the execution, naming them, once every batch has run and every other answer
+(vector) is uploaded,
 and the execution's progress (`train_model`), which dtlpy does not pass on to `train`.
 
 dtlpy runs `predict` in the thread that called `predict_items` (only item reading and uploads go to its thread
@@ -40,17 +41,25 @@ class ItemsNotAnswered(Exception):
     """An execution that left items without an answer: it fails, naming each item and why, after the answers to
     every other item were uploaded (and after dtlpy's own failures, when a batch failed too)."""
 
+    done, others_done = "answered", "the answers to every other item were uploaded"
+
     def __init__(self, unanswered: list[UnansweredItem], total: int, platform_error: Exception | None = None):
         self.unanswered = list(unanswered)
         listed = "\n".join(item.describe() for item in self.unanswered[:LISTED_ITEMS])
         more = len(self.unanswered) - LISTED_ITEMS
         if more > 0:
             listed += f"\n... and {more} more (each is in the log)"
-        others = "" if platform_error else "; the answers to every other item were uploaded"
-        message = f"{len(self.unanswered)} of {total} items were not answered{others}:\n{listed}"
+        others = "" if platform_error else f"; {self.others_done}"
+        message = f"{len(self.unanswered)} of {total} items were not {self.done}{others}:\n{listed}"
         if platform_error is not None:
             message = f"{platform_error}\n{message}"
         super().__init__(message)
+
+
+class ItemsNotEmbedded(ItemsNotAnswered):
+    """An `embed_items` execution that left items without a vector (nothing to embed in them), likewise."""
+
+    done, others_done = "embedded", "the vectors of every other item were uploaded"
 
 
 @contextlib.contextmanager
@@ -82,12 +91,14 @@ def execution_progress() -> Any:
 
 
 def collecting_unanswered() -> contextlib.AbstractContextManager[list[UnansweredItem]]:
-    """The items the `predict` calls within the block (one `predict_items`) could not answer."""
+    """The items the `predict` (`embed`) calls within the block (one `predict_items`, `embed_items`) could not
+    answer (embed)."""
     return _holding(_UNANSWERED, [])
 
 
 def record_unanswered(batch: list[Any], unanswered: dict[int, str]) -> None:
-    """Add the items of `batch` at the positions `unanswered` maps to reasons, when a `predict_items` collects."""
+    """Add the items of `batch` at the positions `unanswered` maps to reasons, when a `predict_items` (`embed_items`)
+    collects."""
     collected = _UNANSWERED.get()
     if collected is None:
         return

@@ -11,12 +11,16 @@ from typing import Any, Callable
 
 import dtlpy as dl
 
+from adapters.core.classes import CLASS
+from adapters.core.errors import ConfigurationError
 from adapters.core.module_loader import load_model_module
+from adapters.core.prompt_items import short
 
 # Absolute imports: Dataloop loads this entry point by file path, where relative imports have no parent package.
 from adapters.dataloop.answers import replaced_by
 from adapters.dataloop.execution import (
     ItemsNotAnswered,
+    ItemsNotEmbedded,
     answering_every_prompt,
     answers_every_prompt,
     collecting_unanswered,
@@ -25,10 +29,17 @@ from adapters.dataloop.execution import (
     reporting_progress,
 )
 from adapters.dataloop.streaming import streamed_answers
+from adapters.dataloop.model_scores import score_rows, upload_scores
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
 from adapters.training.output import CHECKPOINTS, OutputFolder
-from adapters.training.reporting import StepProgress, call_epoch_callback, plot_samples, upload_samples
+from adapters.training.reporting import (
+    StepProgress,
+    call_epoch_callback,
+    evaluation_samples,
+    plot_samples,
+    upload_samples,
+)
 from adapters.training.trainer import Prepared, fit, is_main_process, prepare
 
 logger = logging.getLogger(__name__)
@@ -74,6 +85,35 @@ class ModelAdapter(dl.BaseModelAdapter):
             configuration["model_path"] = str(local_path)
         self.stored_checkpoints = Path(local_path) / CHECKPOINTS if local_path else None
         self.hugging = module.HuggingAdapter(configuration, model_name=self.model_entity.name)
+        self.describe_on_entity()
+
+    def describe_on_entity(self) -> None:
+        """Make the model entity say what this model is, where the platform reads it: `embeddings_size`, the size
+        of its vectors (dtlpy's feature set and `embed_items` read it; its default, 256, would drop every vector),
+        and for a classifier its `outputType` and, with output_type 'class', its `labels` (the studio shows them,
+        and `prepare_data` downloads only annotations of the entity's output type). One update, when it differs."""
+        model = self.model_entity
+        changed = []
+        size = self.hugging.embedding_size
+        if model.configuration.get("embeddings_size") != size:
+            model.configuration["embeddings_size"] = size
+            changed.append(f"embeddings_size {size}")
+        labels = self.hugging.label_set()
+        if labels is not None:
+            output_type = self.hugging.output_type
+            if model.output_type != output_type:
+                model.output_type = output_type
+                changed.append(f"outputType {output_type!r}")
+            if output_type == CLASS and model.labels != labels:
+                model.labels = labels
+                changed.append(f"{len(labels)} labels")
+        if not changed:
+            return
+        logger.info("model %s: set %s", short(model.name), ", ".join(changed))
+        try:
+            model.update(reload_services=False)
+        except Exception as error:  # noqa: BLE001 - this run uses the values; the entity keeps its old ones
+            logger.warning("could not update model %s (%s): %s", short(model.name), ", ".join(changed), error)
 
     def prepare_item_func(self, item: dl.Item) -> Any:
         return self.hugging.prepare_item_func(item)
@@ -114,22 +154,62 @@ class ModelAdapter(dl.BaseModelAdapter):
 
     def _upload_model_annotations(self, item: dl.Item, predictions: Any) -> Any:
         """Replace only what was answered again: upload the new answers, then delete this model's earlier answers
-        on those prompts (on a text item: its earlier answers on the item) and nowhere else.
+        on those prompts (on a text item: its earlier answers on the item, also when the new answer is no
+        annotation: a multi-label class answer with no label at the threshold) and nowhere else.
 
         dtlpy's default deletes every annotation of the model on the item first, which would wipe the answers to
         prompts this call kept. Uploading before deleting means a failed upload loses nothing.
         """
         annotations = list(predictions.annotations if isinstance(predictions, dl.AnnotationCollection) else predictions)
-        if not annotations:
+        answered = set(getattr(predictions, "answered_prompts", ()))  # may hold answers that are no annotation
+        answered |= {None if a.metadata["system"].get("promptId") is None else str(a.metadata["system"]["promptId"])
+                     for a in annotations}
+        if not answered:
             return predictions
-        answered = {None if a.metadata["system"].get("promptId") is None else str(a.metadata["system"]["promptId"])
-                    for a in annotations}
         replaced = replaced_by(item.annotations.list(), self.model_entity.name, answered)
-        uploaded = item.annotations.upload(annotations=annotations)
+        uploaded = item.annotations.upload(annotations=annotations) if annotations else predictions
         if replaced:
             item.annotations.delete(filters=dl.Filters(resource=dl.FiltersResource.ANNOTATION, field="id",
                                                        values=replaced, operator=dl.FiltersOperations.IN))
         return uploaded
+
+    # ----- embeddings -----
+    def embed(self, batch: list, **kwargs: Any) -> list[list[float] | None]:
+        """dtlpy's contract: exactly one vector (or None) per item of `batch`, in order (adapters/core/embedding.py);
+        an item with nothing to embed gets None and fails the execution at the end of `embed_items`."""
+        vectors, report = self.hugging.embed_items(batch)
+        record_unanswered(batch, report.unanswered)
+        return vectors
+
+    @declared_as_dtlpy_does
+    def embed_items(self, items: list, upload_features: bool | None = None, batch_size: int | None = None,
+                    progress: dl.Progress | None = None, **kwargs: Any) -> tuple[list, list]:
+        """dtlpy's `embed_items` into the model's feature set (found by the model's id, else created once with
+        `embeddings_size`), refused up front when that set holds vectors of another size; like `predict_items`,
+        it fails the execution naming the items that got no vector, after every other vector is uploaded."""
+        self.check_feature_set()
+        with collecting_unanswered() as unembedded:
+            try:
+                result = super().embed_items(items, upload_features=upload_features, batch_size=batch_size,
+                                             progress=progress, **kwargs)
+            except Exception as error:  # dtlpy's own report of failed batches, raised after its last batch
+                if unembedded:
+                    raise ItemsNotEmbedded(unembedded, len(items), error) from error
+                raise
+        if unembedded:
+            raise ItemsNotEmbedded(unembedded, len(items))
+        return result
+
+    def check_feature_set(self) -> None:
+        """Refuse to embed into a feature set whose vectors have another size (the model's weights changed since
+        it was created): the platform would refuse every vector, or mix two spaces in one search."""
+        feature_set = self.feature_set
+        size = self.hugging.embedding_size
+        if feature_set.size is not None and int(feature_set.size) != size:
+            raise ConfigurationError(
+                f"feature set {short(feature_set.name)} ({feature_set.id}) of model {short(self.model_entity.name)} "
+                f"holds vectors of size {feature_set.size}, and this model's are of size {size} (its weights "
+                "changed); delete that feature set, and the next embedding creates one of the right size")
 
     # ----- training -----
     @property
@@ -183,6 +263,7 @@ class ModelAdapter(dl.BaseModelAdapter):
         self.training_history = fit(self.hugging, self._prepared, on_epoch, output,
                                     None if self.fresh_run else self.stored_checkpoints, on_step)
         self._training_complete = True
+        self.describe_on_entity()  # a new head has new labels
         return self.training_history
 
     def _store_checkpoints(self, output_path: Path) -> None:
@@ -241,22 +322,33 @@ class ModelAdapter(dl.BaseModelAdapter):
 
     # ----- evaluation -----
     def evaluate(self, model: dl.Model, dataset: dl.Dataset, filters: dl.Filters | dict | None = None) -> dl.Model:
-        """Score the answers `evaluate_model` just uploaded against the items' reference answers.
+        """Score the answers `evaluate_model` just uploaded against the items' reference answers (annotations by no
+        model), in the files the platform's evaluation and comparison views read, `/.modelscores/<model id>.csv`
+        and its interpolated JSON: with output_type 'class', dtlpy's own default (dtlpymetrics'
+        `create_model_score`, which matches class annotations); for text answers, this package's scores in the
+        same files (adapters/dataloop/model_scores.py).
 
-        The items are downloaded in the training layout; annotations by `model.name` are its answers, annotations
-        by no model are the references. Metrics go to `model.metrics` and to `self.evaluation_metrics`.
+        The dataset's metrics (accuracy and macro-F1, or ROUGE-1/2/L) go to `self.evaluation_metrics` and to the
+        model's metrics, in their own figure ("evaluation"), apart from the training curves. Reference class
+        labels the model does not know are refused, naming them.
         """
         if isinstance(filters, dict):
             filters = dl.Filters(custom_filter=filters)
+        filters = filters or dl.Filters()
         folder = tempfile.mkdtemp(prefix="hf-adapter-evaluate-")
         try:
-            dataset.items.download(filters=filters or dl.Filters(), local_path=folder,
+            dataset.items.download(filters=filters, local_path=folder,
                                    annotation_options=dl.ViewAnnotationOptions.JSON)
             subset = read_subset(folder, "evaluation", predictions_of=model.name)
-            self.evaluation_metrics = evaluate_annotations(self.hugging.metric_family, subset)
+            self.evaluation_metrics = evaluate_annotations(self.hugging.metric_family, subset,
+                                                           self.hugging.label_set())
+            if self.hugging.output_type == CLASS:
+                model = super().evaluate(model, dataset, filters)
+            else:
+                upload_scores(score_rows(self.hugging.metric_family, subset, model.id, dataset.id), model, dataset)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        upload_samples(model, plot_samples(self.evaluation_metrics, x=0))
+        upload_samples(model, evaluation_samples(self.evaluation_metrics), dataset_id=dataset.id)
         return model
 
     def evaluate_path(self, data_path: str, subset: str = "validation") -> dict[str, Any]:

@@ -36,6 +36,11 @@ def request_cost(adapter: HuggingAdapter, configuration: dict[str, Any], items: 
     return total
 
 
+def embedding_cost(adapter: HuggingAdapter, texts: Iterable[str]) -> int:
+    """Padded tokens of embedding `texts`: one row each, its bytes up to the context window; no answer budget."""
+    return sum(min(_bytes(text) + SPECIAL_TOKENS, adapter.max_input_tokens) for text in texts)
+
+
 def _conversations(adapter: HuggingAdapter, parsed: ParsedItem) -> list[list[Question]]:
     try:
         return adapter.conversations(parsed)

@@ -16,6 +16,8 @@ from .runner import ClientGone, ModelRunner
 from .schemas import (
     ChatRequest,
     ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
     ErrorBody,
     GenerateRequest,
     GenerateResponse,
@@ -124,6 +126,16 @@ async def predict(name: str, request: Request,
                                if index in collections else []) for index in range(len(items))],
         failed_items=failed + [_entry(s) for s in prediction.report.failed_items],
         skipped=[_entry(s) for s in prediction.report.skipped])
+
+
+@router.post("/models/{name}/embed", response_model=EmbedResponse, responses=ERRORS, tags=["any model"])
+async def embed(name: str, body: EmbedRequest, request: Request) -> EmbedResponse:
+    """One vector per text (the mean of the model's hidden states over its tokens; the encoder's for BART and T5),
+    batched as predictions are, under the same limits: texts per request, the request's estimated cost, the
+    model's queue."""
+    runner = runner_of(request, name)
+    vectors = await runner.embed(body.texts, client_gone=client_gone(request))
+    return EmbedResponse(model=runner.name, embeddings_size=runner.adapter.embedding_size, embeddings=vectors)
 
 
 def _item_name(item: Any, index: int) -> str:

@@ -24,7 +24,7 @@ from ..core.hugging_adapter import HuggingAdapter, PredictionReport
 from ..core.prompt_items import METADATA_MIMETYPE, ParsedItem, parse_prompt_item
 from ..core.settings import resolve_configuration, setting_names
 from ..core.streaming import StreamTarget
-from .cost import request_cost
+from .cost import embedding_cost, request_cost
 from .limits import ServerLimits, retry_after
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,10 @@ class ModelRunner:
         """Raise RequestTooCostly or QueueFull when `items` would not be admitted now (a streamed answer is checked
         before its response starts, so these still get their own status codes)."""
         self.check_cost(parse_items(items), configuration)
+        self.check_queue()
+
+    def check_queue(self) -> None:
+        """Raise QueueFull when the model already has its limit of requests running or waiting."""
         if self._queued >= self.limits.max_queue:
             raise QueueFull(f"{self.name} already has {self._queued} requests running or waiting, its limit; "
                             "retry later", self._seconds_per_call * self._queued)
@@ -172,6 +176,26 @@ class ModelRunner:
         Raises RequestTooCostly, QueueFull, or ClientLeft when `client_gone` returns before the turn comes.
         """
         self.check_admission(items, configuration)
+        return await self._in_turn(self.predict, (items, configuration, stream_to), client_gone)
+
+    def embed_texts(self, texts: list[str]) -> list[list[float]]:
+        """`adapter.embed_texts(texts)` under the lock."""
+        with self._lock:
+            return self.adapter.embed_texts(texts)
+
+    async def embed(self, texts: list[str], client_gone: ClientGone | None = None) -> list[list[float]]:
+        """One vector per text, priced, queued and run in turn exactly as `run` runs a prediction."""
+        cost = embedding_cost(self.adapter, texts)
+        if cost > self.limits.max_request_tokens:
+            raise RequestTooCostly(
+                f"embedding these texts would cost {self.name} about {cost} tokens (inputs counted in bytes up to "
+                f"the context window), more than the server's limit of {self.limits.max_request_tokens}; send fewer "
+                "or shorter texts")
+        return await self._in_turn(self.embed_texts, (texts,), client_gone)
+
+    async def _in_turn(self, work: Callable[..., Any], args: tuple, client_gone: ClientGone | None) -> Any:
+        """`work(*args)` in a worker thread once the model's turn comes (FIFO), if the queue has room."""
+        self.check_queue()
         if self._turn is None:
             self._turn = anyio.Lock()
         self._queued += 1
@@ -183,10 +207,9 @@ class ModelRunner:
                 started = time.monotonic()
                 # Abandoned on cancellation (shutdown): the thread finishes alone, and `_lock` keeps the next
                 # call from starting on the model until it does.
-                prediction = await anyio.to_thread.run_sync(self.predict, items, configuration, stream_to,
-                                                             abandon_on_cancel=True)
+                result = await anyio.to_thread.run_sync(work, *args, abandon_on_cancel=True)
                 self._seconds_per_call = 0.7 * self._seconds_per_call + 0.3 * (time.monotonic() - started)
-                return prediction
+                return result
             finally:
                 self._turn.release()
         except anyio.get_cancelled_exc_class():

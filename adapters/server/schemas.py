@@ -181,6 +181,19 @@ class ChatResponse(BaseModel):
     replies: list[str] = Field(description="the model's answer to every turn, in order; the last one is `reply`")
 
 
+class EmbedRequest(RequestBody):
+    """Texts to embed with any model: one vector per text."""
+
+    texts: Texts = Field(description=f"1 to {MAX_TEXTS} texts", examples=[["I love apple", "I hate apple"]])
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings_size: int = Field(description="the length of every vector: the model's hidden size")
+    embeddings: list[list[float]] = Field(description="one vector per text, in request order: the mean of the "
+                                                      "model's hidden states over the text's tokens")
+
+
 LEGACY_EXAMPLE = {"name": "legacy.json", "prompts": {"1": {"question-1": {
     "mimetype": "application/text", "value": "How are you?"}}}}
 CURRENT_EXAMPLE = {"name": "current.json", "prompts": {"1": [

@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from ..core.prompt_items import Question
-from .dataset import DatasetError, Subset
+from .dataset import DatasetError, Subset, refuse_unknown_labels
 from .metrics import score
 
 logger = logging.getLogger(__name__)
@@ -29,12 +29,16 @@ def score_subset(family: str, subset: Subset, predicted: dict[Question, str]) ->
 
 
 def evaluate_by_predicting(adapter: Any, subset: Subset) -> dict[str, Any]:
-    """Answer the subset's items exactly as `predict` does and score the first answer of each question."""
+    """Answer the subset's items exactly as `predict` does and score the first answer of each question; reference
+    class labels a classifier does not know are refused (DatasetError)."""
+    refuse_unknown_labels(subset, adapter.label_set())
     answers, _ = adapter.answer_questions([item.parsed for item in subset.items])
     return score_subset(adapter.metric_family, subset, {q: a[0].text for q, a in answers.items() if a})
 
 
-def evaluate_annotations(family: str, subset: Subset) -> dict[str, Any]:
-    """Score the model answers already stored as annotations (read with `predictions_of`)."""
+def evaluate_annotations(family: str, subset: Subset, labels: list[str] | None = None) -> dict[str, Any]:
+    """Score the model answers already stored as annotations (read with `predictions_of`), the first (most
+    confident) of each question's; reference class labels not among a classifier's `labels` are refused."""
+    refuse_unknown_labels(subset, labels)
     predicted = {q: texts[0] for item in subset.items for q, texts in item.predictions.items() if texts}
     return score_subset(family, subset, predicted)

@@ -17,7 +17,7 @@ from rouge_score import rouge_scorer
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def _truth(prediction: str, references: Sequence[str]) -> str:
+def truth(prediction: str, references: Sequence[str]) -> str:
     """The reference a classifier's prediction is judged against: the one it names, else the first."""
     return prediction if prediction in references else references[0]
 
@@ -29,7 +29,7 @@ def accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]) ->
 
 
 def macro_f1(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    truths = [_truth(p, refs) for p, refs in zip(predictions, references)]
+    truths = [truth(p, refs) for p, refs in zip(predictions, references)]
     labels = set(truths) | set(predictions)
     if not labels:
         return 0.0
@@ -46,13 +46,18 @@ def _scorer() -> rouge_scorer.RougeScorer:
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
+def question_rouge(prediction: str, references: Sequence[str]) -> dict[str, float]:
+    """One prediction's best-reference ROUGE-1/2/L F-measures."""
+    scores = _scorer().score_multi(list(references), prediction)
+    return {name: scores[name].fmeasure for name in ROUGE_TYPES}
+
+
 def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Mean over questions of the best-reference ROUGE-1/2/L F-measure of each prediction."""
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for prediction, refs in zip(predictions, references):
-        scores = _scorer().score_multi(list(refs), prediction)
-        for name in ROUGE_TYPES:
-            totals[name] += scores[name].fmeasure
+        for name, value in question_rouge(prediction, refs).items():
+            totals[name] += value
     count = max(len(predictions), 1)
     return {name: total / count for name, total in totals.items()}
 

@@ -13,9 +13,10 @@ logger = logging.getLogger(__name__)
 NOT_PLOTTED = ("epoch", "epochs", "questions", "unanswered")
 
 
-def plot_samples(metrics: dict[str, Any], x: int | None = None) -> list[dl.PlotSample]:
-    """One sample per number: losses share the figure "loss" (legends train/validation), each score its own."""
-    x = metrics.get("epoch", 0) if x is None else x
+def plot_samples(metrics: dict[str, Any]) -> list[dl.PlotSample]:
+    """An epoch's samples (x: the epoch): losses share the figure "loss" (legends train/validation), each
+    validation score has its own figure."""
+    x = metrics.get("epoch", 0)
     samples = []
     for name, value in metrics.items():
         if name in NOT_PLOTTED or not isinstance(value, (int, float)):
@@ -27,10 +28,22 @@ def plot_samples(metrics: dict[str, Any], x: int | None = None) -> list[dl.PlotS
     return samples
 
 
-def upload_samples(model: dl.Model, samples: list[dl.PlotSample]) -> None:
-    """Post to `model.metrics`; an unreachable platform costs the plot, not the training."""
+EVALUATION_FIGURE = "evaluation"
+
+
+def evaluation_samples(metrics: dict[str, Any]) -> list[dl.PlotSample]:
+    """An evaluation's scores in a figure of their own ("evaluation", one legend per score), apart from the
+    training curves, whose x is the epoch; the evaluated dataset goes with them (`upload_samples`)."""
+    return [dl.PlotSample(figure=EVALUATION_FIGURE, legend=name, x=0, y=float(value))
+            for name, value in metrics.items()
+            if name not in NOT_PLOTTED and isinstance(value, (int, float)) and not isinstance(value, bool)]
+
+
+def upload_samples(model: dl.Model, samples: list[dl.PlotSample], dataset_id: str | None = None) -> None:
+    """Post to `model.metrics` (for `dataset_id`, by default the model's dataset); an unreachable platform costs
+    the plot, not the training."""
     try:
-        model.metrics.create(samples=samples, dataset_id=model.dataset_id)
+        model.metrics.create(samples=samples, dataset_id=dataset_id or model.dataset_id)
     except Exception as error:  # noqa: BLE001 - metrics are a report, never a reason to fail
         logger.warning("could not upload %d metric samples of model %r: %s", len(samples), model.name, error)
 

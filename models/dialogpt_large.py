@@ -30,11 +30,11 @@ class HuggingAdapter(GenerativeAdapter):
     settings = (token_budget_setting("max_new_tokens", "longest answer, in tokens"), *SAMPLING_SETTINGS,
                 *runtime_settings(GENERATE), *TRAINING_SETTINGS)
 
-    def setup(self) -> None:
-        if self.answer_budget >= self.max_input_tokens:
-            raise ConfigurationError(f"max_new_tokens {self.answer_budget} leaves no room for the question in "
+    def check_with_model(self, configuration: dict) -> None:
+        budget = configuration["max_new_tokens"]
+        if budget >= self.max_input_tokens:
+            raise ConfigurationError(f"max_new_tokens {budget} leaves no room for the question in "
                                      f"the model's context window of {self.max_input_tokens} tokens")
-        super().setup()
 
     def conversations(self, parsed: ParsedItem) -> list[list[Question]]:
         if parsed.format == "current":

@@ -1,30 +1,34 @@
-"""One loaded model behind one bounded queue: the only way the server calls `HuggingAdapter.predict`.
+"""One loaded model behind its admission: the only way the server calls `HuggingAdapter.predict`.
 
 Task-shaped routes turn their texts into a current-format prompt item (one prompt per text) and read the
 answers back from the annotations, so every route runs exactly the path a Dataloop prediction runs.
 
-A request is priced before it queues (413 past `max_request_tokens`), refused when the model already has
-`max_queue` requests (503 with Retry-After), and dropped without running the model when its client
-disconnects before its turn. Model calls run one at a time in a worker thread, so the event loop (and
-`/health`) stays free; on shutdown a running call is abandoned rather than waited for.
+A request is priced before it is admitted (413 past `max_request_tokens`) and admitted while the priced cost of
+the model's admitted requests, running or waiting, stays within `max_queue_tokens` (503 with Retry-After past
+it: the time the model takes to serve the excess, at the rate it has served so far). Admitted requests call
+`predict` in worker threads at once, so the model's batcher runs the rows of concurrent requests together
+(adapters/core/dynamic_batching.py); the event loop (and `/health`) stays free. A request whose client
+disconnects is answered at once and its rows are dropped unrun if their turn has not come; on shutdown a
+running call is abandoned rather than waited for.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 import anyio
 import dtlpy as dl
 
+from ..core.dynamic_batching import CallAbandoned, abandoned_when
 from ..core.errors import ConfigurationError
 from ..core.hugging_adapter import HuggingAdapter, PredictionReport
 from ..core.prompt_items import METADATA_MIMETYPE, ParsedItem, parse_prompt_item
 from ..core.settings import resolve_configuration, setting_names
 from .cost import request_cost
-from .limits import ServerLimits, retry_after
+from .limits import CALLS_AT_ONCE, ServerLimits, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ class Unavailable(RuntimeError):
 
 
 class QueueFull(Unavailable):
-    """The model has as many requests as it may queue."""
+    """The model's admitted requests already cost as much as it may queue."""
 
 
 class ServerStopping(Unavailable):
@@ -96,8 +100,34 @@ def parse_items(items: Sequence[dict]) -> list[ParsedItem]:
     return [parse_prompt_item(item, index, item["name"]) for index, item in enumerate(items)]
 
 
+@dataclass
+class ServedRate:
+    """Priced tokens served per second while the model had admitted requests: how fast its queue drains."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    admitted: int = 0
+    busy_since: float = field(default_factory=time.monotonic)
+
+    def admit(self) -> None:
+        if self.admitted == 0:
+            self.busy_since = time.monotonic()
+        self.admitted += 1
+
+    def release(self, served_tokens: int) -> None:
+        self.admitted -= 1
+        self.tokens += served_tokens
+        if self.admitted == 0:
+            self.seconds += time.monotonic() - self.busy_since
+
+    def seconds_to_serve(self, tokens: int) -> float:
+        """How long `tokens` take at the rate measured so far (1 s before anything was served)."""
+        busy = self.seconds + (time.monotonic() - self.busy_since if self.admitted else 0.0)
+        return tokens * busy / self.tokens if self.tokens and busy > 0 else 1.0
+
+
 class ModelRunner:
-    """Queues, prices and serializes calls to one adapter, and applies per-request overrides."""
+    """Prices and admits requests to one adapter, applies per-request overrides, and runs them side by side."""
 
     def __init__(self, name: str, adapter: HuggingAdapter, limits: ServerLimits = ServerLimits()):
         self.name = name
@@ -105,15 +135,16 @@ class ModelRunner:
         self.limits = limits
         # The configuration the server was started with; overrides are applied to a copy of it, never to this.
         self.configuration = dict(adapter.configuration)
-        self._lock = threading.Lock()  # held by the worker thread while the model runs
-        self._turn: anyio.Lock | None = None  # FIFO turns in the event loop
-        self._queued = 0  # requests admitted: running or waiting
-        self._seconds_per_call = 1.0  # moving average, for Retry-After
+        self._queued_tokens = 0  # priced cost of the admitted requests: running or waiting (event loop only)
+        self._served = ServedRate()
+        self._threads: anyio.CapacityLimiter | None = None  # worker threads of this model's requests
+        self._calls = 0  # requests inside `predict`, in worker threads
+        self._calls_lock = threading.Lock()
 
     @property
     def busy(self) -> bool:
-        """Whether the model is running a request right now (in its worker thread)."""
-        return self._lock.locked()
+        """Whether a request is inside the model's `predict` right now (in a worker thread)."""
+        return self._calls > 0
 
     def resolve(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The server's configuration with per-request `overrides`, validated exactly as a model configuration is."""
@@ -123,17 +154,27 @@ class ModelRunner:
         resolved = resolve_configuration(self.configuration["module_name"], type(self.adapter).settings,
                                          {**self.configuration, **overrides})
         self.adapter.check_configuration(resolved)
+        self.adapter.check_with_model(resolved)
         return resolved
 
-    def predict(self, items: list[Any], configuration: dict[str, Any] | None = None) -> Prediction:
-        """`adapter.predict(items)` under the lock, with `configuration` (from `resolve`) for this call only."""
-        with self._lock:
-            if configuration is None or configuration == self.configuration:
-                return Prediction(self.adapter.predict(items), self.adapter.last_report)
-            with self.adapter.configured(configuration):
-                return Prediction(self.adapter.predict(items), self.adapter.last_report)
+    def predict(self, items: list[Any], configuration: dict[str, Any] | None = None,
+                abandoned: Callable[[], bool] | None = None) -> Prediction:
+        """`adapter.predict(items)` with `configuration` (from `resolve`) for this call only; calls from several
+        threads run at once, their rows batched together. Once `abandoned()` is true, rows not yet run are dropped."""
+        with self._calls_lock:
+            self._calls += 1
+        try:
+            with abandoned_when(abandoned):
+                if configuration is None or configuration == self.configuration:
+                    return Prediction(self.adapter.predict(items), self.adapter.last_report)
+                with self.adapter.configured(configuration):
+                    return Prediction(self.adapter.predict(items), self.adapter.last_report)
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
 
-    def check_cost(self, parsed: Sequence[ParsedItem], configuration: dict[str, Any] | None = None) -> None:
+    def check_cost(self, parsed: Sequence[ParsedItem], configuration: dict[str, Any] | None = None) -> int:
+        """The request's priced cost; RequestTooCostly past `max_request_tokens`."""
         cost = request_cost(self.adapter, configuration or self.configuration, parsed)
         if cost > self.limits.max_request_tokens:
             raise RequestTooCostly(
@@ -141,63 +182,69 @@ class ModelRunner:
                 f"counted in bytes up to the context window), more than the server's limit of "
                 f"{self.limits.max_request_tokens}; send fewer or shorter texts, or ask for fewer tokens, "
                 "generations or labels")
+        return cost
+
+    def admit(self, cost: int) -> None:
+        """Admit a request of `cost`, or refuse it (QueueFull) when the admitted ones would then cost more than
+        `max_queue_tokens`; a request alone is always admitted."""
+        queued, limit = self._queued_tokens, self.limits.max_queue_tokens
+        if queued and queued + cost > limit:
+            raise QueueFull(f"{self.name} already has requests running or waiting that cost about {queued} tokens; "
+                            f"this one (about {cost}) would pass its limit of {limit}; retry later",
+                            self._served.seconds_to_serve(queued + cost - limit))
+        self._queued_tokens += cost
+        self._served.admit()
 
     async def run(self, items: list[dict], configuration: dict[str, Any] | None = None,
                   client_gone: ClientGone | None = None) -> Prediction:
-        """Price `items` (readable prompt items, names set), wait for the model's turn, and run them.
+        """Price and admit `items` (readable prompt items, names set) and run them alongside other requests.
 
-        Raises RequestTooCostly, QueueFull, or ClientLeft when `client_gone` returns before the turn comes.
+        Raises RequestTooCostly, QueueFull, or ClientLeft when `client_gone` returns before the answer is ready.
         """
-        self.check_cost(parse_items(items), configuration)
-        if self._queued >= self.limits.max_queue:
-            raise QueueFull(f"{self.name} already has {self._queued} requests running or waiting, its limit; "
-                            "retry later", self._seconds_per_call * self._queued)
-        if self._turn is None:
-            self._turn = anyio.Lock()
-        self._queued += 1
+        cost = self.check_cost(parse_items(items), configuration)
+        self.admit(cost)
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(CALLS_AT_ONCE)
+        served = 0
         try:
-            if not await self._wait_for_turn(client_gone):
-                logger.info("%s: a client left before its turn; its request was dropped unrun", self.name)
-                raise ClientLeft()
-            try:
-                started = time.monotonic()
-                # Abandoned on cancellation (shutdown): the thread finishes alone, and `_lock` keeps the next
-                # call from starting on the model until it does.
-                prediction = await anyio.to_thread.run_sync(self.predict, items, configuration,
-                                                             abandon_on_cancel=True)
-                self._seconds_per_call = 0.7 * self._seconds_per_call + 0.3 * (time.monotonic() - started)
-                return prediction
-            finally:
-                self._turn.release()
+            prediction = await self._predict_unless_gone(items, configuration, client_gone)
+            served = cost
+            return prediction
         except anyio.get_cancelled_exc_class():
             # Only uvicorn cancels a request, when its shutdown grace is over: answer 503 rather than let the
             # cancellation reach uvicorn, which would log a traceback per request and answer 500.
-            raise ServerStopping(f"the server stopped before {self.name} answered; retry later",
-                                 self._seconds_per_call) from None
+            raise ServerStopping(f"the server stopped before {self.name} answered; retry later", 1.0) from None
         finally:
-            self._queued -= 1
+            self._queued_tokens -= cost
+            self._served.release(served)
 
-    async def _wait_for_turn(self, client_gone: ClientGone | None) -> bool:
-        """Take the model's turn (FIFO); False, holding nothing, when the client disconnects first."""
-        assert self._turn is not None
-        if client_gone is None:
-            await self._turn.acquire()
-            return True
-        left = anyio.Event()
-        acquired = False
+    async def _predict_unless_gone(self, items: list[dict], configuration: dict[str, Any] | None,
+                                   client_gone: ClientGone | None) -> Prediction:
+        """`predict` in a worker thread; ClientLeft as soon as the client disconnects (the thread, abandoned, drops
+        the rows whose turn has not come, and finishes alone)."""
+        gone = threading.Event()
+        outcome: list[Prediction | Exception] = []
         async with anyio.create_task_group() as group:
-            async def leave_when_gone() -> None:
-                await client_gone()
-                left.set()
-                group.cancel_scope.cancel()
+            if client_gone is not None:
+                async def leave_when_gone() -> None:
+                    await client_gone()
+                    gone.set()
+                    group.cancel_scope.cancel()
 
-            group.start_soon(leave_when_gone)
-            await self._turn.acquire()
-            acquired = True
+                group.start_soon(leave_when_gone)
+            try:
+                outcome.append(await anyio.to_thread.run_sync(self.predict, items, configuration, gone.is_set,
+                                                               abandon_on_cancel=True, limiter=self._threads))
+            except Exception as error:  # noqa: BLE001 - raised below, outside the task group (which would wrap it)
+                outcome.append(error)
             group.cancel_scope.cancel()
-        if left.is_set() and acquired:  # the client left just as the turn came
-            self._turn.release()
-        return acquired and not left.is_set()
+        if gone.is_set() or not outcome or isinstance(outcome[0], CallAbandoned):
+            logger.info("%s: a client left before its answer; what of its request had not run was dropped",
+                        self.name)
+            raise ClientLeft()
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
 
     async def answer(self, texts: Sequence[str], metadata: dict[str, Any] | None = None,
                      configuration: dict[str, Any] | None = None,

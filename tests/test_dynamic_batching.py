@@ -120,7 +120,7 @@ def test_a_gather_takes_whole_calls_in_arrival_order_up_to_its_budget():
     recipe = model.recipe(max_rows=2)
     first = busy_with_first_call(batcher, model, recipe)
     budget = GATHERED_MICRO_BATCHES * 2
-    callers = [Caller(batcher, rows_of(10 + i), recipe) for i in range(budget + 1)]
+    callers = [Caller(batcher, rows_of(10 + i, length=3 if i == budget else 1), recipe) for i in range(budget + 1)]
     for index, caller in enumerate(callers):
         caller.start()
         queued(batcher, index + 1)
@@ -129,7 +129,7 @@ def test_a_gather_takes_whole_calls_in_arrival_order_up_to_its_budget():
     first.answer()
     gathered = model.batches[1:1 + GATHERED_MICRO_BATCHES]
     assert sorted(i for batch in gathered for i in batch) == list(range(10, 10 + budget))  # the first `budget`
-    assert model.batches[-1] == [10 + budget]  # the last to come runs in the next gather
+    assert model.batches[-1] == [10 + budget]  # the last to come runs in the next gather (though the longest)
 
 
 def test_calls_with_different_keys_never_share_a_forward_pass():
@@ -453,6 +453,45 @@ def test_sampling_with_a_fixed_seed_runs_alone_and_answers_as_it_does_alone(make
     for result, expected in zip(together, alone):
         assert_same_outcome(result, expected)
     assert sorted(rows) == [1, 2, 2]  # each call's rows in passes of their own
+
+
+def test_rows_run_with_their_own_calls_settings_whichever_thread_runs_them(make_adapter):
+    """The thread that runs a gather may belong to another call with settings of its own: here a call with a
+    one-token budget whose client left runs the next call's rows, which still get their own budget."""
+    adapter = make_adapter("models.dialogpt_large", do_sample=False)
+    items = [current_item({"1": ["please backup your work"]})]
+    expected = outcome(*adapter.predict_with_report(items))
+    assert expected[1][0][0]["generated_tokens"] > 1  # a one-token budget would change the answer
+    real_forward, gate, gone = adapter.forward, threading.Event(), threading.Event()
+    adapter.forward = lambda inputs: (gate.wait(TIMEOUT), real_forward(inputs))[1]
+    results: dict[str, Any] = {}
+
+    def call(name: str, configuration: dict | None, abandoned=None) -> None:
+        try:
+            with abandoned_when(abandoned):
+                results[name] = outcome(*predict(adapter, items, configuration))
+        except Exception as error:  # noqa: BLE001 - the test reads it
+            results[name] = error
+
+    threads = [threading.Thread(target=call, args=("first", None), daemon=True),
+               threading.Thread(target=call, args=("quitter", per_call(adapter, {"max_new_tokens": 1}), gone.is_set),
+                                daemon=True),
+               threading.Thread(target=call, args=("stayer", None), daemon=True)]
+    threads[0].start()
+    for _ in range(TIMEOUT * 100):  # until the first call's forward pass is held
+        if adapter.batcher._leading and not adapter.batcher._queue:
+            break
+        threading.Event().wait(0.01)
+    for index, thread in enumerate(threads[1:], start=1):
+        thread.start()
+        queued(adapter.batcher, index)
+    gone.set()  # the quitter's thread is handed the model next, drops its own call and runs the stayer's
+    gate.set()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert isinstance(results["quitter"], CallAbandoned)
+    assert_same_outcome(results["stayer"], expected)
+    assert_same_outcome(results["first"], expected)
 
 
 def test_a_failing_batch_fails_only_its_callers_and_tells_each_why(make_adapter):

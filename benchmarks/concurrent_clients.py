@@ -8,8 +8,11 @@ For N = 1, 8, 64, 256 and the DistilBERT-base sentiment model (random weights, r
   (benchmarks/plain_server.py: a FastAPI route calling `transformers`' pipeline per request, under uvicorn).
 
 Each client has its connection open before the clock starts, so what is timed is the servers' work; each
-measurement is repeated `rounds` times in turns and the best is kept (the machine may be shared). Also the
-latency of a lone request, one after another: ours, ours with `max_batch_wait_ms` 0, and the plain server.
+measurement is repeated `rounds` times in turns and the best is kept (the machine may be shared). Each also
+records the CPU time the server process spent (all its threads): on a machine others load, a process with more
+runnable threads takes a larger share of the cores, so wall time alone would favour the plain server's forty
+threads; CPU seconds compare the work each server does. Also the latency of a lone request, one after another:
+ours, ours with `max_batch_wait_ms` 0, and the plain server.
 Targets (issue 23): at N = 256 every request answered (no 503), in at most 1.3x the time of one 256-text request
 and at least 2x the plain server's throughput; a lone request at most `max_batch_wait_ms` slower than with 0.
 """
@@ -41,6 +44,12 @@ class Server:
     name: str
     port: int
     route: str
+    pid: int = 0
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server process so far (every thread of it)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -50,12 +59,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: list[str], port: int, log: Path) -> Iterator[None]:
-    """`command` in its own process group until the block ends; ready once GET /health answers 200."""
+def running(command: list[str], server: Server, log: Path) -> Iterator[None]:
+    """`command` (serving `server`) in its own process group until the block ends; ready once GET /health answers
+    200. Sets `server.pid`."""
+    port = server.port
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)
+    server.pid = process.pid
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while not _healthy(port):
@@ -147,7 +159,10 @@ async def _lone_latencies(server: Server, texts: list[str]) -> list[float]:
 
 
 def measure(server: Server, bodies: list[list[str]]) -> dict[str, Any]:
-    return asyncio.run(_send_all(server, bodies))
+    cpu = server.cpu_seconds()
+    result = asyncio.run(_send_all(server, bodies))
+    result["server_cpu_seconds"] = server.cpu_seconds() - cpu
+    return result
 
 
 def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -157,6 +172,7 @@ def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for status, count in run["statuses"].items():
             statuses[str(status)] = statuses.get(str(status), 0) + count
     return {"seconds": round(best["seconds"], 3), "median_seconds": round(statistics.median(r["seconds"] for r in runs), 3),
+            "server_cpu_seconds": round(min(r["server_cpu_seconds"] for r in runs), 3),
             "latency_p50_s": round(best["latency_p50_s"], 3), "latency_max_s": round(best["latency_max_s"], 3),
             "statuses_over_rounds": statuses}
 
@@ -171,9 +187,9 @@ def run_concurrent_clients(model_folder: Path, texts: list[str], counts: tuple[i
     wait_ms = next(m for m in wait_ms if m["name"] == "distilbert-sst2")["configuration"]["max_batch_wait_ms"]
     by_clients: dict[str, Any] = {}
     lone_texts = [texts[i % len(texts)] for i in range(lone_requests + 1)]
-    with running([*serve, "--port", str(ours.port)], ours.port, log_dir / "ours.log"), \
+    with running([*serve, "--port", str(ours.port)], ours, log_dir / "ours.log"), \
             running([sys.executable, "-m", "benchmarks.plain_server", str(model_folder), "--port", str(plain.port)],
-                    plain.port, log_dir / "plain.log"):
+                    plain, log_dir / "plain.log"):
         for server in (ours, plain):  # warm-up: first-call allocations and lazy inits
             measure(server, [[text] for text in texts[:8]])
         lone = {"ours": asyncio.run(_lone_latencies(ours, lone_texts))[1:],
@@ -185,18 +201,23 @@ def run_concurrent_clients(model_folder: Path, texts: list[str], counts: tuple[i
                 runs["ours_concurrent"].append(measure(ours, [[text] for text in chosen]))
                 runs["ours_one_request"].append(measure(ours, [chosen]))
                 runs["plain_concurrent"].append(measure(plain, [[text] for text in chosen]))
-            result = {name: best_of(measured) for name, measured in runs.items()}
-            seconds = {name: r["seconds"] for name, r in result.items()}
+            result: dict[str, Any] = {name: best_of(measured) for name, measured in runs.items()}
+            seconds = {name: result[name]["seconds"] for name in runs}
+            cpu = {name: result[name]["server_cpu_seconds"] for name in runs}
             result["concurrent_over_one_request"] = round(seconds["ours_concurrent"] / seconds["ours_one_request"], 3)
             result["throughput_over_plain"] = round(seconds["plain_concurrent"] / seconds["ours_concurrent"], 3)
+            result["cpu_concurrent_over_one_request"] = round(cpu["ours_concurrent"] / cpu["ours_one_request"], 3)
+            result["cpu_plain_over_ours_concurrent"] = round(cpu["plain_concurrent"] / cpu["ours_concurrent"], 3)
             result["texts_per_s"] = {name: round(count / s, 2) for name, s in seconds.items()}
             by_clients[str(count)] = result
             print(f"  N={count:>3}: ours concurrent {seconds['ours_concurrent']:.2f} s, one request "
                   f"{seconds['ours_one_request']:.2f} s ({result['concurrent_over_one_request']}x), plain server "
                   f"{seconds['plain_concurrent']:.2f} s (ours {result['throughput_over_plain']}x its throughput); "
                   f"statuses ours {result['ours_concurrent']['statuses_over_rounds']}, plain "
-                  f"{result['plain_concurrent']['statuses_over_rounds']}", flush=True)
-    with running([*serve, "--port", str(ours.port), "--set", "distilbert-sst2.max_batch_wait_ms=0"], ours.port,
+                  f"{result['plain_concurrent']['statuses_over_rounds']}; server CPU seconds: ours concurrent "
+                  f"{cpu['ours_concurrent']:.2f}, one request {cpu['ours_one_request']:.2f}, plain "
+                  f"{cpu['plain_concurrent']:.2f}", flush=True)
+    with running([*serve, "--port", str(ours.port), "--set", "distilbert-sst2.max_batch_wait_ms=0"], ours,
                  log_dir / "ours-no-wait.log"):
         measure(ours, [[text] for text in texts[:8]])  # warm-up, as for the others
         lone["ours_max_batch_wait_ms_0"] = asyncio.run(_lone_latencies(ours, lone_texts))[1:]

@@ -35,6 +35,7 @@ from adapters.runtimes.torch_runtime import native_cpu_bfloat16  # noqa: E402
 
 from .baselines import best_batch_size  # noqa: E402
 from .measure import classifier_flops, generation_flops, matmul_peak_flops, matmul_rates, measured  # noqa: E402
+from .projection import suite_projection  # noqa: E402
 from .suites import Suite, all_suites  # noqa: E402
 from .workload import Workload, build_workload  # noqa: E402
 
@@ -199,6 +200,7 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
     if model.config.is_encoder_decoder and suite.kind == "generator":
         summary["encoder_share_of_predict"] = encoder_share(adapter, workload)
 
+    summary["t4_projection"] = suite_projection(summary)
     rate = {m["method"]: m["items_per_s"] for m in methods}
     ours_rate = rate["ours (torch)"]
     summary["ours_over_naive"] = round(ours_rate / rate["naive loop"], 2)
@@ -390,6 +392,37 @@ def machine() -> dict[str, Any]:
             "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
+# Suites that measure serving rather than one model's predict: concurrent clients of the REST server, and the
+# platform's concurrent executions on one replica (they run after the model suites).
+SERVING_SUITES = ("concurrent-clients", "platform-concurrency")
+
+
+def serving_texts(count: int) -> list[str]:
+    """`count` one-question texts of the DistilBERT suite's workload (4 to 120 words, log-uniform)."""
+    workload = build_workload(-(-count // 3), 3, 4, 120)
+    return [text for _, _, text, _ in workload.questions()][:count]
+
+
+def run_serving_suite(name: str, quick: bool, new_tokens: int, models_dir: Path) -> dict[str, Any]:
+    from .concurrent_clients import concurrent_clients_suite
+    from .platform_concurrency import run_platform_concurrency
+
+    by_name = {s.name: s for s in all_suites(quick, new_tokens)}
+    print(f"\n== {name}", flush=True)
+    if name == "concurrent-clients":
+        return concurrent_clients_suite(model_folder(by_name["distilbert-base-sst2"], models_dir), serving_texts(256),
+                                        quick)
+    concurrencies, latencies = ((1, 4), (0.0,)) if quick else ((1, 2, 4, 8, 16, 32), (0.0, 0.05))
+    executions = 8 if quick else 64
+    report = {}
+    for suite_name in ("distilbert-base-sst2", "t5-small-email"):
+        suite = by_name[suite_name]
+        report[suite_name] = run_platform_concurrency(suite.module_name, model_folder(suite, models_dir),
+                                                      serving_texts(executions), suite.configuration, concurrencies,
+                                                      latencies)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -404,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     suites = [s for s in all_suites(args.quick, args.new_tokens) if not args.only or s.name in args.only]
-    if args.only and len(suites) != len(args.only):
-        parser.error(f"--only: known suites are {[s.name for s in all_suites(args.quick, args.new_tokens)]}")
+    serving = [name for name in SERVING_SUITES if not args.only or name in args.only]
+    if args.only and len(suites) + len(serving) != len(set(args.only)):
+        parser.error(f"--only: known suites are {[s.name for s in all_suites(args.quick, args.new_tokens)]} and "
+                     f"{list(SERVING_SUITES)}")
     for suite in suites:
         suite.items = args.items or max(2, round(suite.items * args.scale))
     args.models_dir.mkdir(parents=True, exist_ok=True)
@@ -423,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         for suite in suites:
             report["suites"][suite.name] = run_suite(suite, args.models_dir, peak, Path(onnx_dir))
             args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    for name in serving:
+        report["suites"][name] = run_serving_suite(name, args.quick, args.new_tokens, args.models_dir)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     peak_after = matmul_peak_flops(512 if args.quick else 2048)
     report["matmul_peak_gflop_per_s"] = {"start": round(peak / 1e9, 1), "end": round(peak_after / 1e9, 1)}
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -42,16 +42,21 @@ class HuggingAdapter(GenerativeAdapter):
     settings = (token_budget_setting("max_new_tokens", "longest answer, in tokens"), SYSTEM_PROMPT,
                 *SAMPLING_SETTINGS, *STREAM_SETTINGS, *runtime_settings(GENERATE), *TRAINING_SETTINGS)
 
-    def setup(self) -> None:
-        if self.answer_budget >= self.max_input_tokens:
-            raise ConfigurationError(f"max_new_tokens {self.answer_budget} leaves no room for the question in "
+    def check_with_model(self, configuration: dict) -> None:
+        budget = configuration["max_new_tokens"]
+        if budget >= self.max_input_tokens:
+            raise ConfigurationError(f"max_new_tokens {budget} leaves no room for the question in "
                                      f"the model's context window of {self.max_input_tokens} tokens")
+        self._check_system_prompt(configuration)
+
+    def setup(self) -> None:
         super().setup()
         self.chat = chat_format(self.tokenizer, self.segments, end_token_ids(self.generation_config))
-        self.check_against_model(self.configuration)
+        self._check_system_prompt(self.configuration)  # at load, once the chat format is known
 
-    def check_against_model(self, configuration: dict) -> None:
-        if configuration["system_prompt"] and not self.chat.takes_system:
+    def _check_system_prompt(self, configuration: dict) -> None:
+        chat = getattr(self, "chat", None)  # None while loading: `setup` checks it then
+        if configuration["system_prompt"] and chat is not None and not chat.takes_system:
             raise ConfigurationError(f"configuration 'system_prompt' is refused: {self._no_system_turn()}")
 
     def _no_system_turn(self) -> str:

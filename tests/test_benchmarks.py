@@ -18,9 +18,26 @@ def test_quick_benchmark_runs_every_suite_with_rates_that_add_up_and_equal_answe
     assert main(["--quick", "--out", str(out), "--models-dir", str(tmp_path / "models")]) == 0
     report = json.loads(out.read_text())
     assert set(report["suites"]) == {"distilbert-base-sst2", "bart-large-mnli", "gpt2-medium-dialogpt",
-                                     "qwen2-0.5b-instruct", "t5-small-email"}
+                                     "qwen2-0.5b-instruct", "t5-small-email", "concurrent-clients",
+                                     "platform-concurrency"}
     assert report["matmul_peak_gflop_per_s"]["start"] > 0 and report["machine"]["torch_threads"] >= 1
+    serving = {name: report["suites"].pop(name) for name in ("concurrent-clients", "platform-concurrency")}
+    clients = serving["concurrent-clients"]
+    for count in ("1", "8"):
+        measured = clients["by_clients"][count]
+        assert measured["ours_concurrent"]["statuses_over_rounds"] == {"200": int(count)}  # every client answered
+        assert measured["plain_concurrent"]["statuses_over_rounds"] == {"200": int(count)}
+        assert measured["ours_one_request"]["statuses_over_rounds"] == {"200": 1}
+        assert measured["concurrent_over_one_request"] == pytest.approx(
+            measured["ours_concurrent"]["seconds"] / measured["ours_one_request"]["seconds"], abs=0.06)
+    assert set(clients["lone_latency_ms"]) == {"ours", "ours_max_batch_wait_ms_0", "plain"}
+    assert set(clients["targets"]) == {"all_answered", "concurrent_within_1.3x_one_request",
+                                       "at_least_2x_plain_throughput", "lone_latency_within_wait"}
+    for model in ("distilbert-base-sst2", "t5-small-email"):
+        rates = serving["platform-concurrency"][model]["items_per_s"]["latency_0ms"]
+        assert set(rates) == {"1", "4"} and all(rate > 0 for rate in rates.values())
     for name, suite in report["suites"].items():
+        assert suite["t4_projection"]["t4_float32_questions_per_s"] > 0, name
         methods = {m["method"].split(" (batch_size")[0]: m for m in suite["methods"]}
         assert {"ours (torch)", "ours (torch, dtype bfloat16)", "naive loop"} <= set(methods), name
         # rates and ratios are rounded to 3 decimals in the report: a ratio of rounded rates is within 0.006

@@ -94,7 +94,7 @@ def test_cog_chat_max_new_tokens_temperature_and_seed_each_reach_the_model(monke
 
     def greedy(tokens: int) -> str:
         adapter = cog.runner.adapter
-        ids = list(adapter.utterance("Who won the game last night?"))
+        ids = list(adapter.chat.utterance("Who won the game last night?"))
         with torch.inference_mode():
             out = adapter.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                          max_new_tokens=tokens, do_sample=False,
@@ -159,7 +159,7 @@ def test_every_serve_limit_flag_reaches_the_server_and_uvicorn(tiny_models, monk
     from adapters.cli import serve as serve_command
     from tests.servers import free_loopback_port
 
-    values = {"--max-body-bytes": 1234, "--max-request-tokens": 4321, "--max-queue": 3, "--max-connections": 17,
+    values = {"--max-body-bytes": 1234, "--max-request-tokens": 4321, "--max-queue-tokens": 3333, "--max-connections": 17,
               "--max-pending-bytes": 99999, "--header-timeout": 4.5, "--body-timeout": 6.5,
               "--keep-alive-timeout": 7, "--shutdown-timeout": 2.5}
     assert set(values) == {option for option, _, _ in serve_command.LIMIT_OPTIONS}

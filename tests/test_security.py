@@ -192,7 +192,8 @@ def test_a_device_this_torch_build_cannot_use_is_a_configuration_error(nothing_l
 # What each key accepts, written here from the documented caps (README, docs/training.md), not read from the
 # settings' own declared bounds: a bound changed by mistake in the code must fail these tests.
 NUMBERS = {  # key: (type, minimum, maximum)
-    "batch_size": (int, 1, 1024), "max_batch_tokens": (int, 16, 2**20), "epochs": (int, 1, 1000),
+    "batch_size": (int, 1, 1024), "max_batch_tokens": (int, 16, 2**20), "max_batch_wait_ms": (int, 0, 1000),
+    "epochs": (int, 1, 1000),
     "learning_rate": (float, 1e-9, 1.0), "train_batch_size": (int, 1, 1024),
     "gradient_accumulation_steps": (int, 1, 1024), "weight_decay": (float, 0.0, 1.0),
     "warmup_ratio": (float, 0.0, 0.999), "max_grad_norm": (float, 0.0, 1e4), "early_stopping_patience": (int, 0, 1000),

@@ -328,41 +328,49 @@ def test_routes_of_models_not_loaded_are_404():
         assert "is not loaded by this server" in response.json()["detail"]
 
 
-def test_model_calls_are_serialized_and_health_stays_responsive(make_adapter):
+def test_concurrent_requests_share_forward_passes_one_at_a_time_and_health_stays_responsive(make_adapter):
+    """Requests to one model run side by side (each in its worker thread), but the model runs one forward pass at
+    a time, and the requests that came while it was busy share the next one; /health answers meanwhile."""
     adapter = make_adapter("models.distilbert_sst2")
-    real_predict, gate, guard = adapter.predict, threading.Event(), threading.Lock()
-    state = {"active": 0, "peak": 0, "calls": 0}
+    real_forward, gate, guard = adapter.forward, threading.Event(), threading.Lock()
+    state = {"active": 0, "peak": 0, "rows": []}
 
-    def watched(batch, **kwargs):
+    def watched(inputs):
         with guard:
             state["active"] += 1
-            state["calls"] += 1
             state["peak"] = max(state["peak"], state["active"])
+            state["rows"].append(inputs["input_ids"].shape[0])
         try:
             gate.wait(timeout=20)
-            return real_predict(batch, **kwargs)
+            return real_forward(inputs)
         finally:
             with guard:
                 state["active"] -= 1
 
-    adapter.predict = watched
+    adapter.forward = watched
 
     async def scenario():
         async with asgi_client(create_app({"distilbert-sst2": adapter})) as http:
-            calls = [asyncio.create_task(http.post("/models/distilbert-sst2/classify", json={"texts": [f"text {i}"]}))
-                     for i in range(6)]
-            for _ in range(2000):  # until a model call is held at the gate
+            first = asyncio.create_task(http.post("/models/distilbert-sst2/classify", json={"texts": ["text 0"]}))
+            for _ in range(2000):  # until the first forward pass is held at the gate
                 if state["active"]:
+                    break
+                await asyncio.sleep(0.01)
+            calls = [asyncio.create_task(http.post("/models/distilbert-sst2/classify", json={"texts": [f"text {i}"]}))
+                     for i in range(1, 6)]
+            for _ in range(2000):  # until the five are in `predict`, their rows queued behind the running pass
+                if len(adapter.batcher._queue) == 5:
                     break
                 await asyncio.sleep(0.01)
             health = await http.get("/health")
             gate.set()
-            return health, await asyncio.gather(*calls)
+            return health, await asyncio.gather(first, *calls)
 
     health, responses = run_async(scenario())
     assert health.status_code == 200
     assert [r.status_code for r in responses] == [200] * 6
-    assert state == {"active": 0, "peak": 1, "calls": 6}
+    assert state["peak"] == 1 and state["active"] == 0
+    assert state["rows"] == [1, 5]  # the five that came while the model was busy ran in one forward pass
 
 
 def test_overrides_are_validated_and_restored_in_process(make_adapter):

@@ -92,9 +92,9 @@ def test_retry_after_is_whole_seconds_and_never_0(seconds, header):
 
 
 def test_a_full_queue_of_a_fast_model_still_says_retry_after_1(sst2):
-    """The hint is the moving average of a call's time x the requests queued: a fast model's is far below a second,
-    and a Retry-After of 0 would invite clients to hammer the server."""
-    app = create_app({"distilbert-sst2": sst2}, ServerLimits(max_queue=1))
+    """The hint is the time the model takes to serve the excess at its measured rate: a fast model's is far below a
+    second, and a Retry-After of 0 would invite clients to hammer the server."""
+    app = create_app({"distilbert-sst2": sst2}, ServerLimits(max_queue_tokens=1))  # a request alone, no more
 
     async def scenario():
         for _ in range(12):  # fast calls bring the average well under half a second
@@ -109,7 +109,8 @@ def test_a_full_queue_of_a_fast_model_still_says_retry_after_1(sst2):
 
     refused = run_async(scenario())
     assert refused.status == 503 and refused.headers["retry-after"] == "1"
-    assert app.state.runners["distilbert-sst2"]._seconds_per_call < 0.5  # the case the check is about
+    served = app.state.runners["distilbert-sst2"]._served
+    assert served.seconds_to_serve(2 * served.tokens // 12) < 0.5  # two requests' worth: the case the check is about
 
 
 # ----- bodies -----

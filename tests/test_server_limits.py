@@ -108,28 +108,41 @@ def run_async(scenario):
 
 
 class Gate:
-    """Holds every model call of `adapter` until opened, and counts them."""
+    """Holds every forward pass of `adapter`'s model until opened, and records the rows of each."""
 
     def __init__(self, adapter):
-        self.opened, self.calls, self.active = threading.Event(), 0, 0
-        real = adapter.predict
+        self.opened, self.rows, self.active = threading.Event(), [], 0
+        real = adapter.forward
 
-        def held(batch, **kwargs):
-            self.calls += 1
+        def held(inputs):
+            self.rows.append(inputs["input_ids"].shape[0])
             self.active += 1
             try:
                 self.opened.wait(timeout=30)
-                return real(batch, **kwargs)
+                return real(inputs)
             finally:
                 self.active -= 1
-        adapter.predict = held
+        adapter.forward = held
+
+    @property
+    def calls(self) -> int:
+        return len(self.rows)
 
     async def until_active(self) -> None:
         for _ in range(3000):
             if self.active:
                 return
             await asyncio.sleep(0.01)
-        raise AssertionError("no model call started")
+        raise AssertionError("no forward pass started")
+
+
+async def until_queued(adapter, calls: int) -> None:
+    """Until `calls` calls' rows wait in the model's batcher (their requests admitted and inside `predict`)."""
+    for _ in range(3000):
+        if len(adapter.batcher._queue) == calls:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{calls} calls never queued")
 
 
 @pytest.fixture
@@ -137,48 +150,79 @@ def sst2(make_adapter):
     return make_adapter("models.distilbert_sst2")
 
 
-# ----- work queues -----
+def one_text_cost(text: str) -> int:
+    """What a one-text /classify request costs DistilBERT: its bytes and special tokens (texts under the window)."""
+    return len(text.encode()) + SPECIAL_TOKENS
 
-def test_a_full_queue_is_503_with_retry_after(sst2):
+
+# ----- admission by cost -----
+
+@pytest.mark.parametrize("room", [0, -1], ids=["at-the-limit", "one-past"])
+def test_requests_are_admitted_by_cost_and_refused_503_with_retry_after_only_past_the_token_limit(sst2, room):
+    """The model's admitted requests may cost `max_queue_tokens` together: a request that fits exactly is admitted
+    and answered; one token more is a 503 with a Retry-After of at least a second, and nothing of it runs."""
     gate = Gate(sst2)
-    app = create_app({"distilbert-sst2": sst2}, ServerLimits(max_queue=2))
+    limit = one_text_cost("one") + one_text_cost("two") + room
+    app = create_app({"distilbert-sst2": sst2}, ServerLimits(max_queue_tokens=limit))
 
     async def scenario():
         running = asyncio.create_task(call(app, SST2, Client(body_of({"texts": ["one"]}))))
         await gate.until_active()
-        waiting = asyncio.create_task(call(app, SST2, Client(body_of({"texts": ["two"]}))))
-        await asyncio.sleep(0.05)
-        refused = await call(app, SST2, Client(body_of({"texts": ["three"]})))
+        second = asyncio.create_task(call(app, SST2, Client(body_of({"texts": ["two"]}))))
+        if room == 0:
+            await until_queued(sst2, 1)
+        reply = None if room == 0 else await second
         gate.opened.set()
-        return refused, await running, await waiting
+        return await running, reply or await second
 
-    refused, running, waiting = run_async(scenario())
-    assert refused.status == 503 and int(refused.headers["retry-after"]) >= 1
-    assert "2 requests running or waiting" in refused.json()["detail"]
-    assert (running.status, waiting.status, gate.calls) == (200, 200, 2)
+    running, second = run_async(scenario())
+    assert running.status == 200
+    if room == 0:
+        assert second.status == 200 and gate.rows == [1, 1]
+    else:
+        assert second.status == 503 and int(second.headers["retry-after"]) >= 1
+        assert f"about {one_text_cost('one')} tokens" in second.json()["detail"]
+        assert f"limit of {limit}" in second.json()["detail"]
+        assert gate.rows == [1]  # the refused request never reached the model
+
+
+def test_a_request_alone_is_admitted_whatever_the_queue_limit(sst2):
+    """The queue limit bounds requests waiting behind others; one request alone (within max_request_tokens) runs."""
+    app = create_app({"distilbert-sst2": sst2}, ServerLimits(max_queue_tokens=16))
+    reply = run_async(call(app, SST2, Client(body_of({"texts": ["a text that costs more than sixteen tokens"]}))))
+    assert reply.status == 200
+
+
+def test_retry_after_is_the_time_the_model_takes_to_serve_the_excess():
+    from adapters.server.runner import ServedRate
+    rate = ServedRate()
+    assert rate.seconds_to_serve(10_000) == 1.0  # nothing served yet: retry in a second
+    rate = ServedRate(tokens=1000, seconds=4.0)  # 250 tokens a second
+    assert rate.seconds_to_serve(500) == pytest.approx(2.0)
 
 
 def test_a_client_that_left_before_its_turn_never_runs_the_model_and_frees_its_place(sst2):
     gate = Gate(sst2)
-    app = create_app({"distilbert-sst2": sst2}, ServerLimits(max_queue=2))
+    limit = one_text_cost("one") + one_text_cost("gone")
+    app = create_app({"distilbert-sst2": sst2}, ServerLimits(max_queue_tokens=limit))
 
     async def scenario():
         running = asyncio.create_task(call(app, SST2, Client(body_of({"texts": ["one"]}))))
         await gate.until_active()
         quitter = Client(body_of({"texts": ["gone"]}))
         abandoned = asyncio.create_task(call(app, SST2, quitter))
-        await asyncio.sleep(0.05)
+        await until_queued(sst2, 1)
         quitter.leave.set()
         left = await asyncio.wait_for(abandoned, 5)  # while the model is still busy: its place is given up now
         behind = asyncio.create_task(call(app, SST2, Client(body_of({"texts": ["next"]}))))  # fits in the queue
-        await asyncio.sleep(0.05)
+        await until_queued(sst2, 2)  # "gone"'s rows (dropped when their turn comes) and "next"'s
         gate.opened.set()
         return left, await running, await behind
 
     left, running, behind = run_async(scenario())
     assert left.status == 499
     assert (running.status, behind.status) == (200, 200)
-    assert gate.calls == 2  # "gone" never reached the model
+    assert gate.rows == [1, 1]  # "gone" never reached the model: the second pass holds "next" alone
 
 
 def test_a_request_over_the_cost_limit_is_413_before_it_queues(sst2):

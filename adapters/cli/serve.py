@@ -51,7 +51,8 @@ def _port(text: str) -> int:
 LIMIT_OPTIONS = (
     ("--max-body-bytes", _positive, "largest request body accepted, in bytes (413 past it)"),
     ("--max-request-tokens", _positive, "estimated padded tokens one request may cost a model (413 past it)"),
-    ("--max-queue", _positive, "requests per model, running or waiting (503 with Retry-After past it)"),
+    ("--max-queue-tokens", _positive, "estimated padded tokens of the requests one model has running or waiting "
+     "(503 with Retry-After past it)"),
     ("--max-connections", _positive, "open connections (more are answered 503 and closed)"),
     ("--max-pending-bytes", _positive, "request bytes held at once over all requests (503 past it)"),
     ("--header-timeout", _seconds, "seconds a client has to send its request headers (closed past it)"),

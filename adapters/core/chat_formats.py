@@ -76,7 +76,7 @@ class EndOfTextFormat(ChatFormat):
     name = "end-of-text"
 
     def utterance(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text) + [self.tokenizer.eos_token_id]
+        return self.segments.user_text_ids(text) + [self.tokenizer.eos_token_id]
 
     def prompt(self, system: str | None, history: Sequence[Turn], question: str, budget: int) -> ChatPrompt:
         if system:

@@ -1,14 +1,20 @@
 """Base for modules that write text: generation settings, batched generation through the runtime, decoding."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+import json
+from typing import Any, ClassVar, Hashable, Sequence
 
 import torch
+from transformers import GenerationConfig
 
 from .generation import Generated, build_generation_config
 from .hugging_adapter import Answer, HuggingAdapter
 from .prompt_items import Question
 from .streaming import AnswerListener, row_streams
+
+
+# Per-call configurations whose GenerationConfig is kept (a server's requests may each bring their own).
+GENERATION_CONFIGS_KEPT = 64
 
 
 class GenerativeAdapter(HuggingAdapter):
@@ -28,8 +34,28 @@ class GenerativeAdapter(HuggingAdapter):
     def setup(self) -> None:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.generation_config = build_generation_config(self.model, self.tokenizer, self.configuration,
-                                                         self.answer_budget, self.generations_per_question)
+        self._generation_configs: dict[str, GenerationConfig] = {}
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """The `GenerationConfig` of the configuration this thread's call runs with, built once per configuration."""
+        key = json.dumps(self.configuration, sort_keys=True, default=repr)
+        config = self._generation_configs.get(key)
+        if config is None:
+            config = build_generation_config(self.model, self.tokenizer, self.configuration, self.answer_budget,
+                                             self.generations_per_question)
+            if len(self._generation_configs) >= GENERATION_CONFIGS_KEPT:
+                self._generation_configs.clear()
+            self._generation_configs[key] = config
+        return config
+
+    def batch_key(self, configuration: dict) -> Hashable:
+        """Sampling with a fixed seed draws for the whole batch from one seeded stream, so a row's answer would
+        depend on the other rows: such a call runs alone (a key of its own), and answers the same whatever else
+        runs. Other calls share forward passes with calls of equal settings."""
+        if configuration["do_sample"] and configuration["temperature"] > 0 and configuration["seed"] is not None:
+            return object()
+        return super().batch_key(configuration)
 
     def batch_cost(self, rows: int, longest: int) -> int:
         beams = self.configuration.get("num_beams", 1)

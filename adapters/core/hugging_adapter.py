@@ -3,7 +3,9 @@
 The base owns everything that is not model-specific: configuration, weight loading, device, parsing both
 prompt-item formats and text items, deciding which prompts a call answers (again), reporting what is skipped,
 truncation, length-sorted micro-batching with dynamic padding, turn-by-turn batching of conversations, and
-building annotations. A model module only says how one question
+building annotations. `predict` may be called from several threads at once: what a call changes (its report, a
+per-call configuration) belongs to the calling thread, and the rows of concurrent calls share forward passes
+through the model's one `DynamicBatcher` (adapters/core/dynamic_batching.py). A model module only says how one question
 becomes model rows (`preprocess`), how a padded batch runs (`forward`) and how row outputs become answers
 (`postprocess`), in the shape of a `transformers` pipeline.
 """
@@ -15,9 +17,10 @@ import json
 import logging
 import math
 import reprlib
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Hashable, Iterator, Sequence
 
 import dtlpy as dl
 import torch
@@ -28,6 +31,7 @@ from .batching import plan_micro_batches
 from .checkpoints import architecture_of, auto_class_architectures
 from .classes import CLASS, TEXT
 from .embedding import embedding_encoder, embedding_size, mean_pooled
+from .dynamic_batching import DynamicBatcher, Recipe
 from .errors import ConfigurationError, InputError, MalformedItemError, ModelFailure
 from .loading import context_window, load_weights, resolve_device, resolve_source
 from .manifest import defaults_for_module, model_entries
@@ -54,6 +58,9 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 40
 # How many of an unanswered item's reasons its one-line summary lists.
 LISTED_REASONS = 3
+# Configuration keys that choose what a call asks or how long its rows wait, not how they run: calls that differ
+# only in these share forward passes.
+NOT_HOW_ROWS_RUN = frozenset({"reanswer", "max_batch_wait_ms"})
 
 
 @dataclass
@@ -140,11 +147,10 @@ class HuggingAdapter(abc.ABC):
     # The least a forward pass costs, in padded tokens, when micro-batches are cut to avoid padding (see
     # plan_micro_batches); None fills batches in order (generation: one more batch is one more decoding loop).
     min_batch_tokens: ClassVar[int | None] = 512
-    # Who hears answers as they are written (adapters/core/streaming.py); set by the platform or the server.
-    stream_to: StreamTarget | None = None
 
     def __init__(self, configuration: dict | None = None, model_name: str | None = None):
         module_name = type(self).__module__
+        self._this_thread = threading.local()  # what a call changes belongs to its thread: report, configuration
         self.configuration = resolve_configuration(module_name, self.settings, configuration)
         self.check_configuration(self.configuration)
         check_runtime_keys(self.configuration, defaults_for_module(module_name))
@@ -153,8 +159,35 @@ class HuggingAdapter(abc.ABC):
         self.runtime, self.model, self.tokenizer = load_model(self.model_class, self.configuration, self.device)
         self.tokenizer.padding_side = self.padding_side
         self.max_input_tokens = context_window(self.model, self.tokenizer)
-        self.last_report = PredictionReport()
+        self.batcher = DynamicBatcher()
+        self.check_with_model(self.configuration)
         self.setup()
+
+    @property
+    def configuration(self) -> dict:
+        """The configuration this thread's call runs with: its per-call override (`configured`), else the model's."""
+        override = getattr(self._this_thread, "configuration", None)
+        return self._configuration if override is None else override
+
+    @configuration.setter
+    def configuration(self, value: dict) -> None:
+        self._configuration = value
+
+    @property
+    def stream_to(self) -> StreamTarget | None:
+        """Who hears this thread's answers as they are written (adapters/core/streaming.py); set by the platform
+        or the server around a call, for that call's thread only."""
+        return getattr(self._this_thread, "stream_to", None)
+
+    @stream_to.setter
+    def stream_to(self, target: StreamTarget | None) -> None:
+        self._this_thread.stream_to = target
+
+    @property
+    def last_report(self) -> PredictionReport:
+        """The report of the last `predict` this thread made (each thread sees its own calls' reports)."""
+        report = getattr(self._this_thread, "report", None)
+        return PredictionReport() if report is None else report
 
     # ----- hooks for model modules -----
     @classmethod
@@ -162,17 +195,18 @@ class HuggingAdapter(abc.ABC):
         """Cross-key checks that must refuse a configuration before any weights are loaded."""
 
     def setup(self) -> None:
-        """Model-specific preparation after the weights are loaded (e.g. read labels from the model config)."""
+        """Model-specific preparation after the weights are loaded (e.g. read labels from the model config); what
+        depends on the configuration is read per call instead, since calls may run with their own."""
+
+    def check_with_model(self, configuration: dict) -> None:
+        """Checks of a configuration against the loaded model (e.g. an answer budget against its context window),
+        at load and for every per-call configuration (`configured`)."""
 
     @classmethod
     def serves(cls, config: Any) -> bool:
         """Whether this module runs a checkpoint with this `transformers` config: its architecture is one that
         `model_class` loads (modules that share a class narrow it, e.g. NLI classifiers or not)."""
         return architecture_of(config) in auto_class_architectures(cls.model_class)
-
-    def check_against_model(self, configuration: dict) -> None:
-        """Checks of a configuration that need the loaded model (its tokenizer's chat template, say): run on every
-        configuration a request brings, before the request runs."""
 
     def conversations(self, parsed: ParsedItem) -> list[list[Question]]:
         """Questions that depend on each other's answers, in turn order; by default every question stands alone."""
@@ -216,15 +250,26 @@ class HuggingAdapter(abc.ABC):
 
     @contextmanager
     def configured(self, configuration: dict) -> Iterator[None]:
-        """Run with another validated configuration (one request's overrides), then restore; callers serialize."""
-        saved = self.configuration
-        self.configuration = configuration
+        """Within the block, this thread's calls run with `configuration` (validated by `resolve_configuration`;
+        e.g. one request's overrides); other threads' calls and the model's own configuration are untouched."""
+        self.check_with_model(configuration)
+        with self._using(configuration):
+            yield
+
+    @contextmanager
+    def _using(self, configuration: dict) -> Iterator[None]:
+        saved = getattr(self._this_thread, "configuration", None)
+        self._this_thread.configuration = configuration
         try:
-            self.setup()
             yield
         finally:
-            self.configuration = saved
-            self.setup()
+            self._this_thread.configuration = saved
+
+    def batch_key(self, configuration: dict) -> Hashable:
+        """What concurrent calls must share to share forward passes: everything in their configuration that can
+        change how rows run (all of it but NOT_HOW_ROWS_RUN), so labels or generation settings never mix."""
+        return json.dumps({k: v for k, v in configuration.items() if k not in NOT_HOW_ROWS_RUN}, sort_keys=True,
+                          default=repr)
 
     # ----- shared helpers -----
     @functools.cached_property
@@ -297,16 +342,18 @@ class HuggingAdapter(abc.ABC):
         Which prompts a call answers: see `_earlier_answers`; `reanswer=True` answers every prompt again for this
         call (dtlpy's `evaluate_model`), as the `reanswer` key does for every call. Raises `ModelFailure` when the
         model fails (nothing is returned, so dtlpy uploads and deletes nothing for the batch); bad input is
-        skipped and reported instead. The report is this call's own (also left in `last_report`).
+        skipped and reported instead. The report is this call's own (also this thread's `last_report`).
+        Safe to call from several threads at once: their rows share forward passes (`self.batcher`).
         """
         report = PredictionReport()
-        self.last_report = report
+        self._this_thread.report = report
         loaded = [entry if isinstance(entry, LoadedItem) else self.prepare_item_func(entry) for entry in batch]
-        parsed_items = [self._parse(index, entry, report) for index, entry in enumerate(loaded)]
-        earlier = self._earlier_answers(parsed_items, loaded, report,
-                                        bool(reanswer) or bool(self.configuration.get("reanswer")))
-        conversations = [c for parsed in parsed_items if parsed for c in self._conversations(parsed, report)]
-        answers = self._answer(conversations, report, earlier)
+        with self.batcher.calling():  # a gather may wait a moment for this call's rows
+            parsed_items = [self._parse(index, entry, report) for index, entry in enumerate(loaded)]
+            earlier = self._earlier_answers(parsed_items, loaded, report,
+                                            bool(reanswer) or bool(self.configuration.get("reanswer")))
+            conversations = [c for parsed in parsed_items if parsed for c in self._conversations(parsed, report)]
+            answers = self._answer(conversations, report, earlier)
         collections = [self._collection(parsed, answers) for parsed in parsed_items]
         for index, (parsed, collection) in enumerate(zip(parsed_items, collections)):
             if not collection.answered_prompts:
@@ -416,35 +463,65 @@ class HuggingAdapter(abc.ABC):
 
     def _forward_rows(self, rows: list[Row], owners: list[Question] | None = None, forward: Any = None,
                       batch_cost: Any = None, min_batch_tokens: int | None | str = "module",
-                      padding_side: str | None = None) -> list[Any]:
-        """Run rows in length-sorted micro-batches and put the outputs back in row order; with `stream_to` set,
-        `forward` also gets each row's listener (`owners` names the question of each row).
+                      padding_side: str | None = None, kind: str = "predict") -> list[Any]:
+        """Outputs of `rows`, in row order, from length-sorted micro-batches shared with concurrent calls.
 
-        `forward`, `batch_cost` and `min_batch_tokens` default to the module's (embeddings pass their own), and
-        `padding_side` to the tokenizer's. A failing micro-batch (an exception in the forward pass, out of memory)
-        raises `ModelFailure` for the whole call: returning without its answers would let the platform replace
-        earlier answers with nothing.
+        `forward`, `batch_cost` and `min_batch_tokens` default to the module's (embeddings pass their own, `kind`
+        "embed"), and `padding_side` to the tokenizer's. With `stream_to` set, `forward` also gets each row's
+        listener (`owners` names the question of each row), and the call runs alone: its tokens go out as they
+        are made. A failing micro-batch (an exception in the forward pass, out of memory) raises `ModelFailure`
+        for the whole call: returning without its answers would let the platform replace earlier answers with
+        nothing.
         """
         forward = forward or self.forward
+        batch_cost = batch_cost or self.batch_cost
         min_batch_tokens = self.min_batch_tokens if min_batch_tokens == "module" else min_batch_tokens
-        outputs: list[Any] = [None] * len(rows)
-        plan = plan_micro_batches([len(r["input_ids"]) for r in rows], self.configuration["batch_size"],
-                                  self.configuration["max_batch_tokens"], batch_cost or self.batch_cost,
-                                  min_batch_tokens)
-        for indices in plan:
-            try:
-                inputs = self.tokenizer.pad([rows[i] for i in indices], padding=True, return_tensors="pt",
-                                            padding_side=padding_side or self.tokenizer.padding_side)
-                inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                listeners = self._listeners([owners[i] for i in indices]) if owners else None
-                with torch.inference_mode():
-                    results = forward(inputs) if listeners is None else forward(inputs, listeners)
-            except Exception as error:  # noqa: BLE001 - any failure here is the model's, reported as such
-                raise ModelFailure(f"{self.model_name} failed on a micro-batch of {len(indices)} rows: "
-                                   f"{type(error).__name__}: {_short(error)}") from error
-            for i, result in zip(indices, results):
-                outputs[i] = result
-        return outputs
+        listeners = self._listeners(owners) if owners else None
+        # rows are handed back to `run` as the very objects given here: a row's listener is found by identity
+        listener_of = {id(row): listener for row, listener in zip(rows, listeners)} if listeners else None
+
+        def run(batch: list[Row]) -> list[Any]:
+            heard = None if listener_of is None else [listener_of[id(row)] for row in batch]
+            return self._run_micro_batch(batch, forward, padding_side, heard)
+        costs = [batch_cost(1, len(row["input_ids"])) for row in rows]
+        recipe = self.recipe(run, kind, batch_cost, min_batch_tokens, alone=listener_of is not None)
+        return self.batcher.run(rows, costs, recipe)
+
+    def recipe(self, run: Callable[[list[Row]], list[Any]], kind: str = "predict", batch_cost: Any = None,
+               min_batch_tokens: int | None | str = "module", alone: bool = False) -> Recipe:
+        """How this thread's call runs rows through `run` (one micro-batch in, one output per row out), for the
+        batcher: `kind` names the path (predict, or another that runs rows its own way) in the batch key; a call
+        `alone` shares no forward pass (a key of its own)."""
+        configuration = self.configuration
+        batch_cost = batch_cost or self.batch_cost
+        min_batch_tokens = self.min_batch_tokens if min_batch_tokens == "module" else min_batch_tokens
+
+        def plan(lengths: list[int]) -> list[list[int]]:
+            with self._using(configuration):
+                return plan_micro_batches(lengths, configuration["batch_size"], configuration["max_batch_tokens"],
+                                          batch_cost, min_batch_tokens)
+
+        def run_configured(rows: list[Row]) -> list[Any]:
+            with self._using(configuration):  # the batcher may run them in another call's thread
+                return run(rows)
+
+        key = object() if alone else (kind, self.batch_key(configuration))
+        return Recipe(key=key, max_rows=configuration["batch_size"], max_tokens=configuration["max_batch_tokens"],
+                      wait_seconds=configuration["max_batch_wait_ms"] / 1000, plan=plan, run=run_configured)
+
+    def _run_micro_batch(self, rows: list[Row], forward: Any = None, padding_side: str | None = None,
+                         listeners: list[AnswerListener | None] | None = None) -> list[Any]:
+        """One padded forward pass; any failure in it is the model's (`ModelFailure`)."""
+        forward = forward or self.forward
+        try:
+            inputs = self.tokenizer.pad(rows, padding=True, return_tensors="pt",
+                                        padding_side=padding_side or self.tokenizer.padding_side)
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            with torch.inference_mode():
+                return forward(inputs) if listeners is None else forward(inputs, listeners)
+        except Exception as error:  # noqa: BLE001 - any failure here is the model's, reported as such
+            raise ModelFailure(f"{self.model_name} failed on a micro-batch of {len(rows)} rows: "
+                               f"{type(error).__name__}: {_short(error)}") from error
 
     def _listeners(self, questions: list[Question]) -> list[AnswerListener | None] | None:
         """The listener of each row's question when answers are streamed (`stream_to`), else None."""

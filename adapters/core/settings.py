@@ -51,6 +51,7 @@ NOT_TO_IGNORE = {"runtime": "torch"}
 # Hard caps on what one request may ask for, whatever the configuration says.
 MAX_BATCH_SIZE = 1024
 MAX_BATCH_TOKENS = 1 << 20
+MAX_BATCH_WAIT_MS = 1000
 MAX_NEW_TOKENS = 2048
 MAX_GENERATIONS = 16
 MAX_BEAMS = 16
@@ -138,6 +139,9 @@ BASE_SETTINGS: tuple[Setting, ...] = (
             minimum=1, maximum=MAX_BATCH_SIZE),
     Setting("max_batch_tokens", (int,), "padded tokens per forward pass, bounds memory", minimum=16,
             maximum=MAX_BATCH_TOKENS),
+    Setting("max_batch_wait_ms", (int,), "how long a call's rows may wait for those of calls made at the same time "
+            "before they run, in milliseconds (only while such calls are on their way; 0: never wait)", minimum=0,
+            maximum=MAX_BATCH_WAIT_MS),
     Setting("reanswer", (bool,), "answer every prompt on every call (not only the last, new and edited ones), "
             "replacing this model's earlier answers"),
     Setting("embeddings_size", (int,), "length of the model's embedding vectors (its hidden size) and of its feature "

@@ -50,14 +50,24 @@ class Segments:
         self.keep_end = getattr(tokenizer, "truncation_side", "right") == "left"
         self._join = _layout_join(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else _python_join(tokenizer)
         self.specials = {pair: len(self._join([], [] if pair else None)[0]) for pair in (False, True)}
+        # Ids only the tokenizer's own markup may write (end of text, separators, turn markers); unknown is text.
+        self.control_ids = frozenset(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+
+    def user_text_ids(self, text: str) -> list[int]:
+        """Ids of text a user wrote: a special token's spelling in it (`<|endoftext|>`, `[SEP]`) is split as text,
+        and a control id the vocabulary itself matches (T5's sentencepiece reads `</s>`) is dropped, so a user can
+        neither end a turn nor an input early."""
+        (ids,) = self.tokenizer([text], add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+        return [token for token in ids if token not in self.control_ids]
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of whole texts without special tokens: only for texts already bounded (labels, templates)."""
         return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
 
     def ids(self, text: str, limit: int, keep_end: bool = False) -> tuple[list[int], bool]:
-        """The first (or, with `keep_end`, the last) `limit` token ids of `text`, without special tokens, and
-        whether `text` holds more; `text` is read in windows only until they hold more than `limit` tokens, and
+        """The first (or, with `keep_end`, the last) `limit` token ids of `text`, without special tokens (a special
+        token's spelling typed in `text`, such as `<|endoftext|>` or `</s>`, is read as text: a user cannot end a
+        turn or an input early), and whether `text` holds more; `text` is read in windows only until they hold more than `limit` tokens, and
         never past `read_bound(limit)` characters."""
         bound = read_bound(limit)
         size = max(limit * CHARS_PER_TOKEN, MIN_PIECE_CHARS)
@@ -67,7 +77,7 @@ class Segments:
             allowed = min(len(text), bound) - read
             length = _window(text, read, min(size, allowed), allowed, keep_end)
             piece = text[len(text) - read - length:len(text) - read] if keep_end else text[read:read + length]
-            (piece_ids,) = self.tokenize([piece])
+            piece_ids = self.user_text_ids(piece)
             pieces.append(piece_ids)
             count += len(piece_ids)
             read += length

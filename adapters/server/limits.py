@@ -13,6 +13,10 @@ MAX_HEADER_COUNT = 100  # headers in one request (as Apache's LimitRequestFields
 # file handles kept free of connections cover two such bursts, plus model files and logs.
 ACCEPT_BURST = 128  # the listen backlog
 RESERVED_FILE_HANDLES = 2 * ACCEPT_BURST + 64
+# Requests of one model inside `predict` at once, each in a worker thread (the others are admitted and wait for a
+# thread): enough for the model's batcher to gather 4 micro-batches of one-text requests (4 x batch_size 32) while
+# the previous ones run.
+CALLS_AT_ONCE = 256
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,10 @@ class ServerLimits:
     body_timeout: float = 30.0  # seconds to send the body once the headers are in (408 past it)
     keep_alive_timeout: int = 5  # seconds an idle connection stays open between requests
     max_connections: int = 1000  # open connections; more are answered 503 and closed at once
-    max_queue: int = 16  # requests per model, running or waiting (503 with Retry-After past it)
     max_request_tokens: int = 1 << 19  # estimated padded tokens one request may cost a model (413 past it)
+    # Estimated padded tokens of the requests one model has running or waiting (503 with Retry-After past it): two
+    # of the costliest requests, or 2048 one-text requests at DistilBERT's full window of 512 tokens.
+    max_queue_tokens: int = 1 << 20
     shutdown_timeout: float = 10.0  # seconds SIGTERM waits for running requests before it abandons them
 
 

@@ -1,31 +1,35 @@
-"""One loaded model behind one bounded queue: the only way the server calls `HuggingAdapter.predict`.
+"""One loaded model behind its admission: the only way the server calls `HuggingAdapter.predict`.
 
 Task-shaped routes turn their texts into a current-format prompt item (one prompt per text) and read the
 answers back from the annotations, so every route runs exactly the path a Dataloop prediction runs.
 
-A request is priced before it queues (413 past `max_request_tokens`), refused when the model already has
-`max_queue` requests (503 with Retry-After), and dropped without running the model when its client
-disconnects before its turn. Model calls run one at a time in a worker thread, so the event loop (and
-`/health`) stays free; on shutdown a running call is abandoned rather than waited for.
+A request is priced before it is admitted (413 past `max_request_tokens`) and admitted while the priced cost of
+the model's admitted requests, running or waiting, stays within `max_queue_tokens` (503 with Retry-After past
+it: the time the model takes to serve the excess, at the rate it has served so far). Admitted requests call
+`predict` in worker threads at once, so the model's batcher runs the rows of concurrent requests together
+(adapters/core/dynamic_batching.py); the event loop (and `/health`) stays free. A request whose client
+disconnects is answered at once and its rows are dropped unrun if their turn has not come; on shutdown a
+running call is abandoned rather than waited for.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 import anyio
 import dtlpy as dl
 
+from ..core.dynamic_batching import CallAbandoned, abandoned_when
 from ..core.errors import ConfigurationError, ModelFailure
 from ..core.hugging_adapter import HuggingAdapter, PredictionReport
 from ..core.prompt_items import METADATA_MIMETYPE, ParsedItem, parse_prompt_item
 from ..core.settings import resolve_configuration, setting_names
 from ..core.streaming import StreamTarget
 from .cost import embedding_cost, request_cost
-from .limits import ServerLimits, retry_after
+from .limits import CALLS_AT_ONCE, ServerLimits, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ class Unavailable(RuntimeError):
 
 
 class QueueFull(Unavailable):
-    """The model has as many requests as it may queue."""
+    """The model's admitted requests already cost as much as it may queue."""
 
 
 class ServerStopping(Unavailable):
@@ -104,8 +108,41 @@ def parse_items(items: Sequence[dict]) -> list[ParsedItem]:
     return [parse_prompt_item(item, index, item["name"]) for index, item in enumerate(items)]
 
 
+@dataclass
+class ServedRate:
+    """Priced tokens served per second while the model had admitted requests: how fast its queue drains."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    admitted: int = 0
+    busy_since: float = field(default_factory=time.monotonic)
+
+    def admit(self) -> None:
+        if self.admitted == 0:
+            self.busy_since = time.monotonic()
+        self.admitted += 1
+
+    def release(self, served_tokens: int) -> None:
+        self.admitted -= 1
+        self.tokens += served_tokens
+        if self.admitted == 0:
+            self.seconds += time.monotonic() - self.busy_since
+
+    def seconds_to_serve(self, tokens: int) -> float:
+        """How long `tokens` take at the rate measured so far (1 s before anything was served)."""
+        busy = self.seconds + (time.monotonic() - self.busy_since if self.admitted else 0.0)
+        return tokens * busy / self.tokens if self.tokens and busy > 0 else 1.0
+
+
+@dataclass
+class _Raised:
+    """What a worker thread raised, carried out of the task group (which would wrap it)."""
+
+    error: Exception
+
+
 class ModelRunner:
-    """Queues, prices and serializes calls to one adapter, and applies per-request overrides."""
+    """Prices and admits requests to one adapter, applies per-request overrides, and runs them side by side."""
 
     def __init__(self, name: str, adapter: HuggingAdapter, limits: ServerLimits = ServerLimits()):
         self.name = name
@@ -113,15 +150,16 @@ class ModelRunner:
         self.limits = limits
         # The configuration the server was started with; overrides are applied to a copy of it, never to this.
         self.configuration = dict(adapter.configuration)
-        self._lock = threading.Lock()  # held by the worker thread while the model runs
-        self._turn: anyio.Lock | None = None  # FIFO turns in the event loop
-        self._queued = 0  # requests admitted: running or waiting
-        self._seconds_per_call = 1.0  # moving average, for Retry-After
+        self._queued_tokens = 0  # priced cost of the admitted requests: running or waiting (event loop only)
+        self._served = ServedRate()
+        self._threads: anyio.CapacityLimiter | None = None  # worker threads of this model's requests
+        self._calls = 0  # requests inside `predict`, in worker threads
+        self._calls_lock = threading.Lock()
 
     @property
     def busy(self) -> bool:
-        """Whether the model is running a request right now (in its worker thread)."""
-        return self._lock.locked()
+        """Whether a request is inside the model's `predict` right now (in a worker thread)."""
+        return self._calls > 0
 
     def resolve(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The server's configuration with per-request `overrides`, validated exactly as a model configuration is."""
@@ -131,24 +169,40 @@ class ModelRunner:
         resolved = resolve_configuration(self.configuration["module_name"], type(self.adapter).settings,
                                          {**self.configuration, **overrides})
         self.adapter.check_configuration(resolved)
-        self.adapter.check_against_model(resolved)
+        self.adapter.check_with_model(resolved)
         return resolved
 
     def predict(self, items: list[Any], configuration: dict[str, Any] | None = None,
-                stream_to: StreamTarget | None = None) -> Prediction:
-        """`adapter.predict(items)` under the lock, with `configuration` (from `resolve`) and `stream_to` (who hears
-        answers as they are written, adapters/core/streaming.py) for this call only."""
-        with self._lock:
-            self.adapter.stream_to = stream_to
-            try:
-                if configuration is None or configuration == self.configuration:
-                    return Prediction(self.adapter.predict(items), self.adapter.last_report)
-                with self.adapter.configured(configuration):
-                    return Prediction(self.adapter.predict(items), self.adapter.last_report)
-            finally:
-                self.adapter.stream_to = None
+                abandoned: Callable[[], bool] | None = None, stream_to: StreamTarget | None = None) -> Prediction:
+        """`adapter.predict(items)` with `configuration` (from `resolve`) and `stream_to` (who hears answers as they
+        are written, adapters/core/streaming.py) for this call only; calls from several threads run at once, their
+        rows batched together. Once `abandoned()` is true, rows not yet run are dropped."""
+        def predict() -> Prediction:
+            if configuration is None or configuration == self.configuration:
+                return Prediction(self.adapter.predict(items), self.adapter.last_report)
+            with self.adapter.configured(configuration):
+                return Prediction(self.adapter.predict(items), self.adapter.last_report)
+        return self._counted(predict, abandoned, stream_to)
 
-    def check_cost(self, parsed: Sequence[ParsedItem], configuration: dict[str, Any] | None = None) -> None:
+    def embed_texts(self, texts: list[str], abandoned: Callable[[], bool] | None = None) -> list[list[float]]:
+        """`adapter.embed_texts(texts)`, batched with concurrent calls as `predict` is."""
+        return self._counted(lambda: self.adapter.embed_texts(texts), abandoned)
+
+    def _counted(self, work: Callable[[], Any], abandoned: Callable[[], bool] | None,
+                 stream_to: StreamTarget | None = None) -> Any:
+        with self._calls_lock:
+            self._calls += 1
+        self.adapter.stream_to = stream_to  # this thread's calls only
+        try:
+            with abandoned_when(abandoned):
+                return work()
+        finally:
+            self.adapter.stream_to = None
+            with self._calls_lock:
+                self._calls -= 1
+
+    def check_cost(self, parsed: Sequence[ParsedItem], configuration: dict[str, Any] | None = None) -> int:
+        """The request's priced cost; RequestTooCostly past `max_request_tokens`."""
         cost = request_cost(self.adapter, configuration or self.configuration, parsed)
         if cost > self.limits.max_request_tokens:
             raise RequestTooCostly(
@@ -156,91 +210,96 @@ class ModelRunner:
                 f"counted in bytes up to the context window, a zero-shot row with the bytes of the label and score "
                 f"its answer echoes), more than the server's limit of {self.limits.max_request_tokens}; send fewer "
                 "or shorter texts, or ask for fewer tokens, generations or labels")
+        return cost
 
     def check_admission(self, items: list[dict], configuration: dict[str, Any] | None = None) -> None:
         """Raise RequestTooCostly or QueueFull when `items` would not be admitted now (a streamed answer is checked
         before its response starts, so these still get their own status codes)."""
-        self.check_cost(parse_items(items), configuration)
-        self.check_queue()
+        self.check_queue(self.check_cost(parse_items(items), configuration))
 
-    def check_queue(self) -> None:
-        """Raise QueueFull when the model already has its limit of requests running or waiting."""
-        if self._queued >= self.limits.max_queue:
-            raise QueueFull(f"{self.name} already has {self._queued} requests running or waiting, its limit; "
-                            "retry later", self._seconds_per_call * self._queued)
+    def check_queue(self, cost: int) -> None:
+        """QueueFull when the admitted requests and one of `cost` would cost more than `max_queue_tokens`; a
+        request alone is always admitted."""
+        queued, limit = self._queued_tokens, self.limits.max_queue_tokens
+        if queued and queued + cost > limit:
+            raise QueueFull(f"{self.name} already has requests running or waiting that cost about {queued} tokens; "
+                            f"this one (about {cost}) would pass its limit of {limit}; retry later",
+                            self._served.seconds_to_serve(queued + cost - limit))
+
+    def admit(self, cost: int) -> None:
+        """Admit a request of `cost`, or refuse it (QueueFull, see `check_queue`)."""
+        self.check_queue(cost)
+        self._queued_tokens += cost
+        self._served.admit()
 
     async def run(self, items: list[dict], configuration: dict[str, Any] | None = None,
                   client_gone: ClientGone | None = None, stream_to: StreamTarget | None = None) -> Prediction:
-        """Price `items` (readable prompt items, names set), wait for the model's turn, and run them.
+        """Price and admit `items` (readable prompt items, names set) and run them alongside other requests.
 
-        Raises RequestTooCostly, QueueFull, or ClientLeft when `client_gone` returns before the turn comes.
+        Raises RequestTooCostly, QueueFull, or ClientLeft when `client_gone` returns before the answer is ready.
         """
-        self.check_admission(items, configuration)
-        return await self._in_turn(self.predict, (items, configuration, stream_to), client_gone)
-
-    def embed_texts(self, texts: list[str]) -> list[list[float]]:
-        """`adapter.embed_texts(texts)` under the lock."""
-        with self._lock:
-            return self.adapter.embed_texts(texts)
+        cost = self.check_cost(parse_items(items), configuration)
+        return await self._admitted(cost, self.predict, (items, configuration), client_gone, stream_to)
 
     async def embed(self, texts: list[str], client_gone: ClientGone | None = None) -> list[list[float]]:
-        """One vector per text, priced, queued and run in turn exactly as `run` runs a prediction."""
+        """One vector per text, priced and admitted exactly as `run` admits a prediction."""
         cost = embedding_cost(self.adapter, texts)
         if cost > self.limits.max_request_tokens:
             raise RequestTooCostly(
                 f"embedding these texts would cost {self.name} about {cost} tokens (inputs counted in bytes up to "
                 f"the context window), more than the server's limit of {self.limits.max_request_tokens}; send fewer "
                 "or shorter texts")
-        return await self._in_turn(self.embed_texts, (texts,), client_gone)
+        return await self._admitted(cost, self.embed_texts, (texts,), client_gone)
 
-    async def _in_turn(self, work: Callable[..., Any], args: tuple, client_gone: ClientGone | None) -> Any:
-        """`work(*args)` in a worker thread once the model's turn comes (FIFO), if the queue has room."""
-        self.check_queue()
-        if self._turn is None:
-            self._turn = anyio.Lock()
-        self._queued += 1
+    async def _admitted(self, cost: int, work: Callable[..., Any], args: tuple, client_gone: ClientGone | None,
+                        stream_to: StreamTarget | None = None) -> Any:
+        """`work(*args, abandoned)` in a worker thread once a request of `cost` is admitted; its cost is released
+        when it ends, however it ends."""
+        self.admit(cost)
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(CALLS_AT_ONCE)
+        served = 0
         try:
-            if not await self._wait_for_turn(client_gone):
-                logger.info("%s: a client left before its turn; its request was dropped unrun", self.name)
-                raise ClientLeft()
-            try:
-                started = time.monotonic()
-                # Abandoned on cancellation (shutdown): the thread finishes alone, and `_lock` keeps the next
-                # call from starting on the model until it does.
-                result = await anyio.to_thread.run_sync(work, *args, abandon_on_cancel=True)
-                self._seconds_per_call = 0.7 * self._seconds_per_call + 0.3 * (time.monotonic() - started)
-                return result
-            finally:
-                self._turn.release()
+            result = await self._unless_gone(work, args, client_gone, stream_to)
+            served = cost
+            return result
         except anyio.get_cancelled_exc_class():
             # Only uvicorn cancels a request, when its shutdown grace is over: answer 503 rather than let the
             # cancellation reach uvicorn, which would log a traceback per request and answer 500.
-            raise ServerStopping(f"the server stopped before {self.name} answered; retry later",
-                                 self._seconds_per_call) from None
+            raise ServerStopping(f"the server stopped before {self.name} answered; retry later", 1.0) from None
         finally:
-            self._queued -= 1
+            self._queued_tokens -= cost
+            self._served.release(served)
 
-    async def _wait_for_turn(self, client_gone: ClientGone | None) -> bool:
-        """Take the model's turn (FIFO); False, holding nothing, when the client disconnects first."""
-        assert self._turn is not None
-        if client_gone is None:
-            await self._turn.acquire()
-            return True
-        left = anyio.Event()
-        acquired = False
+    async def _unless_gone(self, work: Callable[..., Any], args: tuple, client_gone: ClientGone | None,
+                           stream_to: StreamTarget | None) -> Any:
+        """`work` in a worker thread; ClientLeft as soon as the client disconnects (the thread, abandoned, drops
+        the rows whose turn has not come, and finishes alone)."""
+        gone = threading.Event()
+        outcome: list[Any] = []
+        extra = (stream_to,) if stream_to is not None else ()
         async with anyio.create_task_group() as group:
-            async def leave_when_gone() -> None:
-                await client_gone()
-                left.set()
-                group.cancel_scope.cancel()
+            if client_gone is not None:
+                async def leave_when_gone() -> None:
+                    await client_gone()
+                    gone.set()
+                    group.cancel_scope.cancel()
 
-            group.start_soon(leave_when_gone)
-            await self._turn.acquire()
-            acquired = True
+                group.start_soon(leave_when_gone)
+            try:
+                outcome.append(await anyio.to_thread.run_sync(work, *args, gone.is_set, *extra,
+                                                               abandon_on_cancel=True, limiter=self._threads))
+            except Exception as error:  # noqa: BLE001 - raised below, outside the task group (which would wrap it)
+                outcome.append(_Raised(error))
             group.cancel_scope.cancel()
-        if left.is_set() and acquired:  # the client left just as the turn came
-            self._turn.release()
-        return acquired and not left.is_set()
+        if gone.is_set() or not outcome or (isinstance(outcome[0], _Raised)
+                                            and isinstance(outcome[0].error, CallAbandoned)):
+            logger.info("%s: a client left before its answer; what of its request had not run was dropped",
+                        self.name)
+            raise ClientLeft()
+        if isinstance(outcome[0], _Raised):
+            raise outcome[0].error
+        return outcome[0]
 
     async def answer(self, texts: Sequence[str], metadata: dict[str, Any] | None = None,
                      configuration: dict[str, Any] | None = None, client_gone: ClientGone | None = None,

@@ -18,7 +18,7 @@ from adapters.core.generative_adapter import GenerativeAdapter
 from adapters.core.hugging_adapter import Row, Turn
 from adapters.core.prompt_items import ParsedItem, Question, natural_key
 from adapters.runtimes import GENERATE, runtime_settings
-from adapters.training.loop import IGNORE_INDEX
+from adapters.training import IGNORE_INDEX
 from adapters.training.settings import TRAINING_SETTINGS
 
 logger = logging.getLogger(__name__)

@@ -34,24 +34,38 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a configuration key; VALUE is parsed as JSON when it can be (repeatable)")
 
 
-def open_runner(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The `LocalRunner` of `args.model` with --set/--model-path (and `overrides`); CommandError if it can't load."""
+def checked_configuration(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """`args.model`'s configuration with --set/--model-path (and `overrides`), checked as far as it can be before
+    torch, transformers and dtlpy are imported (a mistake here is reported in a fraction of a second)."""
     from adapters.core.errors import ConfigurationError
-    from adapters.core.loading import WeightsUnavailable
-    from adapters.core.manifest import model_entry
-    from adapters.dataloop.local_runner import LocalRunner, parse_assignments, quiet_platform_logs
+    from adapters.dataloop.local_runner import parse_assignments, precheck_configuration
 
     try:
-        model_entry(args.model)  # an unknown name fails before the weights are looked for
         configuration = parse_assignments(args.assignments)
         if args.model_path is not None:
             configuration["model_path"] = args.model_path
         configuration.update({k: v for k, v in overrides.items() if v is not None})
+        precheck_configuration(args.model, configuration)
+    except KeyError as error:
+        raise CommandError(error.args[0]) from None
+    except ConfigurationError as error:
+        raise CommandError(str(error)) from None
+    return configuration
+
+
+def open_runner(args: argparse.Namespace, configuration: dict[str, Any] | None = None, **overrides: Any) -> Any:
+    """The `LocalRunner` of `args.model` with `configuration` (by default `checked_configuration(args,
+    **overrides)`); CommandError if it can't load."""
+    if configuration is None:
+        configuration = checked_configuration(args, **overrides)
+    from adapters.core.errors import ConfigurationError
+    from adapters.core.loading import WeightsUnavailable
+    from adapters.dataloop.local_runner import LocalRunner, quiet_platform_logs
+
+    try:
         if not args.verbose:
             quiet_platform_logs()
         return LocalRunner(args.model, configuration)
-    except KeyError as error:
-        raise CommandError(error.args[0]) from None
     except WeightsUnavailable as error:
         raise CommandError(f"model {args.model!r}: the weights {error.model_path!r} could not be fetched "
                            f"({error.reason}) and are not in the local cache; pass a local folder of "

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 from .errors import ConfigurationError
 from .manifest import defaults_for_module
 from .prompt_items import short
+from .suggestions import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +150,7 @@ def resolve_configuration(module_name: str, settings: Iterable[Setting], configu
     (`NOT_TO_IGNORE`); `trust_remote_code` is refused outright.
     """
     configuration = dict(configuration or {})
-    if configuration.get("trust_remote_code") not in (None, False):
-        raise ConfigurationError("configuration 'trust_remote_code' is refused: this package never runs code "
-                                 "shipped with model weights")
+    refuse_remote_code(configuration)
     settings = {s.name: s for s in (*BASE_SETTINGS, *settings)}
     merged = defaults_for_module(module_name)
     merged["module_name"] = module_name
@@ -170,6 +169,21 @@ def resolve_configuration(module_name: str, settings: Iterable[Setting], configu
     for name, setting in settings.items():
         resolved[name] = setting.validate(merged.get(name))
     return resolved
+
+
+def refuse_remote_code(configuration: dict) -> None:
+    if configuration.get("trust_remote_code") not in (None, False):
+        raise ConfigurationError("configuration 'trust_remote_code' is refused: this package never runs code "
+                                 "shipped with model weights")
+
+
+def unknown_keys_error(module_name: str, unknown: list[str], known: Iterable[str]) -> ConfigurationError:
+    """The error for configuration keys `module_name` does not read: each with the key it is probably a typo of."""
+    known = sorted(known)
+    listed = ", ".join(short(key) + did_you_mean(key, known) for key in unknown[:6])
+    listed += f", ... ({len(unknown)} keys)" if len(unknown) > 6 else ""
+    return ConfigurationError(f"{module_name} does not read the configuration key{'s' if len(unknown) > 1 else ''} "
+                              f"{listed}; valid keys: {', '.join(known)}")
 
 
 def setting_names(settings: Iterable[Setting]) -> set[str]:

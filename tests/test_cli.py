@@ -187,6 +187,24 @@ def test_progress_moves_with_every_micro_batch_not_once_per_file(tiny_models, tm
     assert done == sorted(done) and len({d for d in done if 0 < d < 40}) >= 5
 
 
+def test_progress_over_many_files_has_its_total_from_the_start_and_fills_once(tiny_models, tmp_path):
+    """The total grew as predict calls started (over 2,000 questions the bar reached 100% five times): every file
+    is parsed first, so the total is known before the first answer and 100% comes once, at the end."""
+    from adapters.dataloop.local_runner import LocalRunner
+    runner = LocalRunner("distilbert-sst2", {"model_path": str(tiny_models["distilbert"]), "batch_size": 2})
+    files = []
+    for index in range(5):
+        files.append(tmp_path / f"{index}.json")
+        files[-1].write_text(json.dumps(legacy_item({"p": [f"question {index} {i}" for i in range(8)]})))
+    files.insert(2, tmp_path / "missing.json")  # counts nothing
+    seen: list[tuple[float, int]] = []
+    results = runner.predict_files(files, on_progress=lambda done, total: seen.append((done, total)))
+    assert sum(len(r.annotations) for r in results) == 40
+    assert {total for _, total in seen} == {40}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done.index(40) > len(done) - 3  # full only at the very end
+
+
 def test_a_wrong_checkpoint_is_one_line_ours_without_the_librarys_report(cli, tiny_models):
     # transformers logs a LOAD REPORT table for a checkpoint of another architecture; our error says it in one line.
     quiet = cli("predict", "distilbert-sst2", str(EXAMPLES / "distilbert-sst2" / "reviews-current.json"),
@@ -330,6 +348,8 @@ def test_a_terminal_gets_a_table_with_the_answer_and_confidence(tiny_models, cap
     chosen = []
     real = predict.choose_writer
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setattr(predict, "choose_writer", lambda *a: chosen.append(real(*a)) or chosen[-1])
     code, stdout, _ = predict_in_process(["distilbert-sst2", "--text", "I love it", "--text", "meh", "--model-path",
                                           str(tiny_models["distilbert"])], capsys)
@@ -396,3 +416,15 @@ def test_input_mistakes_are_reported_before_any_heavy_import(tmp_path):
         assert any(message in line for line in errors), (message, run.stderr)
     assert any("bad.json: could not read the item" in line for line in errors)
     assert any("no-prompts.json: a prompt item needs a 'prompts' object" in line for line in errors)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "dialogpt", "x.json"], "unknown model 'dialogpt' (did you mean 'dialogpt-large'?); the models"),
+    (["predict", "t5-email", "x.json", "--set", "tokn_count=8", "--set", "n-gen=2"],
+     "'n-gen' (did you mean 'n_gen'?), 'tokn_count' (did you mean 'token_count'?); valid keys: "),
+    (["predict", "t5-email", "x.json", "--set", "zzz=1"], "does not read the configuration key 'zzz'; valid keys:"),
+])
+def test_unknown_models_and_keys_suggest_the_closest_name(capsys, args, message):
+    from adapters.cli import main
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -159,6 +159,20 @@ class ValidatingTrainer(Trainer):
 
     running_loss: RunningLoss | None = None
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """After the best epoch's checkpoint is loaded: a weight tied to another (T5's embed_tokens and lm_head
+        share `shared.weight`) is saved once, so it is "missing" from the checkpoint by design; Trainer's
+        "There were missing keys" for it is noise. The ties are restored, and only a weight that is really
+        missing, or unexpected, is said, in one line of ours."""
+        missing = untied_missing(self.model, load_result.missing_keys)
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        problems = [f"{len(names)} {kind} weight(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                    for kind, names in (("missing", missing), ("unexpected", list(load_result.unexpected_keys)))
+                    if names]
+        if problems:
+            logger.warning("the best epoch's checkpoint did not match the model: %s", " and ".join(problems))
+
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         loss = super().training_step(*args, **kwargs)
         if self.running_loss is not None:
@@ -174,6 +188,26 @@ class ValidatingTrainer(Trainer):
                 metrics = broadcast_object_list([metrics])[0]
             output.metrics.update({f"{prefix}_{k}": v for k, v in metrics.items()})
         return output
+
+
+def untied_missing(model: Any, missing: Sequence[str]) -> list[str]:
+    """The names of `missing` that are not tied to (sharing storage with) a weight that was loaded."""
+    state = model.state_dict()
+    storage = {name: tensor.untyped_storage().data_ptr() for name, tensor in state.items()}
+    loaded = {storage[name] for name in state if name not in set(missing)}
+    return [name for name in missing if storage.get(name) not in loaded]
+
+
+class _NotAProblem(logging.Filter):
+    """Drops Trainer's "mtime may not be reliable on this filesystem, falling back to numerical ordering": two
+    epochs saved within a second of each other (small data, a fast disk) are ordered by their step numbers,
+    which is what this package's checkpoints are named by anyway. Nothing is wrong, so nothing is said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mtime may not be reliable" not in record.getMessage()
+
+
+logging.getLogger("transformers.trainer_utils").addFilter(_NotAProblem())
 
 
 def epoch_records(log_history: list[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:

@@ -67,9 +67,15 @@ def environment_configuration() -> dict[str, Any]:
 
 def load_runner(model_name: str) -> ModelRunner:
     """The manifest model `model_name`, loaded as the Dataloop adapter loads it, behind the server's runner."""
+    from adapters.core.loading import WeightsUnavailable
+
     _, configuration = manifest_configuration(model_name, environment_configuration())
     module = load_model_module(configuration["module_name"])
-    return ModelRunner(model_name, module.HuggingAdapter(configuration, model_name=model_name))
+    try:
+        return ModelRunner(model_name, module.HuggingAdapter(configuration, model_name=model_name))
+    except WeightsUnavailable as error:
+        raise ConfigurationError(error.advice(f"set {PATH_VARIABLE} to a local folder of save_pretrained files "
+                                              "(or put them in the image)")) from None
 
 
 def required_text(value: Any, name: str) -> str:

@@ -32,10 +32,14 @@ class WeightsUnavailable(ConfigurationError):
     def __init__(self, model_path: str, reason: str):
         self.model_path = model_path
         self.reason = reason
-        super().__init__(f"the weights of {model_path!r} could not be fetched from the Hugging Face hub ({reason}) "
-                         "and are not in the local cache; set configuration 'model_path' to a local folder of "
-                         "save_pretrained files, or download them where the hub is reachable (HF_HUB_OFFLINE=1 then "
-                         "uses the local cache only)")
+        super().__init__(self.advice("set configuration 'model_path' to a local folder of save_pretrained files"))
+
+    def advice(self, knob: str) -> str:
+        """The message with `knob`, how the interface in use points at local weights (the configuration's
+        `model_path` on the platform, `--model-path` on the command line, an environment variable for Cog)."""
+        return (f"the weights of {self.model_path!r} could not be fetched from the Hugging Face hub ({self.reason}) "
+                f"and are not in the local cache; {knob}, or download them where the hub is reachable "
+                "(HF_HUB_OFFLINE=1 then uses the local cache only)")
 
 
 def resolve_device(name: str) -> torch.device:

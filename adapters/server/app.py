@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException
 
 from ..core.errors import ConfigurationError, ModelFailure
 from ..core.hugging_adapter import HuggingAdapter
+from ..core.manifest import model_entries
+from ..core.suggestions import did_you_mean
 from . import compat
 from .body_guard import Message, Receive, RequestBodyGuard, Scope, Send
 from .limits import MAX_TEXTS, ServerLimits, shortened
@@ -77,10 +79,21 @@ def _describe(entry: dict) -> str:
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONAnswer:
+    if error.status_code == 404 and error.detail == "Not Found":  # no route matched: say which one was meant
+        return JSONAnswer({"detail": _unknown_route(request)}, status_code=404)
     if error.status_code == 400:  # FastAPI's "error parsing the body", raised from what json.loads raised
         return JSONAnswer({"detail": f"the body could not be read as JSON: {_unparsed(error.__cause__)}; "
                                      "send a JSON object"}, status_code=422)
     return JSONAnswer({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+def _unknown_route(request: Request) -> str:
+    """"no route POST /x" with the closest route this server has (model names filled in), and where all are."""
+    names = [entry["name"] for entry in model_entries()]
+    documented = [*request.app.openapi().get("paths", {}), "/docs", "/redoc"]  # the schema is built once, then cached
+    routes = sorted({path.replace("{name}", name) for path in documented for name in names})
+    path = request.url.path
+    return f"no route {request.method} {shortened(path)}{did_you_mean(path, routes)}; every route is listed at /docs"
 
 
 def _unparsed(cause: BaseException | None) -> str:

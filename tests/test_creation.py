@@ -132,6 +132,8 @@ def test_creation_publishes_the_manifest_and_installs_it(offline, capsys):
     assert (seen.env, seen.login, seen.project_id) == ("rc", 1, "project-1")
     assert sorted(packed) == creation.tracked_files(creation.ROOT)
     assert "adapters/dataloop/model_adapter.py" in packed and not [f for f in packed if f.startswith("tests/")]
+    # Test-only files stay out (docs/app.md): the mutation script and its configuration, setup.cfg.
+    assert not [f for f in packed if f.startswith("scripts/") or f in ("setup.cfg", "pytest.ini")]
     (_, publish), = project.dpks.calls
     sent = publish["dpk"].to_json()
     assert sent["codebase"] == codebase.to_json()

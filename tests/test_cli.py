@@ -363,6 +363,7 @@ def test_a_terminal_gets_a_table_with_the_answer_and_confidence(tiny_models, cap
 
 def test_the_table_keeps_its_columns_file_after_file_and_folds_long_answers():
     import io
+
     from adapters.cli._output import TableWriter
 
     def result(name, answer):

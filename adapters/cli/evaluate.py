@@ -13,8 +13,15 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import EXIT_OK, CommandError, add_model_arguments, add_override_arguments, checked_configuration, \
-    data_errors, open_runner
+from ._common import (
+    EXIT_OK,
+    CommandError,
+    add_model_arguments,
+    add_override_arguments,
+    checked_configuration,
+    data_errors,
+    open_runner,
+)
 from .train import add_data_argument, check_data_dir
 
 DEFAULT_PLOT = "confusion_matrix.png"

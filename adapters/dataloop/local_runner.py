@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from adapters.core.errors import ConfigurationError, MalformedItemError
-from adapters.core.manifest import model_entry
+from adapters.core.local_weights import check_local_weights
+from adapters.core.manifest import defaults_for_module, model_entry
 from adapters.core.module_loader import canonical_module_name, load_model_module
 from adapters.core.prompt_items import Skipped, parse_prompt_item, short
-from adapters.core.local_weights import check_local_weights
-from adapters.core.manifest import defaults_for_module
-from adapters.core.settings import (BASE_SETTINGS, refuse_remote_code, resolve_configuration, setting_names,
-                                    unknown_keys_error)
+from adapters.core.settings import (
+    BASE_SETTINGS,
+    refuse_remote_code,
+    resolve_configuration,
+    setting_names,
+    unknown_keys_error,
+)
 from adapters.training.settings import TRAINING_SETTINGS
 
 logger = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from adapters.dataloop.execution import (
 )
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
-from adapters.training.output import CHECKPOINTS, OutputFolder
 from adapters.training.metrics import PRIMARY
+from adapters.training.output import CHECKPOINTS, OutputFolder
 from adapters.training.plots import TRAINING_CURVE, training_curve
 from adapters.training.reporting import StepProgress, call_epoch_callback, kept_epoch, plot_samples, upload_samples
 

@@ -62,11 +62,21 @@ async def _invalid_request(request: Request, error: RequestValidationError) -> J
     """
     found = error.errors()
     listed = [{**e, "loc": [shortened(str(part)) for part in e.get("loc", ())]} for e in found[:MAX_LISTED_ERRORS]]
-    detail = "; ".join(_describe(e) for e in listed)
+    fields = _body_fields(request)
+    detail = "; ".join(_describe(e) + (did_you_mean(str(e["loc"][-1]), fields)
+                                       if e.get("type") == "extra_forbidden" and e.get("loc") else "")
+                       for e in listed)
     if len(found) > MAX_LISTED_ERRORS:
         detail += f"; and {len(found) - MAX_LISTED_ERRORS} more"
     errors = jsonable_encoder(listed, exclude={"url", "input", "ctx"})
     return JSONAnswer({"detail": detail, "errors": errors}, status_code=422)
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The field names of the route's request body, for "did you mean" on an unknown (mistyped) one."""
+    body = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body, "field_info", None), "annotation", None)
+    return list(getattr(model, "model_fields", None) or ())
 
 
 def _describe(entry: dict) -> str:

@@ -288,7 +288,7 @@ def test_register_dry_run_of_a_custom_model_takes_its_module_defaults(offline, c
 
 @pytest.mark.parametrize("args, message", [
     (["no-such-model"], "unknown model 'no-such-model'"),
-    (["t5-email", "--set", "ngen=3"], "does not read the configuration keys ['ngen']"),
+    (["t5-email", "--set", "ngen=3"], "does not read the configuration key 'ngen' (did you mean 'n_gen'?)"),
     (["t5-email", "--set", "n_gen=99"], "'n_gen' must be <= 16"),
     (["t5-email", "--set", "do_sample=false", "--set", "n_gen=2"], "num_beams >= n_gen"),
     (["t5-email", "--set", "trust_remote_code=true"], "refused"),
@@ -441,7 +441,9 @@ def test_a_dataset_without_validation_items_registers_without_that_subset_and_tr
     messages = [message for _, message in progress.updates]
     assert [m for m in messages if m.startswith("finished epoch")] == ["finished epoch: 0/2", "finished epoch: 1/2"]
     steps = [(percent, m) for percent, m in progress.updates if m.startswith("training: ")]
-    assert [m for _, m in steps] == [f"training: epoch {1 + (s - 1) // 6}/2, step {s}/12" for s in range(1, 13)]
+    assert [m.split(", loss ")[0] for _, m in steps] == [f"training: epoch {1 + (s - 1) // 6}/2, step {s}/12"
+                                                         for s in range(1, 13)]
+    assert all(float(m.split(", loss ")[1]) > 0 for _, m in steps)  # each with the epoch's loss so far
     assert [percent for percent, _ in steps] == [100 * s // 12 for s in range(1, 13)]
 
 

@@ -125,7 +125,9 @@ def test_a_mistyped_route_answers_404_with_the_route_it_probably_meant(client):
     far = client.get("/" + "z" * 5000)
     assert far.status_code == 404 and "did you mean" not in far.json()["detail"] and len(far.text) < 300
     # A model route of a model this server did not load keeps its own 404.
-    assert "is not a model of this app" in client.post("/models/gpt5/predict", json=[]).json()["detail"]
+    assert "is not a model of this app;" in client.post("/models/gpt5/predict", json=[]).json()["detail"]
+    assert "is not a model of this app (did you mean 't5-email'?)" in client.post(
+        "/models/t5-emial/predict", json=[]).json()["detail"]
 
 
 def test_zero_shot_matches_seed_000_shape(client, make_adapter):

@@ -73,10 +73,13 @@ async def _invalid_request(request: Request, error: RequestValidationError) -> J
 
 
 def _body_fields(request: Request) -> list[str]:
-    """The field names of the route's request body, for "did you mean" on an unknown (mistyped) one."""
-    body = getattr(request.scope.get("route"), "body_field", None)
-    model = getattr(getattr(body, "field_info", None), "annotation", None)
-    return list(getattr(model, "model_fields", None) or ())
+    """The field names of this route's request body, from the OpenAPI schema (built once, then cached), for
+    "did you mean" on an unknown (mistyped) field."""
+    schema = request.app.openapi()
+    operation = schema.get("paths", {}).get(request.url.path, {}).get(request.method.lower(), {})
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    name = str(body.get("$ref", "")).rsplit("/", 1)[-1]
+    return list(schema.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {}))
 
 
 def _describe(entry: dict) -> str:

@@ -30,7 +30,7 @@ from adapters.core.module_loader import load_model_module
 from adapters.dataloop.local_runner import manifest_configuration, quiet_platform_logs, unreadable_json
 from adapters.server.limits import ServerLimits
 from adapters.server.runner import ModelRunner, Reply, prompt_item
-from adapters.server.texts import checked_text, checked_texts, decode_texts
+from adapters.server.texts import checked_text, checked_texts, comma_separated, decode_texts
 
 MODEL_VARIABLE = "HF_ADAPTERS_MODEL"
 PATH_VARIABLE = "HF_ADAPTERS_MODEL_PATH"
@@ -67,9 +67,15 @@ def environment_configuration() -> dict[str, Any]:
 
 def load_runner(model_name: str) -> ModelRunner:
     """The manifest model `model_name`, loaded as the Dataloop adapter loads it, behind the server's runner."""
+    from adapters.core.loading import WeightsUnavailable
+
     _, configuration = manifest_configuration(model_name, environment_configuration())
     module = load_model_module(configuration["module_name"])
-    return ModelRunner(model_name, module.HuggingAdapter(configuration, model_name=model_name))
+    try:
+        return ModelRunner(model_name, module.HuggingAdapter(configuration, model_name=model_name))
+    except WeightsUnavailable as error:
+        raise ConfigurationError(error.advice(f"set {PATH_VARIABLE} to a local folder of save_pretrained files "
+                                              "(or put them in the image)")) from None
 
 
 def required_text(value: Any, name: str) -> str:
@@ -88,8 +94,6 @@ def text_list(value: Any, name: str, allow_empty: bool = False) -> list[str]:
     """A JSON list of texts (or a data URI of one, seed 002), or a single text: a value not starting with '['."""
     value = required_text(value, name)
     try:
-        if not value.lstrip().startswith(("[", "data:")):
-            return [value]
         texts = decode_texts(value, name)
         return texts if allow_empty and not texts else checked_texts(texts, name)
     except ValueError as error:
@@ -175,7 +179,7 @@ class BartLargeMnli(AppModel):
             default=None, description="Score labels one by one, not as one distribution; default: the configured one"),
     ) -> ZeroShotOutput:
         sequence = required_text(input, "input")
-        candidates = None if labels is None else [label.strip() for label in required_text(labels, "labels").split(",")]
+        candidates = None if labels is None else comma_separated(required_text(labels, "labels"))
         overrides = sent(candidate_labels=candidates, hypothesis_template=hypothesis_template, multi_label=multi_label)
         [[reply]] = self.ask(prompt_item([sequence]), ["0"], overrides)
         return ZeroShotOutput(**{name: reply.details[name] for name in ZeroShotOutput.__dataclass_fields__})

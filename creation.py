@@ -38,9 +38,9 @@ from adapters.core.manifest import MANIFEST_PATH, load_manifest
 ROOT = Path(__file__).resolve().parent
 # Tracked, but not what the service runs: folders, then single files (the image is built from the Dockerfile; Cog
 # builds its own image from cog.yaml).
-PACK_IGNORE = ("tests", "benchmarks", "examples", "docs", ".ci")
+PACK_IGNORE = ("tests", "benchmarks", "examples", "docs", ".ci", "scripts")
 PACK_IGNORE_FILES = ("Dockerfile", ".dockerignore", "cog.yaml", "cog_predictors.py", "requirements-dev.txt",
-                     ".gitignore", "pytest.ini")
+                     ".gitignore", "pytest.ini", "setup.cfg")
 RUNNER_IMAGE_PREFIX = "ghcr.io/huggingface-nlp-adapters/runner"
 # The files the Dockerfile reads: the whole build context (so untracked weights or data never reach the daemon).
 IMAGE_CONTEXT = ("Dockerfile", "requirements.txt")

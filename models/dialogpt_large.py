@@ -25,7 +25,7 @@ from adapters.core.prompt_items import ParsedItem, Question, natural_key
 from adapters.core.settings import Setting
 from adapters.core.streaming import STREAM_SETTINGS
 from adapters.runtimes import GENERATE, runtime_settings
-from adapters.training.loop import IGNORE_INDEX
+from adapters.training import IGNORE_INDEX
 from adapters.training.settings import TRAINING_SETTINGS
 
 logger = logging.getLogger(__name__)

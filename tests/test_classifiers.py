@@ -6,7 +6,7 @@ import torch
 from transformers import pipeline
 
 from tests.model_factory import build_bart_nli, build_distilbert_classifier, sharpen
-from tests.prompt_factory import answers, current_item, legacy_item
+from tests.prompt_factory import current_item, legacy_item
 from tests.tolerances import LOGIT_ATOL, PROBABILITY_ATOL, PROBABILITY_SUM_ATOL
 
 TEXTS = ["I love this movie, it is wonderful!", "Terrible service and a boring, awful plot.", "ok",

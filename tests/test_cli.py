@@ -117,7 +117,7 @@ def test_predict_reports_bad_files_and_answers_the_others(cli, tiny_models, tmp_
     os.mkfifo(fifo)  # opening it would block forever: no writer ever comes
     files = [examples[0], malformed, missing, mixed, no_prompts, examples[1], fifo, tmp_path]
     run = cli("predict", model, *map(str, files), "--model-path", str(tiny_models["distilbert"]), "--batch-size", "1",
-              "-v")  # -v after the command
+              "--json", "-v")  # -v after the command
     assert run.returncode == 1, run.stderr
     assert "DEBUG" in run.stderr or "INFO" in run.stderr
     entries = json.loads(run.stdout)  # stdout carries only the JSON: dtlpy's progress bars are kept off it
@@ -187,6 +187,24 @@ def test_progress_moves_with_every_micro_batch_not_once_per_file(tiny_models, tm
     assert done == sorted(done) and len({d for d in done if 0 < d < 40}) >= 5
 
 
+def test_progress_over_many_files_has_its_total_from_the_start_and_fills_once(tiny_models, tmp_path):
+    """The total grew as predict calls started (over 2,000 questions the bar reached 100% five times): every file
+    is parsed first, so the total is known before the first answer and 100% comes once, at the end."""
+    from adapters.dataloop.local_runner import LocalRunner
+    runner = LocalRunner("distilbert-sst2", {"model_path": str(tiny_models["distilbert"]), "batch_size": 2})
+    files = []
+    for index in range(5):
+        files.append(tmp_path / f"{index}.json")
+        files[-1].write_text(json.dumps(legacy_item({"p": [f"question {index} {i}" for i in range(8)]})))
+    files.insert(2, tmp_path / "missing.json")  # counts nothing
+    seen: list[tuple[float, int]] = []
+    results = runner.predict_files(files, on_progress=lambda done, total: seen.append((done, total)))
+    assert sum(len(r.annotations) for r in results) == 40
+    assert {total for _, total in seen} == {40}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done.index(40) > len(done) - 3  # full only at the very end
+
+
 def test_a_wrong_checkpoint_is_one_line_ours_without_the_librarys_report(cli, tiny_models):
     # transformers logs a LOAD REPORT table for a checkpoint of another architecture; our error says it in one line.
     quiet = cli("predict", "distilbert-sst2", str(EXAMPLES / "distilbert-sst2" / "reviews-current.json"),
@@ -248,8 +266,8 @@ def test_a_full_disk_keeps_the_answers_finished_before_it_and_stops_the_run(tiny
     code, stdout, stderr = predict_in_process([*args, "--out", str(out)], capsys)
     assert code == 1 and stdout == "" and "Traceback" not in stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert "No space left on device" in line and "after 2 of 4 file(s)" in line
-    assert f"{str(out)!r} holds the answers for the first 2 of 4 file(s)" in line
+    assert "No space left on device" in line and "after 2 of 4 input(s)" in line
+    assert f"{str(out)!r} holds the answers for the first 2 of 4 input(s)" in line
     assert json.loads(out.read_text(encoding="utf-8")) == entries[:2]  # valid JSON: the finished answers
     assert len(runs) == 3  # the run stopped at the write that failed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.json", "whole.json"]
@@ -263,7 +281,7 @@ def test_text_that_cannot_be_encoded_is_escaped_not_a_traceback(tiny_models, tmp
     not_utf8 = tmp_path / os.fsdecode(b"caf\xe9.json")
     not_utf8.write_text(json.dumps(legacy_item({"1": ["I hate it"]})), encoding="utf-8")
     files = [str(odd_key), str(not_utf8)]
-    for out in (["--out", str(tmp_path / "answers.json")], []):
+    for out in (["--out", str(tmp_path / "answers.json")], ["--json"]):
         code, stdout, stderr = predict_in_process(["distilbert-sst2", *files, "--model-path",
                                                    str(tiny_models["distilbert"]), *out], capsys)
         assert code == 0, stderr
@@ -283,3 +301,131 @@ def test_stdout_on_a_full_disk_is_one_line_and_no_traceback(cli, tiny_models):
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: writing the answers to stdout failed "
                                                                   "(No space left on device)"), run.stderr
+
+
+# ----- reading the answer: compact rows by default, questions without prompt-item JSON -----
+def test_text_and_stdin_lines_are_answered_as_compact_rows(tiny_models, tmp_path, capsys, monkeypatch):
+    """A question on the command line (--text, repeatable) or one per line of stdin (-): no prompt item to write;
+    piped, each answer is one JSON line with its item, question, answer and confidence."""
+    import io
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"I love it\n\n  \nwhat a bad day\n")))
+    code, stdout, stderr = predict_in_process(["distilbert-sst2", "-", "--text", "great", "--text", "awful",
+                                               "--model-path", str(tiny_models["distilbert"])], capsys)
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert [(r["item"], r["question"]) for r in rows] == [("stdin:1", "I love it"), ("stdin:4", "what a bad day"),
+                                                          ("text:1", "great"), ("text:2", "awful")]
+    for row in rows:
+        assert set(row) == {"item", "prompt", "question", "answer", "confidence"}
+        assert row["answer"] in ("POSITIVE", "NEGATIVE") and 0 < row["confidence"] <= 1
+    assert "2 empty line(s) of stdin skipped" in stderr
+
+
+def test_compact_rows_of_a_file_name_each_question_skip_and_error(tiny_models, tmp_path, capsys):
+    examples = sorted((EXAMPLES / "distilbert-sst2").glob("*.json"))
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"prompts": {"1": {"q1": {"mimetype": "application/text", "value": "I love it"},
+                                                   "q2": {"mimetype": "image/png", "value": "http://x/y.png"}}}}))
+    files = [str(examples[1]), str(mixed), str(tmp_path / "missing.json")]
+    code, stdout, stderr = predict_in_process(["distilbert-sst2", *files, "--model-path",
+                                               str(tiny_models["distilbert"])], capsys)
+    assert code == 1
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    legacy = json.loads(examples[1].read_text(encoding="utf-8"))["prompts"]
+    expected = [(key, element["value"]) for key, elements in legacy.items() for element in elements.values()]
+    assert [(r["prompt"], r["question"]) for r in rows[:len(expected)]] == expected  # each answer with its question
+    assert rows[len(expected):] == [
+        {"item": files[1], "prompt": "1", "question": "I love it", "answer": rows[len(expected)]["answer"],
+         "confidence": rows[len(expected)]["confidence"]},
+        {"item": files[1], "prompt": "1", "skipped": rows[-2]["skipped"]},
+        {"item": files[2], "error": f"cannot read {files[2]!r}: No such file or directory"}]
+    assert "non-text" in rows[-2]["skipped"]
+
+
+def test_a_terminal_gets_a_table_with_the_answer_and_confidence(tiny_models, capsys, monkeypatch):
+    from adapters.cli import predict
+    from adapters.cli._output import TableWriter
+    chosen = []
+    real = predict.choose_writer
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setattr(predict, "choose_writer", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    code, stdout, _ = predict_in_process(["distilbert-sst2", "--text", "I love it", "--text", "meh", "--model-path",
+                                          str(tiny_models["distilbert"])], capsys)
+    assert code == 0 and isinstance(chosen[0], TableWriter)
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["item", "prompt", "answer", "confidence"] and set(lines[1]) == {"─"}
+    assert lines[2].split()[:4] == ["text:1", "I", "love", "it"] and lines[3].split()[:2] == ["text:2", "meh"]
+    for line in lines[2:]:
+        assert line.split()[-2] in ("POSITIVE", "NEGATIVE") and 0 < float(line.split()[-1]) <= 1
+
+
+def test_the_table_keeps_its_columns_file_after_file_and_folds_long_answers():
+    import io
+
+    from adapters.cli._output import TableWriter
+
+    def result(name, answer):
+        return {"file": name, "annotations": [{"coordinates": answer, "metadata": {
+            "system": {"promptId": "1"}, "user": {"model": {"confidence": 0.25},
+                                                  "model_output": {"answered": {"element": "0"}}}}}],
+            "skipped": [], "kept": [], "error": None}
+    stream = io.BytesIO()
+    writer = TableWriter(stream, lambda name: {("1", "0"): "question of " + name}, width=60, color=False)
+    writer.write(result("a.json", "short"))
+    writer.write(result("/a/very/long/folder/name/of/b.json", "word " * 30))
+    lines = stream.getvalue().decode().splitlines()
+    assert len(lines[0]) <= 60 and lines[0].split() == ["item", "prompt", "answer", "confidence"]
+    confidence_column = lines[2].rindex("0.250")
+    assert lines[3].rindex("0.250") == confidence_column  # the second file's table has the first's columns
+    assert lines[3].startswith("…") and "b.json" in lines[3]  # a long path keeps its end
+    assert sum("word" in line for line in lines[3:]) > 1 and stream.getvalue().decode().count("word") == 30
+
+
+# ----- fast feedback: every input checked before torch, transformers or dtlpy is imported -----
+def test_input_mistakes_are_reported_before_any_heavy_import(tmp_path):
+    """Each mistake exits 2 (or 1: no file could be read) with one line, and torch, transformers and dtlpy are
+    still not imported afterwards: the answer comes in a fraction of a second, not after seconds of imports."""
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    no_prompts = tmp_path / "no-prompts.json"
+    no_prompts.write_text("{}")
+    example = str(EXAMPLES / "distilbert-sst2" / "reviews-current.json")
+    cases = [
+        (["predict", "distilbert", example], 2, "unknown model 'distilbert' (did you mean 'distilbert-sst2'?)"),
+        (["predict", "distilbert-sst2", example, "--set", "batch_sise=2"], 2,
+         "'batch_sise' (did you mean 'batch_size'?)"),
+        (["predict", "distilbert-sst2", example, "--set", "learning_rate=7"], 2, "'learning_rate' must be <= 1.0"),
+        (["predict", "distilbert-sst2", example, "--model-path", str(tmp_path / "nope")], 2, "does not exist"),
+        (["predict", "distilbert-sst2", example, "--out", str(tmp_path / "no" / "a.json")], 2, "does not exist"),
+        (["predict", "distilbert-sst2", str(tmp_path / "missing.json"), str(bad_json), str(no_prompts)], 1,
+         "missing.json: cannot read"),
+        (["train", "distilbert-sst2", str(tmp_path / "no-data"), str(tmp_path / "out")], 1,
+         "does not exist"),
+        (["evaluate", "t5-emial", str(tmp_path)], 2, "(did you mean 't5-email'?)"),
+    ]
+    script = ("import json, sys\nfrom adapters.cli import main\ncodes = [main(a) for a in json.loads(sys.argv[1])]\n"
+              "print(json.dumps([codes, sorted(m for m in ('torch', 'transformers', 'dtlpy') if m in sys.modules)]))")
+    run = subprocess.run([sys.executable, "-c", script, json.dumps([args for args, _, _ in cases])], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    codes, imported = json.loads(run.stdout.splitlines()[-1])
+    assert codes == [code for _, code, _ in cases], run.stderr
+    assert imported == []
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    for _, _, message in cases:
+        assert any(message in line for line in errors), (message, run.stderr)
+    assert any("bad.json: could not read the item" in line for line in errors)
+    assert any("no-prompts.json: a prompt item needs a 'prompts' object" in line for line in errors)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "dialogpt", "x.json"], "unknown model 'dialogpt' (did you mean 'dialogpt-large'?); the models"),
+    (["predict", "t5-email", "x.json", "--set", "tokn_count=8", "--set", "n-gen=2"],
+     "'n-gen' (did you mean 'n_gen'?), 'tokn_count' (did you mean 'token_count'?); valid keys: "),
+    (["predict", "t5-email", "x.json", "--set", "zzz=1"], "does not read the configuration key 'zzz'; valid keys:"),
+])
+def test_unknown_models_and_keys_suggest_the_closest_name(capsys, args, message):
+    from adapters.cli import main
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -132,6 +132,8 @@ def test_creation_publishes_the_manifest_and_installs_it(offline, capsys):
     assert (seen.env, seen.login, seen.project_id) == ("rc", 1, "project-1")
     assert sorted(packed) == creation.tracked_files(creation.ROOT)
     assert "adapters/dataloop/model_adapter.py" in packed and not [f for f in packed if f.startswith("tests/")]
+    # Test-only files stay out (docs/app.md): the mutation script and its configuration, setup.cfg.
+    assert not [f for f in packed if f.startswith("scripts/") or f in ("setup.cfg", "pytest.ini")]
     (_, publish), = project.dpks.calls
     sent = publish["dpk"].to_json()
     assert sent["codebase"] == codebase.to_json()
@@ -298,7 +300,7 @@ def test_a_model_registered_with_class_output_carries_its_labels(offline, capsys
 
 @pytest.mark.parametrize("args, message", [
     (["no-such-model"], "unknown model 'no-such-model'"),
-    (["t5-email", "--set", "ngen=3"], "does not read the configuration keys ['ngen']"),
+    (["t5-email", "--set", "ngen=3"], "does not read the configuration key 'ngen' (did you mean 'n_gen'?)"),
     (["t5-email", "--set", "n_gen=99"], "'n_gen' must be <= 16"),
     (["t5-email", "--set", "do_sample=false", "--set", "n_gen=2"], "num_beams >= n_gen"),
     (["t5-email", "--set", "trust_remote_code=true"], "refused"),
@@ -451,7 +453,9 @@ def test_a_dataset_without_validation_items_registers_without_that_subset_and_tr
     messages = [message for _, message in progress.updates]
     assert [m for m in messages if m.startswith("finished epoch")] == ["finished epoch: 0/2", "finished epoch: 1/2"]
     steps = [(percent, m) for percent, m in progress.updates if m.startswith("training: ")]
-    assert [m for _, m in steps] == [f"training: epoch {1 + (s - 1) // 6}/2, step {s}/12" for s in range(1, 13)]
+    assert [m.split(", loss ")[0] for _, m in steps] == [f"training: epoch {1 + (s - 1) // 6}/2, step {s}/12"
+                                                         for s in range(1, 13)]
+    assert all(float(m.split(", loss ")[1]) > 0 for _, m in steps)  # each with the epoch's loss so far
     assert [percent for percent, _ in steps] == [100 * s // 12 for s in range(1, 13)]
 
 

@@ -96,3 +96,21 @@ def test_an_adapters_input_limit_is_its_tokenizers_when_that_is_below_the_models
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "model_max_length": 40}))
     adapter = module.HuggingAdapter({"model_path": str(copy)})
     assert adapter.model.config.max_position_embeddings > 40 and adapter.max_input_tokens == 40
+
+
+def test_the_hub_error_names_the_knob_of_the_interface_in_use(monkeypatch):
+    """The hub-unreachable error named configuration 'model_path' everywhere: serve takes --model-path NAME=PATH,
+    Cog the HF_ADAPTERS_MODEL_PATH variable, predict and train --model-path DIR (test above)."""
+    import cog_predictors
+    from adapters.cli._common import CommandError
+    from adapters.cli.serve import load
+    with pytest.raises(CommandError) as served:
+        load({"t5-email": {"module_name": "models.t5_email"}})
+    assert "pass a local folder of save_pretrained files with --model-path t5-email=PATH" in str(served.value)
+    monkeypatch.delenv(cog_predictors.PATH_VARIABLE, raising=False)
+    monkeypatch.delenv(cog_predictors.CONFIGURATION_VARIABLE, raising=False)
+    with pytest.raises(ConfigurationError) as cog:
+        cog_predictors.load_runner("t5-email")
+    assert "'t5-base' could not be fetched" in str(cog.value) and "set HF_ADAPTERS_MODEL_PATH to a local" in str(cog.value)
+    for message in (str(served.value), str(cog.value)):
+        assert "configuration 'model_path'" not in message

@@ -209,3 +209,14 @@ def test_configuration_defaults_are_complete_and_valid(model):
     adapter_class = load_model_module(configuration["module_name"]).HuggingAdapter
     assert set(configuration) == setting_names(adapter_class.settings), model["name"]
     assert validate_configuration(configuration) == configuration
+
+
+@pytest.mark.parametrize("model", MODELS, ids=MODEL_IDS)
+def test_keys_checked_before_the_module_loads_are_declared_alike_by_every_module(model):
+    """The CLI checks these values before importing the module (torch, transformers): they must be the values the
+    module itself accepts, so each module declares exactly these settings, and the manifest lists every key."""
+    from adapters.dataloop.local_runner import SHARED_SETTINGS
+    adapter_class = load_model_module(model["configuration"]["module_name"]).HuggingAdapter
+    declared = {setting.name: setting for setting in adapter_class.settings}
+    for name, setting in SHARED_SETTINGS.items():
+        assert declared.get(name, setting) == setting, (model["name"], name)

@@ -285,14 +285,17 @@ def test_flags_choices_and_texts_accept_what_they_document_and_refuse_the_rest(n
             assert_refused(module, name, value)
 
 
-@pytest.mark.parametrize("name, value, needed", [("batch_size", "8", "an integer"), ("temperature", "hot", "a number"),
-                                                 ("do_sample", 1, "true/false"), ("prefix", 3, "a string"),
-                                                 ("candidate_labels", "a", "a list"), ("n_gen", 2.0, "an integer")])
-def test_a_value_of_the_wrong_type_is_refused_with_the_type_it_needs(name, value, needed):
+@pytest.mark.parametrize("name, value, needed, got", [
+    ("batch_size", "8", "an integer", "a string '8'"), ("temperature", "hot", "a number", "a string 'hot'"),
+    ("do_sample", 1, "true/false", "a number 1"), ("prefix", 3, "a string", "a number 3"),
+    ("candidate_labels", "a", 'a list (in JSON: ["a", "b"])', "a string 'a'"), ("n_gen", 2.0, "an integer", "a number 2.0"),
+    ("candidate_labels", {"a": 1}, 'a list (in JSON: ["a", "b"])', 'an object {"a": 1}')])
+def test_a_value_of_the_wrong_type_is_refused_with_the_type_it_needs(name, value, needed, got):
+    """Both in JSON's words (what a configuration, a request or --set holds), lists and objects written as JSON."""
     (module, *_) = declaring_modules(name)
     with pytest.raises(ConfigurationError) as error:
         resolved(module, name, value)
-    assert str(error.value) == f"configuration '{name}' must be {needed}, got {type(value).__name__}"
+    assert str(error.value) == f"configuration '{name}' must be {needed}, got {got}"
 
 
 @pytest.mark.parametrize("n_gen, num_beams, do_sample, temperature, refusal", [

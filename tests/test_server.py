@@ -106,6 +106,33 @@ def test_sentiment_accepts_a_list_a_json_string_and_a_data_uri(client, make_adap
                                                  for a in collection.annotations], abs=PROBABILITY_ATOL)
 
 
+def test_a_single_string_is_taken_where_the_cog_predictors_take_one(client):
+    """Cog's predictors read `texts` and `turns` given as one plain string as one text, and `labels` as a
+    comma-separated string; the REST routes refused those with a 422."""
+    one = client.post("/models/distilbert-sst2/classify", json={"texts": "I love apple"})
+    assert one.status_code == 200 and one.json() == client.post("/models/distilbert-sst2/classify",
+                                                                json={"texts": ["I love apple"]}).json()
+    chat = client.post("/models/dialogpt-large/chat", json={"turns": "Hi there", "seed": 1})
+    assert chat.status_code == 200 and chat.json() == client.post("/models/dialogpt-large/chat",
+                                                                  json={"turns": ["Hi there"], "seed": 1}).json()
+    labels = client.post("/models/bart-large-mnli/classify", json={"sequences": "x", "candidate_labels": "a, b"})
+    assert labels.status_code == 200 and sorted(labels.json()["labels"]) == ["a", "b"]
+
+
+def test_a_mistyped_route_answers_404_with_the_route_it_probably_meant(client):
+    typo = client.post("/models/distilbert-sst2/clasify", json={"texts": ["x"]})
+    assert typo.status_code == 404
+    assert typo.json() == {"detail": "no route POST /models/distilbert-sst2/clasify (did you mean "
+                                     "'/models/distilbert-sst2/classify'?); every route is listed at /docs"}
+    assert client.get("/helth").json()["detail"].startswith("no route GET /helth (did you mean '/health'?)")
+    far = client.get("/" + "z" * 5000)
+    assert far.status_code == 404 and "did you mean" not in far.json()["detail"] and len(far.text) < 300
+    # A model route of a model this server did not load keeps its own 404.
+    assert "is not a model of this app;" in client.post("/models/gpt5/predict", json=[]).json()["detail"]
+    assert "is not a model of this app (did you mean 't5-email'?)" in client.post(
+        "/models/t5-emial/predict", json=[]).json()["detail"]
+
+
 def test_zero_shot_matches_seed_000_shape(client, make_adapter):
     single = client.post("/models/bart-large-mnli/classify",
                          json={"sequences": "Replicate, I think I might...like you a lot!"}).json()
@@ -207,14 +234,15 @@ BAD_REQUESTS = [
     ("/models/t5-email/generate", {"prompt": "x", "n_gen": 2, "temperature": 0}, "num_beams >= n_gen"),
     ("/models/t5-email/generate", {"prompt": "x", "token_count": "8"}, "token_count"),
     ("/models/t5-email/generate", {"prompt": "x", "temperature": True}, "temperature"),
-    ("/models/t5-email/generate", {"prompt": "x", "tokens": 8}, "tokens"),
+    ("/models/t5-email/generate", {"prompt": "x", "tokens": 8},
+     "tokens: Extra inputs are not permitted (did you mean 'token_count'?)"),
     ("/models/t5-email/generate", {"token_count": 8}, "prompt: Field required"),
     ("/models/t5-email/generate", {"prompt": "   "}, "prompt is empty"),
     ("/models/distilbert-sst2/classify", {"texts": []}, "at least one text"),
     ("/models/distilbert-sst2/classify", {"texts": ["fine", ""]}, "texts[1] is empty"),
     ("/models/distilbert-sst2/classify", {"texts": [1, 2]}, "texts.0"),
-    ("/models/distilbert-sst2/classify", {"texts": "I love apple"}, "JSON list"),
-    ("/models/distilbert-sst2/classify", {"texts": '{"a": 1}'}, "must be a list"),
+    ("/models/distilbert-sst2/classify", {"texts": '[{"a": 1}]'}, "texts.0: Input should be a valid string"),
+    ("/models/distilbert-sst2/classify", {"texts": '["I love apple", '}, "not valid JSON"),
     ("/models/distilbert-sst2/classify", {"texts": "data:application/json;base64,%%%"}, "base64"),
     ("/models/distilbert-sst2/classify", {"texts": "data:application/json;base64"}, "data URI"),
     ("/models/distilbert-sst2/classify", {"texts": ["x"] * (MAX_TEXTS + 1)}, f"limit of {MAX_TEXTS}"),
@@ -230,7 +258,7 @@ BAD_REQUESTS = [
      "could not prepare the question"),
     ("/models/dialogpt-large/chat", {"turns": []}, "at least one text"),
     ("/models/dialogpt-large/chat", {"turns": ["hi"], "max_new_tokens": 128}, "context window"),
-    ("/models/dialogpt-large/chat", {"turns": "hi"}, "turns"),
+    ("/models/dialogpt-large/chat", {"turns": "  "}, "turns[0] is empty"),
     ("/models/t5-email/predict", [], "at least one prompt item"),
     ("/models/t5-email/predict", [{"name": "x"}], "item 'x': a prompt item needs a 'prompts' object"),
     ("/models/t5-email/predict", {"prompts": [1]}, "prompts"),

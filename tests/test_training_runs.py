@@ -118,7 +118,7 @@ def test_an_interrupted_run_resumes_at_the_next_epoch(tiny_models, tmp_path, cap
     captured = capsys.readouterr()
     assert "epoch 3/4 done" in captured.err and "epoch 2/4 done" not in captured.err
     report = json.loads(captured.out)
-    assert [epoch["epoch"] for epoch in report["epochs"]] == [0, 1, 2, 3]
+    assert [epoch["epoch"] for epoch in report["epochs"]] == [1, 2, 3, 4]  # as on screen: "epoch 3/4 done"
     # A resumed run repeats the uninterrupted one's operations on the same values in the same order (weights,
     # optimizer state and random state come back exactly): equal bit for bit. A tolerance would not help: AdamW
     # turns any float difference in a near-zero gradient into a whole step (see the accumulation test).
@@ -281,7 +281,8 @@ def test_a_folder_with_other_files_is_replaced_only_with_overwrite_and_only_when
     code, _ = cli_train(out, "--overwrite")
     assert code == 0
     assert "notes.txt" not in os.listdir(out) and (out / "model.safetensors").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    # Nothing hidden is left beside it but the run lock (an empty file, free again: see the lock test below).
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == [".out.lock"]
 
 
 def test_checkpoints_of_another_run_are_refused_unless_overwrite(cli_train, tmp_path):
@@ -293,7 +294,8 @@ def test_checkpoints_of_another_run_are_refused_unless_overwrite(cli_train, tmp_
     assert (out / "checkpoints" / "run.json").is_file()
     code, _ = cli_train(out, "--overwrite")
     assert code == 0 and sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.json",
-                                                     "tokenizer_config.json", "training_metrics.json"]
+                                                     "tokenizer_config.json", "training_curve.png",
+                                                     "training_metrics.json"]
 
 
 def test_a_symlinked_output_folder_is_trained_into_and_rerun(cli_train, tmp_path):
@@ -307,7 +309,8 @@ def test_a_symlinked_output_folder_is_trained_into_and_rerun(cli_train, tmp_path
         code, err = cli_train(link, *extra)
         assert code == 0 and "Traceback" not in err, err
         assert link.is_symlink() and link.resolve() == real and (real / "model.safetensors").is_file()
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden partial model left
+    # No hidden partial model left; the run lock is taken beside the folder the link points to.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".real.lock"]
 
 
 @pytest.mark.parametrize("system", ["/usr/lib", "/etc", "/"])
@@ -382,7 +385,7 @@ def test_on_the_platform_a_damaged_checkpoint_starts_the_run_over_in_one_warning
     adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=2, **FAST)  # overwrite: True
     with caplog.at_level(logging.WARNING, logger="adapters"):
         history = adapter.train(str(data), str(out))
-    assert [epoch["epoch"] for epoch in history] == [0, 1]
+    assert [epoch["epoch"] for epoch in history] == [1, 2]
     (warning,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert "model.safetensors" in warning and "starting the run over" in warning
 
@@ -403,7 +406,7 @@ def test_a_lora_checkpoint_is_this_models_and_resumes(tiny_models, tmp_path):
     interrupted_run(tiny_models, data, out, lora_r=4)
     adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=2, **FAST, lora_r=4)
     adapter.overwrite_output = False
-    assert [epoch["epoch"] for epoch in adapter.train(str(data), str(out))] == [0, 1]
+    assert [epoch["epoch"] for epoch in adapter.train(str(data), str(out))] == [1, 2]
 
 
 def test_a_checkpoint_of_another_architecture_is_refused_like_its_weights(tiny_models, tmp_path, capsys):
@@ -499,7 +502,7 @@ def test_dtlpy_train_model_stores_checkpoints_and_a_restarted_execution_continue
     files = store.files()
     assert "model.safetensors" in files and not [f for f in files if f.startswith("checkpoints/")]
     report = json.loads((store.root / "training_metrics.json").read_text())
-    assert [epoch["epoch"] for epoch in report["epochs"]] == [0, 1, 2, 3] and report["seed"] == 0
+    assert [epoch["epoch"] for epoch in report["epochs"]] == [1, 2, 3, 4] and report["seed"] == 0
 
     next_run = ModelAdapter(model_entity=model)
     next_run.load_from_model(model_entity=model, local_path=str(tmp_path / "deployed"))
@@ -524,3 +527,49 @@ def test_progress_within_epochs_is_one_update_per_whole_percent_of_the_run_at_mo
     if steps == 100:
         assert updates[24][1] == "training: epoch 1/4, step 25/100"
         assert updates[25][1] == "training: epoch 2/4, step 26/100"
+
+
+# ----- one run at a time per output folder -----
+def test_a_second_run_into_a_live_runs_folder_is_refused_naming_the_holders_pid(tiny_models, tmp_path, capsys,
+                                                                                 nothing_loads):
+    """A second `train` into a live run's OUTPUT_DIR resumed its checkpoints under it, then crashed: the folder is
+    locked for the run, and another process (a real one here) is refused at once, before anything loads."""
+    import subprocess
+    import sys
+    data = sentiment_layout(tmp_path / "data", train=4, validation=0)
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom adapters.training.output import OutputFolder\n"
+         "with OutputFolder(Path(sys.argv[1])).lock():\n    print('held', flush=True)\n    sys.stdin.read()\n",
+         str(out)], cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        args = ["train", "distilbert-sst2", str(data), str(out), "--model-path", str(tiny_models["distilbert"])]
+        assert cli_main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"is in use: process {holder.pid} is training into it" in err
+        assert not out.exists()
+    finally:
+        holder.communicate("", timeout=30)
+    assert holder.returncode == 0
+    # Its run over, the lock is free again; this process takes it (and gives it back) in turn.
+    from adapters.training.output import OutputFolder
+    with OutputFolder(out).lock():
+        assert (tmp_path / ".out.lock.pid").read_text().strip() == str(os.getpid())
+    assert not (tmp_path / ".out.lock.pid").exists()
+
+
+def test_the_kept_epoch_is_the_first_best_or_the_last_and_says_why():
+    from adapters.training.reporting import kept_epoch
+    records = [{"epoch": 1, "accuracy": 0.5}, {"epoch": 2, "accuracy": 0.75}, {"epoch": 3, "accuracy": 0.75},
+               {"epoch": 4, "accuracy": 0.5}]
+    kept = kept_epoch(records, "accuracy", epochs=4, patience=0)
+    assert (kept["epoch"], kept["value"]) == (2, 0.75)  # Trainer takes a later epoch only when strictly better
+    assert kept["reason"] == "the best validation accuracy (0.75) of the 4 epoch(s) validated"
+    stopped = kept_epoch(records, "accuracy", epochs=10, patience=2)
+    assert stopped["reason"].endswith("early stopping ended the run after epoch 4 of 10 (2 epoch(s) without a "
+                                      "better validation score)")
+    last = kept_epoch([{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5}], None, epochs=2, patience=0)
+    assert last == {"epoch": 2, "reason": "the last epoch (no validation subset to choose by)"}
+    assert kept_epoch([], "accuracy", 3, 0) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 from typing import Any, Iterator
 
@@ -34,34 +35,65 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a configuration key; VALUE is parsed as JSON when it can be (repeatable)")
 
 
-def open_runner(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The `LocalRunner` of `args.model` with --set/--model-path (and `overrides`); CommandError if it can't load."""
+def checked_configuration(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """`args.model`'s configuration with --set/--model-path (and `overrides`), checked as far as it can be before
+    torch, transformers and dtlpy are imported (a mistake here is reported in a fraction of a second)."""
     from adapters.core.errors import ConfigurationError
-    from adapters.core.loading import WeightsUnavailable
-    from adapters.core.manifest import model_entry
-    from adapters.dataloop.local_runner import LocalRunner, parse_assignments, quiet_platform_logs
+    from adapters.dataloop.local_runner import parse_assignments, precheck_configuration
 
     try:
-        model_entry(args.model)  # an unknown name fails before the weights are looked for
         configuration = parse_assignments(args.assignments)
         if args.model_path is not None:
             configuration["model_path"] = args.model_path
         configuration.update({k: v for k, v in overrides.items() if v is not None})
+        precheck_configuration(args.model, configuration)
+    except KeyError as error:
+        raise CommandError(error.args[0]) from None
+    except ConfigurationError as error:
+        raise CommandError(with_set_hint(str(error), args.assignments)) from None
+    return configuration
+
+
+def open_runner(args: argparse.Namespace, configuration: dict[str, Any] | None = None, **overrides: Any) -> Any:
+    """The `LocalRunner` of `args.model` with `configuration` (by default `checked_configuration(args,
+    **overrides)`); CommandError if it can't load."""
+    if configuration is None:
+        configuration = checked_configuration(args, **overrides)
+    from adapters.core.errors import ConfigurationError
+    from adapters.core.loading import WeightsUnavailable
+    from adapters.dataloop.local_runner import LocalRunner, quiet_platform_logs
+
+    try:
         if not args.verbose:
             quiet_platform_logs()
         return LocalRunner(args.model, configuration)
-    except KeyError as error:
-        raise CommandError(error.args[0]) from None
     except WeightsUnavailable as error:
-        raise CommandError(f"model {args.model!r}: the weights {error.model_path!r} could not be fetched "
-                           f"({error.reason}) and are not in the local cache; pass a local folder of "
-                           "save_pretrained files with --model-path DIR, or fetch them once where the hub is "
-                           "reachable and run with HF_HUB_OFFLINE=1") from None
+        raise CommandError(f"model {args.model!r}: "
+                           + error.advice("pass a local folder of save_pretrained files with --model-path DIR")) from None
     except ConfigurationError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(with_set_hint(str(error), args.assignments)) from None
     except Exception as error:  # noqa: BLE001 - e.g. weights not found offline: say it in one line
         logger.debug("model load failed", exc_info=True)
         raise CommandError(f"could not load model {args.model!r}: {error}") from None
+
+
+def with_set_hint(message: str, assignments: list[str]) -> str:
+    """`message`, and when it refuses a list given with --set as plain text (`candidate_labels=a,b`), the same
+    value written as the JSON list it must be: `--set 'candidate_labels=["a","b"]'`."""
+    for assignment in assignments:
+        key, _, raw = assignment.partition("=")
+        key = key.strip()
+        if f"{key!r} must be a list" not in message:
+            continue
+        try:
+            json.loads(raw)
+            continue  # it was JSON already (of another type): the message says which
+        except ValueError:
+            pass
+        items = [part.strip() for part in raw.split(",") if part.strip()] or ["a", "b"]
+        value = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+        return f"{message}; on the command line: --set '{key}={value}'"
+    return message
 
 
 @contextlib.contextmanager

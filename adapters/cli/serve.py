@@ -125,11 +125,16 @@ def load(configs: dict[str, dict[str, Any]]) -> dict[str, "HuggingAdapter"]:
     Whatever stops a model from loading (weights not found offline, corrupt weights, a device torch cannot
     use) is a one-line CommandError naming the model; the traceback is logged at DEBUG (-v).
     """
+    from ..core.loading import WeightsUnavailable
+
     adapters = {}
     for name, configuration in configs.items():
         try:
             module = load_model_module(configuration["module_name"])
             adapters[name] = module.HuggingAdapter(configuration, model_name=name)
+        except WeightsUnavailable as error:
+            raise CommandError(f"{name}: " + error.advice(f"pass a local folder of save_pretrained files with "
+                                                          f"--model-path {name}=PATH")) from None
         except ConfigurationError as error:
             raise CommandError(f"{name}: {error}") from None
         except Exception as error:  # noqa: BLE001 - any load failure: say it in one line

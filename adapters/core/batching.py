@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from typing import Callable, Sequence
 
 

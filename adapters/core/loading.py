@@ -16,10 +16,10 @@ import torch
 from transformers import AutoTokenizer
 
 from .errors import ConfigurationError
+from .local_weights import PICKLE_SUFFIXES, check_local_weights  # noqa: F401 - imported from here too
 
 logger = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # A context window larger than this is a tokenizer's "no limit" sentinel, not a real limit.
 UNBOUNDED_LENGTH = 1_000_000
 # Seconds the one look-up of a hub id may take; HF_HUB_ETAG_TIMEOUT overrides it as for huggingface_hub.
@@ -32,10 +32,14 @@ class WeightsUnavailable(ConfigurationError):
     def __init__(self, model_path: str, reason: str):
         self.model_path = model_path
         self.reason = reason
-        super().__init__(f"the weights of {model_path!r} could not be fetched from the Hugging Face hub ({reason}) "
-                         "and are not in the local cache; set configuration 'model_path' to a local folder of "
-                         "save_pretrained files, or download them where the hub is reachable (HF_HUB_OFFLINE=1 then "
-                         "uses the local cache only)")
+        super().__init__(self.advice("set configuration 'model_path' to a local folder of save_pretrained files"))
+
+    def advice(self, knob: str) -> str:
+        """The message with `knob`, how the interface in use points at local weights (the configuration's
+        `model_path` on the platform, `--model-path` on the command line, an environment variable for Cog)."""
+        return (f"the weights of {self.model_path!r} could not be fetched from the Hugging Face hub ({self.reason}) "
+                f"and are not in the local cache; {knob}, or download them where the hub is reachable "
+                "(HF_HUB_OFFLINE=1 then uses the local cache only)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,31 +57,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigurationError("device 'mps' is not available (it needs Apple silicon, macOS 12.3+ and a torch "
                                  "build with MPS); use 'auto' or 'cpu'")
     return device
-
-
-def _looks_local(model_path: str) -> bool:
-    """A path rather than a hub id: explicit (/, ., ~) or under a folder that exists here (`models/my-bert`)."""
-    if model_path.startswith((".", "/", "~")) or os.sep != "/" and os.sep in model_path:
-        return True
-    parent = Path(model_path).parent
-    return str(parent) != "." and parent.is_dir()
-
-
-def check_local_weights(model_path: str) -> None:
-    """A local folder must hold safetensors weights; pickle checkpoints can run code when loaded, so they are refused."""
-    folder = Path(model_path).expanduser()
-    if not folder.is_dir():
-        if folder.exists():
-            raise ConfigurationError(f"model_path {model_path!r} is a file, not a folder of save_pretrained files")
-        if _looks_local(model_path):
-            raise ConfigurationError(f"model_path {model_path!r} does not exist")
-        return  # a hub id
-    if any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    detail = f" (found pickle checkpoints {pickles}, which are refused)" if pickles else ""
-    raise ConfigurationError(f"model_path {model_path!r} holds no .safetensors weights{detail}; "
-                             "convert them with save_pretrained(safe_serialization=True)")
 
 
 def _hub_unreachable(repo_id: str) -> str | None:

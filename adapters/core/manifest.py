@@ -35,8 +35,12 @@ def model_entry(name: str, path: Path | str = MANIFEST_PATH) -> dict[str, Any]:
     for entry in entries:
         if entry.get("name") == name:
             return entry
-    known = ", ".join(sorted(e.get("name", "?") for e in entries))
-    raise KeyError(f"unknown model {name!r}; the models of this app are: {known}")
+    from .prompt_items import short
+    from .suggestions import did_you_mean
+
+    names = sorted(str(e.get("name", "?")) for e in entries)
+    raise KeyError(f"unknown model {short(name)}{did_you_mean(name, names)}; the models of this app are: "
+                   f"{', '.join(names)}")
 
 
 def defaults_for_module(module_name: str, path: Path | str = MANIFEST_PATH) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 import math
 import re
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterable
 from .errors import ConfigurationError
 from .manifest import defaults_for_module
 from .prompt_items import short
+from .suggestions import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +84,17 @@ class Setting:
         if float in self.kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value) if abs(value) < 2**1023 else math.inf if value > 0 else -math.inf  # no overflow
         if not isinstance(value, self.kinds):
-            raise ConfigurationError(
-                f"configuration {self.name!r} must be {self._kind_names()}, got {type(value).__name__}")
+            raise ConfigurationError(f"configuration {self.name!r} must be {self._kind_names()}, got "
+                                     f"{_JSON_TYPES.get(type(value).__name__, type(value).__name__)} {shown(value)}")
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range check
             raise ConfigurationError(f"configuration {self.name!r} must be a finite number, got {short(value)}")
         if self.choices is not None and value not in self.choices:
-            raise ConfigurationError(f"configuration {self.name!r} must be one of {list(self.choices)}, "
-                                     f"got {short(value)}")
+            raise ConfigurationError(f"configuration {self.name!r} must be one of {shown(list(self.choices))}, "
+                                     f"got {shown(value)}")
         if self.minimum is not None and value < self.minimum:
-            raise ConfigurationError(f"configuration {self.name!r} must be >= {self.minimum}, got {short(value)}")
+            raise ConfigurationError(f"configuration {self.name!r} must be >= {self.minimum}, got {shown(value)}")
         if self.maximum is not None and value > self.maximum:
-            raise ConfigurationError(f"configuration {self.name!r} must be <= {self.maximum}, got {short(value)}")
+            raise ConfigurationError(f"configuration {self.name!r} must be <= {self.maximum}, got {shown(value)}")
         if self.check is not None:
             problem = self.check(value)
             if problem:
@@ -101,7 +103,25 @@ class Setting:
 
     def _kind_names(self) -> str:
         return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
-                            "list": "a list"}.get(k.__name__, k.__name__) for k in self.kinds)
+                            "list": 'a list (in JSON: ["a", "b"])'}.get(k.__name__, k.__name__) for k in self.kinds)
+
+
+# A value's type as JSON (and so a configuration, a request, --set) calls it.
+_JSON_TYPES = {"str": "a string", "int": "a number", "float": "a number", "bool": "a boolean", "list": "a list",
+               "dict": "an object", "NoneType": "null"}
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value in an error message as a user writes it back: lists and objects as JSON (["a", "b"], not
+    Python's ['a', 'b']), anything else as `short` shows it; either cut to about `limit` characters."""
+    if isinstance(value, (list, dict)):
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return short(value)
+        return text if len(text) <= limit else text[:limit - 5] + " ...]" if isinstance(value, list) \
+            else text[:limit - 5] + " ...}"
+    return short(value)
 
 
 def _non_empty(value: str) -> str | None:
@@ -156,9 +176,7 @@ def resolve_configuration(module_name: str, settings: Iterable[Setting], configu
     (`NOT_TO_IGNORE`); `trust_remote_code` is refused outright.
     """
     configuration = dict(configuration or {})
-    if configuration.get("trust_remote_code") not in (None, False):
-        raise ConfigurationError("configuration 'trust_remote_code' is refused: this package never runs code "
-                                 "shipped with model weights")
+    refuse_remote_code(configuration)
     settings = {s.name: s for s in (*BASE_SETTINGS, *settings)}
     merged = defaults_for_module(module_name)
     merged["module_name"] = module_name
@@ -177,6 +195,21 @@ def resolve_configuration(module_name: str, settings: Iterable[Setting], configu
     for name, setting in settings.items():
         resolved[name] = setting.validate(merged.get(name))
     return resolved
+
+
+def refuse_remote_code(configuration: dict) -> None:
+    if configuration.get("trust_remote_code") not in (None, False):
+        raise ConfigurationError("configuration 'trust_remote_code' is refused: this package never runs code "
+                                 "shipped with model weights")
+
+
+def unknown_keys_error(module_name: str, unknown: list[str], known: Iterable[str]) -> ConfigurationError:
+    """The error for configuration keys `module_name` does not read: each with the key it is probably a typo of."""
+    known = sorted(known)
+    listed = ", ".join(short(key) + did_you_mean(key, known) for key in unknown[:6])
+    listed += f", ... ({len(unknown)} keys)" if len(unknown) > 6 else ""
+    return ConfigurationError(f"{module_name} does not read the configuration key{'s' if len(unknown) > 1 else ''} "
+                              f"{listed}; valid keys: {', '.join(known)}")
 
 
 def setting_names(settings: Iterable[Setting]) -> set[str]:

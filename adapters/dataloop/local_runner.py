@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from adapters.core.errors import ConfigurationError, MalformedItemError
-from adapters.core.manifest import model_entry
+from adapters.core.local_weights import check_local_weights
+from adapters.core.manifest import defaults_for_module, model_entry
 from adapters.core.module_loader import canonical_module_name, load_model_module
 from adapters.core.prompt_items import Skipped, parse_prompt_item, short
-from adapters.core.settings import resolve_configuration, setting_names
+from adapters.core.settings import (
+    BASE_SETTINGS,
+    refuse_remote_code,
+    resolve_configuration,
+    setting_names,
+    unknown_keys_error,
+)
+from adapters.training.settings import TRAINING_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +74,38 @@ def validate_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
     known = setting_names(adapter_class.settings)
     unknown = sorted(set(configuration) - known - {"trust_remote_code"})  # refused by resolve_configuration
     if unknown:
-        listed = short(unknown) + (f" ({len(unknown)} keys)" if len(unknown) > 6 else "")
-        raise ConfigurationError(f"{module_name} does not read the configuration keys {listed}; "
-                                 f"valid keys: {sorted(known)}")
+        raise unknown_keys_error(module_name, unknown, known)
     resolved = resolve_configuration(module_name, adapter_class.settings, configuration)
     adapter_class.check_configuration(resolved)  # the module's pre-load hook: configuration only, no weights
     return resolved
+
+
+# Keys whose declaration every module shares (tests/test_manifest.py holds them equal), so their values can be checked
+# before a module, and with it torch and transformers, is imported.
+SHARED_SETTINGS = {setting.name: setting for setting in (*BASE_SETTINGS, *TRAINING_SETTINGS)}
+
+
+def precheck_configuration(model_name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What can be checked in a fraction of a second, before the model's module (torch, transformers, dtlpy) is
+    imported: the model name, the module, every key (the manifest lists each key its module reads), the values of
+    the keys every module shares, and a local `model_path`. Returns the manifest configuration with `overrides`.
+
+    `validate_configuration` checks the rest (each module's own values and cross-key rules) once the module is
+    imported, still before any weights are read.
+    """
+    entry = model_entry(model_name)
+    configuration = {**entry.get("configuration", {}), **(overrides or {})}
+    module_name = canonical_module_name(configuration.get("module_name"))
+    refuse_remote_code(configuration)
+    known = set(defaults_for_module(module_name))
+    unknown = sorted(set(configuration) - known - {"trust_remote_code"})
+    if unknown:
+        raise unknown_keys_error(module_name, unknown, known)
+    for key, value in configuration.items():
+        if key in SHARED_SETTINGS:
+            SHARED_SETTINGS[key].validate(value)
+    check_local_weights(configuration["model_path"])
+    return configuration
 
 
 def manifest_configuration(model_name: str, overrides: dict[str, Any] | None = None) -> tuple[dict, dict]:
@@ -214,30 +248,34 @@ class LocalRunner:
 
     def predict_files(self, files: Sequence[str | os.PathLike], batch_size: int | None = None,
                       on_progress: Callable[[float, int], None] | None = None,
-                      on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+                      on_result: Callable[[FileResult], None] | None = None,
+                      names: Sequence[str] | None = None,
+                      checks: Sequence[FileCheck] | None = None) -> list[FileResult]:
         """One result per file, in order; unreadable or malformed files get an `error`, the others are answered.
 
-        `on_progress(done, total)` reports questions answered (or given up) out of those read so far, after each
-        micro-batch the model runs (see `QuestionProgress`). `on_result(result)` receives each file's result, in
-        file order, as soon as it and those before it are finished: files are run a batch at a time (dtlpy's
-        `predict_items` on each batch), so a long run hands over its work as it goes; an exception it raises stops
-        the run there.
+        Every file is read and parsed first (`check_file`, or the `checks` a caller already made), so that
+        `on_progress(done, total)` has its total from the start: the questions of every readable file, answered
+        (or given up) as each micro-batch the model runs finishes (see `QuestionProgress`). `on_result(result)`
+        receives each file's result, in file order, as soon as it and those before it are finished: files are run
+        a batch at a time (dtlpy's `predict_items` on each batch), so a long run hands over its work as it goes; an
+        exception it raises stops the run there. `names` are what results call the files (default: the paths).
         """
-        display = [str(f) for f in files]
-        results = [FileResult(file) for file in display]
+        display = list(names) if names is not None else [str(f) for f in files]
+        checks = list(checks) if checks is not None else [check_file(Path(f)) for f in files]
+        results = [FileResult(name) for name in display]
         finished = InOrder(results, on_result)
         readable: list[tuple[int, Any]] = []
-        for index, (name, file) in enumerate(zip(unique_names(display), display)):
-            problem = _unreadable(Path(file))
-            if problem:
-                results[index].error = problem
-                logger.info("not answered: %s", problem)
+        for index, (name, file, check) in enumerate(zip(unique_names(display), files, checks)):
+            if check.problem:
+                results[index].error = check.problem
+                logger.info("not answered: %s", check.problem)
             else:
                 readable.append((index, local_item(Path(file), name, f"local-item-{index}")))
         finished.add(index for index, result in enumerate(results) if result.error)
         if readable:
             size = batch_size or self.configuration.get("batch_size") or 4  # what predict_items would use
-            progress = QuestionProgress(on_progress) if on_progress else None
+            total = sum(check.questions for check in checks if not check.problem)
+            progress = QuestionProgress(on_progress, total) if on_progress else None
             with self._lock:  # the adapter's report and upload hooks are per call, not per thread
                 for start in range(0, len(readable), size):
                     chunk = readable[start:start + size]
@@ -300,22 +338,22 @@ class InOrder:
 
 
 class QuestionProgress:
-    """Questions done out of questions read, moving with every micro-batch rather than once per predict call.
+    """Questions done out of every question of the run, moving with every micro-batch rather than once per call.
 
+    The total is counted before anything runs (every file is parsed first), so a bar over many files fills once.
     A predict call's questions are known when it starts (its items are parsed); while it runs, each micro-batch
     the model finishes advances the share of rows it ran among the rows prepared so far, and the call ends at
     its full count (skipped questions included), so the bar never stalls at 0 through a long call.
     """
 
-    def __init__(self, report: Callable[[float, int], None]):
+    def __init__(self, report: Callable[[float, int], None], total: int):
         self.report = report
-        self.total = 0
+        self.total = total
         self.finished = 0  # questions of the predict calls that are over
         self.shown = 0.0
         self.asked = self.prepared = self.rows = self.rows_run = 0
 
     def start(self, questions: int) -> None:
-        self.total += questions
         self.asked, self.prepared, self.rows, self.rows_run = questions, 0, 0, 0
         self._show(self.finished)
 
@@ -348,7 +386,7 @@ class QuestionProgress:
             hugging.preprocess, hugging.forward = preprocess, forward
 
     def _show(self, done: float) -> None:
-        self.shown = max(self.shown, done)
+        self.shown = min(max(self.shown, done), self.total)  # a file edited since it was counted cannot overshoot
         self.report(self.shown, self.total)
 
 
@@ -374,22 +412,39 @@ def quiet_platform_logs() -> None:
     logging.getLogger("ModelAdapter").setLevel(logging.ERROR)
 
 
-def _unreadable(path: Path) -> str | None:
-    """Why `path` cannot be read, checked up front so a missing file is one clear line, not a download trace.
+@dataclass(frozen=True)
+class FileCheck:
+    """What reading a prompt-item file up front found: why it cannot be answered, or how many questions it holds."""
+
+    problem: str | None = None
+    questions: int = 0
+
+
+def check_file(path: Path, name: str | None = None) -> FileCheck:
+    """Read and parse `path` as the adapter will, before any model is loaded: a missing, unreadable or malformed
+    file is one clear line at once (not a download trace, not after the weights), and the questions are counted.
 
     Only regular files are read: a FIFO would block the read forever, a device (/dev/zero) never end.
     """
     try:
         mode = path.stat().st_mode
         if stat.S_ISDIR(mode):
-            return f"cannot read {str(path)!r}: it is a folder"
+            return FileCheck(f"cannot read {str(path)!r}: it is a folder")
         if not stat.S_ISREG(mode):
-            return f"cannot read {str(path)!r}: not a regular file (a pipe, socket or device is refused)"
-        with open(path, "rb") as f:
-            f.read(1)
+            return FileCheck(f"cannot read {str(path)!r}: not a regular file (a pipe, socket or device is refused)")
+        content = path.read_bytes()
     except OSError as error:
-        return f"cannot read {str(path)!r}: {error.strerror or error}"
-    return None
+        return FileCheck(f"cannot read {str(path)!r}: {error.strerror or error}")
+    try:
+        data = json.loads(content)
+    except Exception as error:  # noqa: BLE001 - as the adapter words it (ValueError, RecursionError)
+        return FileCheck(f"could not read the item: {error}")
+    try:
+        return FileCheck(questions=len(parse_prompt_item(data, 0, name or str(path)).questions))
+    except MalformedItemError as error:
+        return FileCheck(str(error))
+    except RecursionError:
+        return FileCheck("could not read the item: it nests too deeply")
 
 
 @contextlib.contextmanager

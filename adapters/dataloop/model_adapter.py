@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import dtlpy as dl
 
@@ -32,15 +32,20 @@ from adapters.dataloop.streaming import streamed_answers
 from adapters.dataloop.model_scores import score_rows, upload_scores
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
+from adapters.training.metrics import PRIMARY
 from adapters.training.output import CHECKPOINTS, OutputFolder
+from adapters.training.plots import TRAINING_CURVE, training_curve
 from adapters.training.reporting import (
     StepProgress,
     call_epoch_callback,
     evaluation_samples,
+    kept_epoch,
     plot_samples,
     upload_samples,
 )
-from adapters.training.trainer import Prepared, fit, is_main_process, prepare
+
+if TYPE_CHECKING:  # the training loop (transformers' Trainer, accelerate, peft) is imported when training starts
+    from adapters.training.trainer import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class ModelAdapter(dl.BaseModelAdapter):
     _prepared: Prepared | None = None
     _prepared_unused: bool = False  # rows built by convert_from_dtlpy that no `train` has used yet
     training_history: list[dict[str, Any]] | None = None
+    kept_epoch: dict[str, Any] | None = None  # which epoch's weights the last run kept, and why
     evaluation_metrics: dict[str, Any] | None = None
     # The platform's output folder belongs to this adapter, so what is in it may be replaced; the CLI asks the user.
     overwrite_output: bool = True
@@ -219,6 +225,8 @@ class ModelAdapter(dl.BaseModelAdapter):
 
     def convert_from_dtlpy(self, data_path: str, **kwargs: Any) -> None:
         """Validate the downloaded layout and build the training rows; errors say what the data lacks."""
+        from adapters.training.trainer import prepare
+
         self._prepared = prepare(self.hugging, data_path)
         self._prepared_unused = True
         logger.info("training data: %d train rows, %d validation rows", len(self._prepared.train_rows),
@@ -239,10 +247,13 @@ class ModelAdapter(dl.BaseModelAdapter):
             self._upload_checkpoints = False
 
     def train(self, data_path: str, output_path: str, on_epoch_end_callback: Callable[..., Any] | None = None,
-              **kwargs: Any) -> list[dict[str, Any]]:
+              on_step: Callable[[int, int, float | None], None] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         """Fine-tune in place, checkpointing into `output_path` (see adapters/training/output.py for its rules);
-        each epoch's metrics go to `model.metrics` and the callback. Returns one record per epoch of the run."""
+        each epoch's metrics go to `model.metrics` and the callback, and `on_step(step, steps, loss)` hears every
+        optimizer step (by default, on the platform, the execution's progress). Returns one record per epoch of
+        the run (epochs counted from 1)."""
         self._training_complete, self.training_history = False, []  # a failure from here on saves no weights
+        self.kept_epoch = None
         output = OutputFolder(Path(output_path), overwrite=self.overwrite_output, keep=(Path(data_path),),
                               fresh=self.fresh_run)
         output.check()
@@ -258,10 +269,17 @@ class ModelAdapter(dl.BaseModelAdapter):
                 self._store_checkpoints(output.path)
             call_epoch_callback(on_epoch_end_callback, metrics)
 
+        from adapters.training.trainer import fit
+
         progress = execution_progress()
-        on_step = StepProgress(progress, self.hugging.configuration["epochs"]) if progress is not None else None
+        if on_step is None and progress is not None:
+            on_step = StepProgress(progress, self.hugging.configuration["epochs"])
         self.training_history = fit(self.hugging, self._prepared, on_epoch, output,
                                     None if self.fresh_run else self.stored_checkpoints, on_step)
+        configuration = self.hugging.configuration
+        primary = PRIMARY[self.hugging.metric_family] if self._prepared.validation is not None else None
+        self.kept_epoch = kept_epoch(self.training_history, primary, configuration["epochs"],
+                                     configuration["early_stopping_patience"])
         self._training_complete = True
         self.describe_on_entity()  # a new head has new labels
         return self.training_history
@@ -300,6 +318,8 @@ class ModelAdapter(dl.BaseModelAdapter):
         After a failed `train` (dtlpy saves on failure too) only the report is added: the checkpoints already in
         `local_path` are what a rerun resumes from, and half-trained weights must not pass for a model.
         """
+        from adapters.training.trainer import is_main_process
+
         if not is_main_process():
             return
         if self.training_history is not None and not self._training_complete:
@@ -312,12 +332,21 @@ class ModelAdapter(dl.BaseModelAdapter):
             self.hugging.model.save_pretrained(folder, safe_serialization=True)
             self.hugging.tokenizer.save_pretrained(folder)
             self._write_report(folder)
+            if self.training_history:
+                self._draw_training_curve(folder)
 
         OutputFolder(Path(local_path), overwrite=True).publish(write)
 
+    def _draw_training_curve(self, folder: Path) -> None:
+        """training_curve.png beside the weights; a picture that cannot be drawn costs a warning, not the model."""
+        try:
+            training_curve(self.training_history, self.kept_epoch, folder / TRAINING_CURVE)
+        except Exception as error:  # noqa: BLE001 - a report, never a reason to lose the trained model
+            logger.warning("could not draw %s: %s", TRAINING_CURVE, error)
+
     def _write_report(self, folder: Path) -> None:
         if self.training_history:
-            report = {"seed": self.training_seed, "epochs": self.training_history}
+            report = {"seed": self.training_seed, "kept": self.kept_epoch, "epochs": self.training_history}
             (folder / TRAINING_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
     # ----- evaluation -----
@@ -351,6 +380,7 @@ class ModelAdapter(dl.BaseModelAdapter):
         upload_samples(model, evaluation_samples(self.evaluation_metrics), dataset_id=dataset.id)
         return model
 
-    def evaluate_path(self, data_path: str, subset: str = "validation") -> dict[str, Any]:
-        """Run the model on one subset of a local layout and score it (no platform needed)."""
-        return evaluate_by_predicting(self.hugging, read_subset(Path(data_path) / subset, subset))
+    def evaluate_path(self, data_path: str, subset: str = "validation", with_confusion: bool = False) -> dict[str, Any]:
+        """Run the model on one subset of a local layout and score it (no platform needed); a classifier's
+        `confusion_matrix` too when `with_confusion`."""
+        return evaluate_by_predicting(self.hugging, read_subset(Path(data_path) / subset, subset), with_confusion)

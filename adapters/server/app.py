@@ -11,6 +11,8 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from ..core.hugging_adapter import HuggingAdapter
+from ..core.manifest import model_entries
+from ..core.suggestions import did_you_mean
 from . import compat
 from .body_guard import Message, Receive, RequestBodyGuard, Scope, Send
 from .limits import MAX_TEXTS, ServerLimits, shortened
@@ -57,11 +59,24 @@ async def _invalid_request(request: Request, error: RequestValidationError) -> J
     """
     found = error.errors()
     listed = [{**e, "loc": [shortened(str(part)) for part in e.get("loc", ())]} for e in found[:MAX_LISTED_ERRORS]]
-    detail = "; ".join(_describe(e) for e in listed)
+    fields = _body_fields(request)
+    detail = "; ".join(_describe(e) + (did_you_mean(str(e["loc"][-1]), fields)
+                                       if e.get("type") == "extra_forbidden" and e.get("loc") else "")
+                       for e in listed)
     if len(found) > MAX_LISTED_ERRORS:
         detail += f"; and {len(found) - MAX_LISTED_ERRORS} more"
     errors = jsonable_encoder(listed, exclude={"url", "input", "ctx"})
     return JSONAnswer({"detail": detail, "errors": errors}, status_code=422)
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The field names of this route's request body, from the OpenAPI schema (built once, then cached), for
+    "did you mean" on an unknown (mistyped) field."""
+    schema = request.app.openapi()
+    operation = schema.get("paths", {}).get(request.url.path, {}).get(request.method.lower(), {})
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    name = str(body.get("$ref", "")).rsplit("/", 1)[-1]
+    return list(schema.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {}))
 
 
 def _describe(entry: dict) -> str:
@@ -74,10 +89,21 @@ def _describe(entry: dict) -> str:
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONAnswer:
+    if error.status_code == 404 and error.detail == "Not Found":  # no route matched: say which one was meant
+        return JSONAnswer({"detail": _unknown_route(request)}, status_code=404)
     if error.status_code == 400:  # FastAPI's "error parsing the body", raised from what json.loads raised
         return JSONAnswer({"detail": f"the body could not be read as JSON: {_unparsed(error.__cause__)}; "
                                      "send a JSON object"}, status_code=422)
     return JSONAnswer({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+def _unknown_route(request: Request) -> str:
+    """"no route POST /x" with the closest route this server has (model names filled in), and where all are."""
+    names = [entry["name"] for entry in model_entries()]
+    documented = [*request.app.openapi().get("paths", {}), "/docs", "/redoc"]  # the schema is built once, then cached
+    routes = sorted({path.replace("{name}", name) for path in documented for name in names})
+    path = request.url.path
+    return f"no route {request.method} {shortened(path)}{did_you_mean(path, routes)}; every route is listed at /docs"
 
 
 def _unparsed(cause: BaseException | None) -> str:

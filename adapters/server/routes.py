@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse
 from ..core.errors import MalformedItemError
 from ..core.manifest import model_entries
 from ..core.prompt_items import Skipped, parse_prompt_item
+from ..core.suggestions import did_you_mean
 from .chat_stream import streamed_chat
 from .limits import MAX_IDENTIFIER_CHARS, MAX_TEXTS, shortened
 from .runner import ClientGone, ModelRunner
@@ -52,7 +53,8 @@ def runner_of(request: Request, name: str) -> ModelRunner:
     runners: dict[str, ModelRunner] = request.app.state.runners
     if name not in runners:
         known = {e["name"] for e in model_entries()}
-        what = "is not loaded by this server" if name in known else "is not a model of this app"
+        what = "is not loaded by this server" if name in known else \
+            f"is not a model of this app{did_you_mean(name, sorted(known))}"
         raise HTTPException(404, f"model {shortened(name)!r} {what}; loaded: {sorted(runners)}. "
                                  f"Start the server with `python -m adapters serve {' '.join(sorted(known))}` "
                                  "to serve every model")

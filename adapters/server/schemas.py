@@ -26,7 +26,7 @@ from ..core.generation import SAMPLING_SETTINGS
 from ..core.module_loader import load_model_module
 from ..core.settings import Setting
 from .limits import MAX_TEXTS
-from .texts import checked_text, checked_texts, decode_texts
+from .texts import checked_text, checked_texts, comma_separated, decode_texts
 
 
 def setting_of(module_name: str, name: str) -> Setting:
@@ -58,13 +58,21 @@ def _decoded(value: Any, info: ValidationInfo) -> Any:
     return decode_texts(value, info.field_name) if isinstance(value, str) else value
 
 
+def _labels(value: Any) -> Any:
+    return comma_separated(value) if isinstance(value, str) else value
+
+
 Text = Annotated[str, AfterValidator(_text)]
 Texts = Annotated[list[str], AfterValidator(_texts)]
-# A list, or a string holding one (JSON or a data URI), decoded before the list is checked.
+# A list, or a string: a JSON list, a data URI of one, or one text (as the Cog predictors read it), decoded before
+# the list is checked.
 # One text or a list of them; only the branch that matches the JSON type reports errors.
 TextOrTexts = Annotated[Annotated[Text, Tag("text")] | Annotated[Texts, Tag("list")],
                         Discriminator(lambda value: "text" if isinstance(value, str) else "list")]
 EncodedTexts = Annotated[Texts, BeforeValidator(_decoded), WithJsonSchema(
+    {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]})]
+# Labels as a list, or as one comma-separated string (as Cog's `labels` input).
+Labels = Annotated[list[str], BeforeValidator(_labels), WithJsonSchema(
     {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]})]
 
 
@@ -121,9 +129,9 @@ class SentimentRequest(RequestBody):
     """Seed 002's batched sentiment request."""
 
     texts: EncodedTexts = Field(
-        description=f"1 to {MAX_TEXTS} texts: a JSON list, a string holding a JSON list, or a data URI of one "
-                    "(data:application/json;base64,...)",
-        examples=[["I love apple", "I hate apple"], '["I love apple", "I hate apple"]',
+        description=f"1 to {MAX_TEXTS} texts: a JSON list, a string holding a JSON list, a data URI of one "
+                    "(data:application/json;base64,...), or one text",
+        examples=[["I love apple", "I hate apple"], '["I love apple", "I hate apple"]', "I love apple",
                   "data:application/json;base64,WyJJIGxvdmUgYXBwbGUiLCAiSSBoYXRlIGFwcGxlIl0="])
 
 
@@ -144,7 +152,7 @@ class ZeroShotRequest(RequestBody):
     sequences: TextOrTexts = Field(
         description=f"one text, or a list of 1 to {MAX_TEXTS}; a single text gets a single result back",
         examples=["Replicate, I think I might...like you a lot!"])
-    candidate_labels: list[str] | None = override(setting_of(MNLI, "candidate_labels"), ["positive", "neutral", "negative"])
+    candidate_labels: Labels | None = override(setting_of(MNLI, "candidate_labels"), ["positive", "neutral", "negative"])
     hypothesis_template: str | None = override(setting_of(MNLI, "hypothesis_template"), "This example is {}.")
     multi_label: bool | None = override(setting_of(MNLI, "multi_label"), False)
 
@@ -165,7 +173,9 @@ class ChatRequest(SamplingRequest):
     """One conversation: the user's turns in order; each earlier turn is answered first and kept as history."""
 
     inputs: ClassVar[frozenset[str]] = frozenset({"turns", "stream"})
-    turns: Texts = Field(description=f"the user's turns, oldest first (1 to {MAX_TEXTS})",
+    turns: EncodedTexts = Field(description=f"the user's turns, oldest first (1 to {MAX_TEXTS}): a list, or a "
+                                            "string as `texts` of /models/distilbert-sst2/classify takes it (a single "
+                                            "string is one turn)",
                              examples=[["Hi there! How are you doing today?", "Do you want to grab a coffee?"]])
     stream: bool = Field(False, description="answer as server-sent events while the reply is written: `delta` "
                                             "events, then the whole answer in a `reply` event")

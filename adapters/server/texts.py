@@ -11,8 +11,18 @@ from .limits import MAX_TEXTS
 
 
 def decode_texts(value: str, field: str) -> list[Any]:
-    """The list a JSON string or a data URI holds; a ValueError says what to fix (pydantic turns it into a 422)."""
-    return _json_list(_data_uri_payload(value, field) if value.startswith("data:") else value, field)
+    """The texts a string stands for, as the REST routes and the Cog predictors read it alike: a JSON list
+    ('["a", "b"]'), a data URI of one (seed 002), or else one text. A ValueError says what to fix (pydantic turns
+    it into a 422)."""
+    start = value.lstrip()
+    if start.startswith("data:"):
+        return _json_list(_data_uri_payload(start, field), field)
+    return _json_list(value, field) if start.startswith("[") else [value]
+
+
+def comma_separated(value: str) -> list[str]:
+    """Labels given as one string, as the Cog predictors take them: "urgent, billing" is ["urgent", "billing"]."""
+    return [label.strip() for label in value.split(",")]
 
 
 def checked_texts(values: list[Any], field: str) -> list[str]:

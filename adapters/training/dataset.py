@@ -31,10 +31,10 @@ from ..core.prompt_items import (
     text_item,
 )
 from ..dataloop.answers import model_name_of as stored_model_name
+from .layout import LayoutError, require_subset
 
 logger = logging.getLogger(__name__)
 
-SUBSETS = ("train", "validation")
 
 
 class DatasetError(ValueError):
@@ -161,11 +161,10 @@ def read_subset(folder: str | Path, name: str, predictions_of: str | None = None
 def read_layout(data_path: str | Path, predictions_of: str | None = None) -> dict[str, Subset]:
     """Every subset of `data_path` that `prepare_data` wrote; `train` is required, `validation` optional."""
     data_path = Path(data_path)
-    present = sorted(p.name for p in data_path.iterdir() if (p / "json").is_dir()) if data_path.is_dir() else []
-    if "train" not in present:
-        raise DatasetError(f"{data_path} has no 'train' subset (found: {present or 'nothing'}); expected "
-                           f"<data>/<subset>/items and <data>/<subset>/json folders for subsets {list(SUBSETS)}, "
-                           "as dl.BaseModelAdapter.prepare_data writes them (set the model's metadata.system.subsets)")
+    try:
+        present = require_subset(data_path, "train")
+    except LayoutError as error:
+        raise DatasetError(str(error)) from None
     subsets = {name: read_subset(data_path / name, name, predictions_of) for name in present}
     if subsets["train"].answer_count == 0:
         raise DatasetError(f"the train subset of {data_path} has no answers: every item needs reference answers, "

@@ -6,13 +6,13 @@ from typing import Any
 
 from ..core.prompt_items import Question
 from .dataset import DatasetError, Subset, refuse_unknown_labels
-from .metrics import score
+from .metrics import confusion, score
 
 logger = logging.getLogger(__name__)
 
 
-def score_subset(family: str, subset: Subset, predicted: dict[Question, str]) -> dict[str, Any]:
-    """Metrics over every question with a reference; a question the model did not answer scores as wrong/empty."""
+def _pairs(subset: Subset, predicted: dict[Question, str]) -> tuple[list[str], list[list[str]], int]:
+    """(predictions, references, unanswered) over every question with a reference; no answer is ""."""
     predictions, references, unanswered = [], [], 0
     for item in subset.items:
         for question, answers in item.references.items():
@@ -20,6 +20,12 @@ def score_subset(family: str, subset: Subset, predicted: dict[Question, str]) ->
             unanswered += text is None
             predictions.append(text or "")
             references.append(answers)
+    return predictions, references, unanswered
+
+
+def score_subset(family: str, subset: Subset, predicted: dict[Question, str]) -> dict[str, Any]:
+    """Metrics over every question with a reference; a question the model did not answer scores as wrong/empty."""
+    predictions, references, unanswered = _pairs(subset, predicted)
     if not predictions:
         raise DatasetError(f"subset {subset.name!r} has no reference answers to evaluate against")
     if unanswered:
@@ -28,12 +34,17 @@ def score_subset(family: str, subset: Subset, predicted: dict[Question, str]) ->
     return {**score(family, predictions, references), "questions": len(predictions), "unanswered": unanswered}
 
 
-def evaluate_by_predicting(adapter: Any, subset: Subset) -> dict[str, Any]:
+def evaluate_by_predicting(adapter: Any, subset: Subset, with_confusion: bool = False) -> dict[str, Any]:
     """Answer the subset's items exactly as `predict` does and score the first answer of each question; reference
-    class labels a classifier does not know are refused (DatasetError)."""
+    class labels a classifier does not know are refused (DatasetError); a classifier's metrics also get its
+    `confusion_matrix` when `with_confusion`."""
     refuse_unknown_labels(subset, adapter.label_set())
     answers, _ = adapter.answer_questions([item.parsed for item in subset.items])
-    return score_subset(adapter.metric_family, subset, {q: a[0].text for q, a in answers.items() if a})
+    predicted = {q: a[0].text for q, a in answers.items() if a}
+    metrics = score_subset(adapter.metric_family, subset, predicted)
+    if with_confusion and adapter.metric_family == "classification":
+        metrics["confusion_matrix"] = confusion(*_pairs(subset, predicted)[:2])
+    return metrics
 
 
 def evaluate_annotations(family: str, subset: Subset, labels: list[str] | None = None) -> dict[str, Any]:

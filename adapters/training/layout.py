@@ -1,9 +1,38 @@
-"""Write data in the layout `dl.BaseModelAdapter.prepare_data` produces, to train or evaluate locally."""
+"""The folder layout `dl.BaseModelAdapter.prepare_data` produces: find its subsets (a missing or empty folder said
+as such, before any model loads), and write data in it to train or evaluate locally."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+SUBSETS = ("train", "validation")
+
+
+class LayoutError(ValueError):
+    """The data folder is missing or lacks a subset that is needed; the message says what to fix."""
+
+
+def subsets_present(data_path: str | Path) -> list[str]:
+    """The subsets of `data_path` (folders with a `json/` folder), sorted; LayoutError when `data_path` does not
+    exist or is not a folder (said as such, not as a folder with no subsets)."""
+    data_path = Path(data_path)
+    if not data_path.exists():
+        raise LayoutError(f"data folder {str(data_path)!r} does not exist")
+    if not data_path.is_dir():
+        raise LayoutError(f"data folder {str(data_path)!r} is a file, not a folder of subsets")
+    return sorted(p.name for p in data_path.iterdir() if (p / "json").is_dir())
+
+
+def require_subset(data_path: str | Path, subset: str) -> list[str]:
+    """`subsets_present(data_path)`, LayoutError unless `subset` is among them (the message lists those found)."""
+    present = subsets_present(data_path)
+    if subset not in present:
+        found = ", ".join(repr(name) for name in present) if present else "no subset folders at all"
+        raise LayoutError(f"{data_path} has no {subset!r} subset (found: {found}); expected <data>/<subset>/items "
+                          f"and <data>/<subset>/json folders for subsets {list(SUBSETS)}, as "
+                          "dl.BaseModelAdapter.prepare_data writes them (set the model's metadata.system.subsets)")
+    return present
 
 
 def text_annotation(prompt_id: str, text: str, model_name: str | None = None) -> dict[str, Any]:

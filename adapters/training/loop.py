@@ -19,10 +19,10 @@ from accelerate.utils import broadcast_object_list
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from ..core.errors import ConfigurationError
+from . import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 Row = dict[str, Any]
 VALIDATION_WAIT_SECONDS = 6 * 3600
 # Trainer's own per-epoch numbers that are not worth a plot.
@@ -157,6 +157,28 @@ class ValidatingTrainer(Trainer):
         self.remove_callback(PrinterCallback)  # it prints every log line to stdout, which is the CLI's JSON
         self.validate = validate
 
+    running_loss: RunningLoss | None = None
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """After the best epoch's checkpoint is loaded: a weight tied to another (T5's embed_tokens and lm_head
+        share `shared.weight`) is saved once, so it is "missing" from the checkpoint by design; Trainer's
+        "There were missing keys" for it is noise. The ties are restored, and only a weight that is really
+        missing, or unexpected, is said, in one line of ours."""
+        missing = untied_missing(self.model, load_result.missing_keys)
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        problems = [f"{len(names)} {kind} weight(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                    for kind, names in (("missing", missing), ("unexpected", list(load_result.unexpected_keys)))
+                    if names]
+        if problems:
+            logger.warning("the best epoch's checkpoint did not match the model: %s", " and ".join(problems))
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        loss = super().training_step(*args, **kwargs)
+        if self.running_loss is not None:
+            self.running_loss.add(loss)
+        return loss
+
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         output = super().evaluation_loop(*args, **kwargs)
         if self.validate is not None:
@@ -168,13 +190,34 @@ class ValidatingTrainer(Trainer):
         return output
 
 
+def untied_missing(model: Any, missing: Sequence[str]) -> list[str]:
+    """The names of `missing` that are not tied to (sharing storage with) a weight that was loaded."""
+    state = model.state_dict()
+    storage = {name: tensor.untyped_storage().data_ptr() for name, tensor in state.items()}
+    loaded = {storage[name] for name in state if name not in set(missing)}
+    return [name for name in missing if storage.get(name) not in loaded]
+
+
+class _NotAProblem(logging.Filter):
+    """Drops Trainer's "mtime may not be reliable on this filesystem, falling back to numerical ordering": two
+    epochs saved within a second of each other (small data, a fast disk) are ordered by their step numbers,
+    which is what this package's checkpoints are named by anyway. Nothing is wrong, so nothing is said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mtime may not be reliable" not in record.getMessage()
+
+
+logging.getLogger("transformers.trainer_utils").addFilter(_NotAProblem())
+
+
 def epoch_records(log_history: list[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
-    """One record per epoch from Trainer's log: `train_loss`, `validation_loss` and the validation metrics."""
+    """One record per epoch from Trainer's log: `epoch` (counted from 1, as on screen), `train_loss`,
+    `validation_loss` and the validation metrics."""
     records: dict[int, dict[str, Any]] = {}
     for entry in log_history:
         if "epoch" not in entry or "train_runtime" in entry:
             continue
-        epoch = round(entry["epoch"]) - 1
+        epoch = round(entry["epoch"])
         record = records.setdefault(epoch, {"epoch": epoch, "epochs": epochs})
         if "loss" in entry:
             record["train_loss"] = entry["loss"]
@@ -196,36 +239,60 @@ class EpochReporter(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         records = epoch_records(state.log_history, self.epochs)
         if records and state.is_world_process_zero:
-            logger.info("epoch %d/%d: %s", records[-1]["epoch"] + 1, self.epochs,
+            logger.info("epoch %d/%d: %s", records[-1]["epoch"], self.epochs,
                         {k: v for k, v in records[-1].items() if isinstance(v, float)})
             self.on_epoch(records[-1])
 
 
-class StepReporter(TrainerCallback):
-    """After each optimizer step, hand (steps done, steps in the run) to `on_step` (first process only)."""
+class RunningLoss(TrainerCallback):
+    """The training loss of the epoch so far: the mean over its optimizer steps of what each step's micro-batches
+    returned, which is what Trainer logs as the epoch's `loss` when it ends (`ValidatingTrainer.training_step`
+    adds each micro-batch's loss; no device sync until it is read)."""
 
-    def __init__(self, on_step: Callable[[int, int], None]):
+    def __init__(self) -> None:
+        self.total: Any = None
+        self.first_step = 0
+
+    def add(self, loss: Any) -> None:
+        self.total = loss if self.total is None else self.total + loss
+
+    def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        self.total, self.first_step = None, state.global_step
+
+    def mean(self, step: int) -> float | None:
+        steps = step - self.first_step
+        return float(self.total) / steps if self.total is not None and steps > 0 else None
+
+
+class StepReporter(TrainerCallback):
+    """After each optimizer step, hand (steps done, steps in the run, the epoch's loss so far) to `on_step`
+    (first process only)."""
+
+    def __init__(self, on_step: Callable[[int, int, float | None], None], loss: RunningLoss):
         self.on_step = on_step
+        self.loss = loss
 
     def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.on_step(state.global_step, state.max_steps)
+            self.on_step(state.global_step, state.max_steps, self.loss.mean(state.global_step))
 
 
 def train(model: Any, collator: Collator, train_rows: Sequence[Row], validation_rows: Sequence[Row],
           settings: LoopSettings, device: torch.device, on_epoch: Callable[[dict[str, Any]], None],
           validate: Callable[[], dict[str, Any]] | None, resume: Path | None,
-          on_step: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+          on_step: Callable[[int, int, float | None], None] | None = None) -> list[dict[str, Any]]:
     """Fine-tune `model` in place (the best epoch's weights when validating); returns one record per epoch."""
-    callbacks: list[TrainerCallback] = [EpochReporter(on_epoch, settings.configuration["epochs"])]
+    running_loss = RunningLoss()
+    callbacks: list[TrainerCallback] = [EpochReporter(on_epoch, settings.configuration["epochs"]), running_loss]
     if on_step is not None:
-        callbacks.append(StepReporter(on_step))
+        callbacks.append(StepReporter(on_step, running_loss))
     patience = settings.configuration["early_stopping_patience"]
     if patience and settings.primary_metric is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = ValidatingTrainer(model, training_arguments(settings, device), train_rows,
                                 validation_rows if settings.primary_metric else [], collator, validate,
                                 callbacks=callbacks)
+    trainer.running_loss = running_loss
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model.eval()
     return epoch_records(trainer.state.log_history, settings.configuration["epochs"])

@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from rouge_score import rouge_scorer
+if TYPE_CHECKING:
+    from rouge_score import rouge_scorer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -43,6 +44,8 @@ def macro_f1(predictions: Sequence[str], references: Sequence[Sequence[str]]) ->
 
 @lru_cache(maxsize=1)
 def _scorer() -> rouge_scorer.RougeScorer:
+    from rouge_score import rouge_scorer  # imports nltk (about 1 s): only when a generator is scored
+
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
@@ -60,6 +63,23 @@ def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> di
             totals[name] += value
     count = max(len(predictions), 1)
     return {name: total / count for name, total in totals.items()}
+
+
+NO_ANSWER = "(no answer)"
+
+
+def confusion(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, list]:
+    """`labels` (sorted) and `counts[reference][predicted]`: how often each reference label was answered with
+    each label; a question left unanswered counts under NO_ANSWER. The reference of a question with several is
+    the one the prediction names, else the first (as accuracy and macro-F1 judge it)."""
+    answered = [p or NO_ANSWER for p in predictions]
+    truths = [truth(p, refs) for p, refs in zip(answered, references)]
+    labels = sorted(set(truths) | set(answered))
+    position = {label: index for index, label in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for predicted, truth in zip(answered, truths):
+        counts[position[truth]][position[predicted]] += 1
+    return {"labels": labels, "counts": counts}
 
 
 PRIMARY = {"classification": "accuracy", "generation": "rougeL"}

@@ -13,12 +13,17 @@ Two rules hold together:
   unreadable) and one of another architecture are refused unless `overwrite`, which starts the run over (said in
   one line); `fresh` (the CLI's --overwrite) always starts a new run.
 
+One run at a time: `lock()` holds a lock file beside OUT (`.OUT.lock`, holding the pid of its holder) for the whole
+run, so that a second run into the same folder is refused at once, naming that pid, instead of resuming the live
+run's checkpoints under it. The lock is the operating system's (flock): it goes when its process does.
+
 OUT is checked where it really is: a symbolic link is resolved first, and a system folder, the filesystem root,
 or a folder holding the home folder, the current folder, the data or Python's installation is refused even with
 `overwrite`, since its content would be replaced.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +34,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +209,37 @@ class OutputFolder:
             listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise OutputError(f"output folder {str(path)!r} holds {what} ({listed}); pass --overwrite to replace "
                               "its content once the new model is complete, or choose another folder")
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.parent / f".{self.path.name}.lock"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold OUT for this process while the block runs; OutputError at once, naming the holder's pid, when
+        another process holds it. The lock file stays (a later run takes it again); the pid beside it is ours."""
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path))
+        holder = self.lock_path.with_name(self.lock_path.name + ".pid")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            try:
+                pid = holder.read_text(encoding="ascii").strip()
+            except OSError:
+                pid = ""
+            who = f"process {pid}" if pid.isdigit() else "another process"
+            raise OutputError(f"output folder {str(self.path)!r} is in use: {who} is training into it (lock "
+                              f"{str(self.lock_path)!r}); wait for it to finish, stop it, or choose another "
+                              "folder") from None
+        try:
+            holder.write_text(f"{os.getpid()}\n", encoding="ascii")
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
 
     def foreign_entries(self) -> list[str]:
         """What OUT holds besides the checkpoints of an unfinished run of this package."""

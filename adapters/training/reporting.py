@@ -54,10 +54,11 @@ def call_epoch_callback(callback: Callable[..., Any] | None, metrics: dict[str, 
         return
     parameters = inspect.signature(callback).parameters
     takes_metrics = "metrics" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    index = metrics["epoch"] - 1  # dtlpy counts epochs from 0 ("finished epoch: 0/3"); the records from 1
     if takes_metrics:
-        callback(metrics["epoch"], metrics["epochs"], metrics=metrics)
+        callback(index, metrics["epochs"], metrics=metrics)
     else:
-        callback(metrics["epoch"], metrics["epochs"])
+        callback(index, metrics["epochs"])
 
 
 class StepProgress:
@@ -70,10 +71,31 @@ class StepProgress:
         self.epochs = max(epochs, 1)
         self.shown = 0  # percent last reported: the first update is at 1%
 
-    def __call__(self, step: int, steps: int) -> None:
+    def __call__(self, step: int, steps: int, loss: float | None = None) -> None:
         percent = 100 * step // steps if steps > 0 else 0
         if percent <= self.shown:
             return
         self.shown = percent
         epoch = min((step - 1) * self.epochs // steps + 1, self.epochs) if steps > 0 else 1
-        self.progress.update(progress=percent, message=f"training: epoch {epoch}/{self.epochs}, step {step}/{steps}")
+        shown = f", loss {loss:.4g}" if loss is not None else ""
+        self.progress.update(progress=percent,
+                             message=f"training: epoch {epoch}/{self.epochs}, step {step}/{steps}{shown}")
+
+
+def kept_epoch(records: list[dict[str, Any]], primary_metric: str | None, epochs: int,
+               patience: int) -> dict[str, Any] | None:
+    """Which epoch's weights a run keeps, and why, in the words a person reads: the first epoch with the best
+    validation `primary_metric` (Trainer's `load_best_model_at_end` takes a later epoch only when it is strictly
+    better), else the last one. Also says when early stopping ended the run before `epochs`."""
+    if not records:
+        return None
+    last = records[-1]
+    stopped = (f"; early stopping ended the run after epoch {last['epoch']} of {epochs} ({patience} epoch(s) "
+               "without a better validation score)") if patience and last["epoch"] < epochs else ""
+    scored = [r for r in records if isinstance(r.get(primary_metric), (int, float))] if primary_metric else []
+    if not scored:
+        return {"epoch": last["epoch"], "reason": "the last epoch (no validation subset to choose by)" + stopped}
+    best = max(scored, key=lambda record: record[primary_metric])  # max keeps the first of equal scores
+    return {"epoch": best["epoch"], "metric": primary_metric, "value": best[primary_metric],
+            "reason": f"the best validation {primary_metric} ({best[primary_metric]:.4g}) of the {len(scored)} "
+                      f"epoch(s) validated{stopped}"}

@@ -133,9 +133,9 @@ def fingerprint(adapter: Any, prepared: Prepared) -> str:
 
 def fit(adapter: Any, prepared: Prepared, on_epoch: Callable[[dict[str, Any]], None], output: OutputFolder,
         stored_checkpoints: Path | None = None,
-        on_step: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+        on_step: Callable[[int, int, float | None], None] | None = None) -> list[dict[str, Any]]:
     """Train `adapter.model` in place, checkpointing into `output`, and return one record per epoch; `on_step`
-    hears (steps done, steps in the run) after every optimizer step.
+    hears (steps done, steps in the run, the epoch's training loss so far) after every optimizer step.
 
     A run with the same fingerprint that left checkpoints in `output` (or in `stored_checkpoints`) continues
     from its last complete epoch. With a validation subset the best epoch's weights are kept; LoRA updates are

@@ -54,9 +54,9 @@ def test_an_assistant_prompt_with_several_text_elements_answers_with_its_last_on
 
 def test_progress_reaches_its_total_across_several_files_and_predict_calls(tiny_models, tmp_path):
     """Two items per predict call (batch_size 2): the total is counted before the first call, the count never
-    passes it or goes back, and both end at every readable question; an unreadable file adds none. The last call's item holds
-    an earlier prompt answered before (kept, never run: the count reaches its questions when the call ends) and a
-    last prompt, which every call answers (issue 21's regenerate)."""
+    passes it or goes back, and both end at every readable question; an unreadable file adds none. The last
+    call's item holds an earlier prompt answered before (kept, never run: the count reaches its questions when
+    the call ends) and a last prompt, which every call answers (issue 21's regenerate)."""
     runner = LocalRunner("distilbert-sst2", {"model_path": str(tiny_models["distilbert"]), "batch_size": 2})
     sizes = [3, 1, 5, 2]
     files = []

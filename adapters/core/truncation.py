@@ -65,10 +65,9 @@ class Segments:
         return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
 
     def ids(self, text: str, limit: int, keep_end: bool = False) -> tuple[list[int], bool]:
-        """The first (or, with `keep_end`, the last) `limit` token ids of `text`, without special tokens (a special
-        token's spelling typed in `text`, such as `<|endoftext|>` or `</s>`, is read as text: a user cannot end a
-        turn or an input early), and whether `text` holds more; `text` is read in windows only until they hold more than `limit` tokens, and
-        never past `read_bound(limit)` characters."""
+        """The first (or, with `keep_end`, the last) `limit` token ids of `text`, read as user text (`user_text_ids`:
+        no control token), and whether `text` holds more; `text` is read in windows only until they hold more than
+        `limit` tokens, and never past `read_bound(limit)` characters."""
         bound = read_bound(limit)
         size = max(limit * CHARS_PER_TOKEN, MIN_PIECE_CHARS)
         pieces: list[list[int]] = []

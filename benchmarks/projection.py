@@ -38,7 +38,8 @@ def suite_projection(summary: dict[str, Any]) -> dict[str, Any]:
     questions = summary["questions"]
     new_tokens = summary.get("generated_tokens", 0) / questions
     gflop = summary["model_gflop"] / questions
-    projected = t4_questions_per_s(gflop, ours["fraction_of_matmul_peak"], summary["parameters_m"] * 1e6, new_tokens,
+    parameters = summary.get("parameters") or summary["parameters_m"] * 1e6  # exact where the report has it
+    projected = t4_questions_per_s(gflop, ours["fraction_of_matmul_peak"], parameters, new_tokens,
                                    summary["configuration"].get("batch_size", 32))
     return {"cpu_questions_per_s": ours["questions_per_s"], "gflop_per_question": round(gflop, 2),
             "fraction_of_peak": round(ours["fraction_of_matmul_peak"], 3),

@@ -159,7 +159,8 @@ def run_suite(suite: Suite, models_dir: Path, peak: float, onnx_dir: Path) -> di
     else:
         flops = generation_flops(model, tokens.prompt_lengths, tokens.new_tokens)
     summary: dict[str, Any] = {
-        "module": suite.module_name, "parameters_m": round(parameters / 1e6, 1), "sizes": suite.sizes,
+        "module": suite.module_name, "parameters": parameters, "parameters_m": round(parameters / 1e6, 1),
+        "sizes": suite.sizes,
         "items": len(workload.items), "questions": questions, "model_rows": len(tokens.prompt_lengths),
         "prompt_tokens": sum(tokens.prompt_lengths), "generated_tokens": sum(tokens.new_tokens),
         "words_per_text": [workload.min_words, workload.max_words], "configuration": suite.configuration,

@@ -131,7 +131,7 @@ def test_cli_predict_batch_size_sets_the_rows_of_each_forward_pass(tiny_models, 
     rows, handle = forward_rows()
     try:
         code = cli_main(["predict", "distilbert-sst2", *map(str, files), "--model-path", str(tiny_models["distilbert"]),
-                         "--batch-size", str(batch_size)])
+                         "--batch-size", str(batch_size), "--json"])
     finally:
         handle.remove()
     assert code == 0 and [len(e["annotations"]) for e in json.loads(capsys.readouterr().out)] == [3, 3]

@@ -527,6 +527,26 @@ def test_the_log_rate_limiter_blanks_numbers_before_it_cuts_the_text():
     assert [limiter.filter(warning(7, "timeout")) for _ in range(2)] == [True, False]  # a repeat is still one
 
 
+def repeated_warning() -> logging.LogRecord:
+    return logging.LogRecord("adapters", logging.WARNING, __file__, 1, "the same %d", (1,), None)
+
+
+def test_the_rate_limit_holds_while_the_server_runs_and_leaves_the_callers_handlers_as_they_were():
+    """An in-process caller (a test, a notebook) keeps its own handlers' behaviour once the server stops."""
+    from adapters.server.logs import repeats_limited
+    handler = logging.Handler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with repeats_limited():
+            assert [type(f) for f in handler.filters] == [RepeatedLogFilter]
+            assert [bool(handler.filter(repeated_warning())) for _ in range(6)] == [True] * 5 + [False]
+        assert handler.filters == []
+        assert all(handler.filter(repeated_warning()) for _ in range(6))
+    finally:
+        root.removeHandler(handler)
+
+
 # ----- the real server: connections, file handles, SIGTERM -----
 
 SERVER_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}

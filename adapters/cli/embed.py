@@ -70,7 +70,7 @@ def read_files(files: list[str]) -> Iterator[tuple[str, Any]]:
     """(file, its questions), or (file, why it has none), for each file in order."""
     from adapters.core.errors import MalformedItemError
     from adapters.core.prompt_items import TEXT_ITEM_MIMETYPES, parse_prompt_item, text_item
-    from adapters.dataloop.local_runner import _unreadable as unreadable
+    from adapters.dataloop.local_runner import unreadable
 
     for index, file in enumerate(files):
         path = Path(file)

@@ -191,7 +191,7 @@ def serve(app: Any, sock: socket.socket, limits: ServerLimits, verbose: bool = F
 
     from ..server.connections import GuardedH11Protocol, connection_cap
     from ..server.limits import ACCEPT_BURST, MAX_HEADER_BYTES
-    from ..server.logs import limit_repeats
+    from ..server.logs import repeats_limited
 
     max_connections = connection_cap(limits.max_connections)
     config = uvicorn.Config(
@@ -199,15 +199,15 @@ def serve(app: Any, sock: socket.socket, limits: ServerLimits, verbose: bool = F
         http=GuardedH11Protocol.with_limits(limits.header_timeout, max_connections),
         timeout_keep_alive=limits.keep_alive_timeout, timeout_graceful_shutdown=limits.shutdown_timeout,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=ACCEPT_BURST)
-    limit_repeats()  # uvicorn.Config has just set up its log handlers
     host, port = sock.getsockname()[:2]
-    logging.getLogger("uvicorn.error").info("serving %s on http://%s:%d (docs at /docs)",
-                                            ", ".join(sorted(app.state.runners)), host, port)
     # uvicorn handles SIGTERM and SIGINT itself, then re-raises the signal once it has shut down; with this
     # handler SIGTERM then ends `run` like SIGINT does, after the cancelled requests have answered 503.
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        with repeats_limited():  # uvicorn.Config has just set up its log handlers
+            logging.getLogger("uvicorn.error").info("serving %s on http://%s:%d (docs at /docs)",
+                                                    ", ".join(sorted(app.state.runners)), host, port)
+            uvicorn.Server(config).run(sockets=[sock])
     except (KeyboardInterrupt, Stopped):
         pass
     finally:

@@ -420,18 +420,29 @@ class FileCheck:
     questions: int = 0
 
 
-def check_file(path: Path, name: str | None = None) -> FileCheck:
-    """Read and parse `path` as the adapter will, before any model is loaded: a missing, unreadable or malformed
-    file is one clear line at once (not a download trace, not after the weights), and the questions are counted.
-
-    Only regular files are read: a FIFO would block the read forever, a device (/dev/zero) never end.
-    """
+def unreadable(path: Path) -> str | None:
+    """Why `path` cannot be read, or None. Only regular files are read: a FIFO would block the read forever, a
+    device (/dev/zero) never end."""
     try:
         mode = path.stat().st_mode
         if stat.S_ISDIR(mode):
-            return FileCheck(f"cannot read {str(path)!r}: it is a folder")
+            return f"cannot read {str(path)!r}: it is a folder"
         if not stat.S_ISREG(mode):
-            return FileCheck(f"cannot read {str(path)!r}: not a regular file (a pipe, socket or device is refused)")
+            return f"cannot read {str(path)!r}: not a regular file (a pipe, socket or device is refused)"
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError as error:
+        return f"cannot read {str(path)!r}: {error.strerror or error}"
+    return None
+
+
+def check_file(path: Path, name: str | None = None) -> FileCheck:
+    """Read and parse `path` as the adapter will, before any model is loaded: a missing, unreadable or malformed
+    file is one clear line at once (not a download trace, not after the weights), and the questions are counted."""
+    problem = unreadable(path)
+    if problem:
+        return FileCheck(problem)
+    try:
         content = path.read_bytes()
     except OSError as error:
         return FileCheck(f"cannot read {str(path)!r}: {error.strerror or error}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Callable, Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 MAX_TRACKED_MESSAGES = 1024
 MAX_KEYED_CHARS = 16_384  # of a message, read to key it (messages are short; a pathological one costs no more)
@@ -70,3 +71,17 @@ def limit_repeats(logger_names: Iterable[str] = ("", "uvicorn", "uvicorn.error",
             if log_filter not in handler.filters:
                 handler.addFilter(log_filter)
     return log_filter
+
+
+@contextmanager
+def repeats_limited(logger_names: Iterable[str] = ("", "uvicorn", "uvicorn.error", "uvicorn.access")) -> Iterator[None]:
+    """`limit_repeats` while the block runs (the server's life), then the handlers as they were: a caller that
+    serves in-process keeps its own handlers' behaviour once the server stops."""
+    names = list(logger_names)
+    log_filter = limit_repeats(names)
+    try:
+        yield
+    finally:
+        for name in names:
+            for handler in logging.getLogger(name).handlers:
+                handler.removeFilter(log_filter)

@@ -1,6 +1,7 @@
 """Any checkpoint of a module's task family, by configuration: each module runs several architectures of its family
-(tiny random checkpoints loaded through `model_path`) and answers as `transformers` does; README's table lists
-exactly these; the module that serves a checkpoint is found from its config, and register_model.py uses it."""
+(tiny random checkpoints loaded through `model_path`) and answers as `transformers` does; docs/configuration.md's
+table lists exactly these; the module that serves a checkpoint is found from its config, and register_model.py uses
+it."""
 from __future__ import annotations
 
 import json
@@ -144,9 +145,9 @@ def test_the_chat_module_writes_what_generate_writes_on(checkpoints, architectur
     assert (adapter.chat.name == "chat template") == (architecture != "GPT2LMHeadModel")
 
 
-def test_readme_lists_exactly_the_architectures_verified_for_each_module():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Architectures verified in tests"):]
+def test_the_docs_list_exactly_the_architectures_verified_for_each_module():
+    document = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = document[document.index("### Architectures verified in tests"):]
     listed = {}
     for line in section.splitlines()[1:]:
         match = re.match(r"\| `(models\.\w+)` \| [^|]+ \| (.+) \|$", line)

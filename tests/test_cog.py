@@ -1,7 +1,7 @@
 """The Cog predictors (cog_predictors.py) under Cog's own HTTP server (coglet, no Docker), with the seeds' requests.
 
 One server per model, all four started together once for the module; each runs `cog_predictors.py:Predictor`
-with HF_ADAPTERS_MODEL, HF_ADAPTERS_MODEL_PATH (the tiny models) and HF_HUB_OFFLINE=1, exactly as the README
+with HF_ADAPTERS_MODEL, HF_ADAPTERS_MODEL_PATH (the tiny models) and HF_HUB_OFFLINE=1, exactly as docs/cog.md
 says to run it. Cog's worker subprocess runs the first `python` on PATH, so this interpreter's folder goes first.
 The environment checks and the chat history run in-process, on the predictor classes themselves.
 """

@@ -189,8 +189,9 @@ def test_a_device_this_torch_build_cannot_use_is_a_configuration_error(nothing_l
                  "device": device}, match)
 
 
-# What each key accepts, written here from the documented caps (README, docs/training.md), not read from the
-# settings' own declared bounds: a bound changed by mistake in the code must fail these tests.
+# What each key accepts, written here from the documented caps (docs/security.md, docs/configuration.md,
+# docs/training.md), not read from the settings' own declared bounds: a bound changed by mistake in the code must
+# fail these tests.
 NUMBERS = {  # key: (type, minimum, maximum)
     "batch_size": (int, 1, 1024), "max_batch_tokens": (int, 16, 2**20), "max_batch_wait_ms": (int, 0, 1000),
     "epochs": (int, 1, 1000),

@@ -177,3 +177,19 @@ def test_without_overwrite_an_output_folder_is_only_ever_added_to(tmp_path_facto
     after = snapshot(out)
     assert all(after.get(path) == content for path, content in before.items())  # nothing removed or changed
     assert resume.seed in (3, 7) and (out / CHECKPOINTS / RUN_FILE).is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_data_folder_that_is_missing_or_a_file_is_said_as_such_before_anything_loads(tmp_path, capsys, command,
+                                                                                      nothing_loads):
+    """Not "found: no subset folders at all", which sends a user looking inside a folder that is not there."""
+    from adapters.cli import main as cli_main
+
+    a_file = tmp_path / "data.json"
+    a_file.write_text("{}", encoding="utf-8")
+    for data, said in ((tmp_path / "nothing", "does not exist"), (a_file, "is a file, not a folder of subsets")):
+        extra = [str(tmp_path / "out")] if command == "train" else []
+        assert cli_main([command, "distilbert-sst2", str(data), *extra]) == 1
+        err = capsys.readouterr().err
+        assert f"data folder {str(data)!r} {said}" in err and "found:" not in err
+    assert not (tmp_path / "out").exists()

@@ -129,16 +129,8 @@ class ModelAdapter(dl.BaseModelAdapter):
         """dtlpy's `predict_items`, which also fails the execution when an item got no answer (an image, a JSON file
         that is no prompt item, a prompt with nothing a text model can answer): after every batch ran and every
         other answer was uploaded, naming each such item and why."""
-        with collecting_unanswered() as unanswered:
-            try:
-                result = super().predict_items(items, batch_size=batch_size, **kwargs)
-            except Exception as error:  # dtlpy's own report of failed batches, raised after its last batch
-                if unanswered:
-                    raise ItemsNotAnswered(unanswered, len(items), error) from error
-                raise
-        if unanswered:
-            raise ItemsNotAnswered(unanswered, len(items))
-        return result
+        return _raising_after_the_last_batch(lambda: super(ModelAdapter, self).predict_items(
+            items, batch_size=batch_size, **kwargs), ItemsNotAnswered, len(items))
 
     def predict(self, batch: list, **kwargs: Any) -> list[dl.AnnotationCollection]:
         reanswer = answers_every_prompt() or None
@@ -194,17 +186,9 @@ class ModelAdapter(dl.BaseModelAdapter):
         `embeddings_size`), refused up front when that set holds vectors of another size; like `predict_items`,
         it fails the execution naming the items that got no vector, after every other vector is uploaded."""
         self.check_feature_set()
-        with collecting_unanswered() as unembedded:
-            try:
-                result = super().embed_items(items, upload_features=upload_features, batch_size=batch_size,
-                                             progress=progress, **kwargs)
-            except Exception as error:  # dtlpy's own report of failed batches, raised after its last batch
-                if unembedded:
-                    raise ItemsNotEmbedded(unembedded, len(items), error) from error
-                raise
-        if unembedded:
-            raise ItemsNotEmbedded(unembedded, len(items))
-        return result
+        return _raising_after_the_last_batch(lambda: super(ModelAdapter, self).embed_items(
+            items, upload_features=upload_features, batch_size=batch_size, progress=progress, **kwargs),
+            ItemsNotEmbedded, len(items))
 
     def check_feature_set(self) -> None:
         """Refuse to embed into a feature set whose vectors have another size (the model's weights changed since
@@ -384,3 +368,19 @@ class ModelAdapter(dl.BaseModelAdapter):
         """Run the model on one subset of a local layout and score it (no platform needed); a classifier's
         `confusion_matrix` too when `with_confusion`."""
         return evaluate_by_predicting(self.hugging, read_subset(Path(data_path) / subset, subset), with_confusion)
+
+
+def _raising_after_the_last_batch(run: Callable[[], Any], error_class: type[Exception], total: int) -> Any:
+    """`run()` (dtlpy's loop over every batch), then `error_class` naming the items left without an answer, if
+    any: raised only after every batch ran and every other answer was uploaded; dtlpy's own report of failed
+    batches, raised after its last batch, comes first in it."""
+    with collecting_unanswered() as unanswered:
+        try:
+            result = run()
+        except Exception as error:
+            if unanswered:
+                raise error_class(unanswered, total, error) from error
+            raise
+    if unanswered:
+        raise error_class(unanswered, total)
+    return result

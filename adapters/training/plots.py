@@ -49,12 +49,7 @@ def training_curve(records: Sequence[dict[str, Any]], kept: dict[str, Any] | Non
         if axis.get_legend_handles_labels()[0]:
             axis.legend()
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    try:
-        figure.savefig(path, dpi=100)
-    finally:
-        pyplot.close(figure)
-    return path
+    return _saved(pyplot, figure, path)
 
 
 def confusion_matrix(labels: Sequence[str], counts: Sequence[Sequence[int]], path: Path, title: str) -> Path:
@@ -72,13 +67,18 @@ def confusion_matrix(labels: Sequence[str], counts: Sequence[Sequence[int]], pat
             axis.text(column, row, str(count), ha="center", va="center",
                       color="white" if peak and count > peak / 2 else "black")
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    return _saved(pyplot, figure, path)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _saved(pyplot: Any, figure: Any, path: Path) -> Path:
+    """Lay `figure` out, write it as PNG to `path`, and free it whatever happens (pyplot keeps figures)."""
     figure.tight_layout()
     try:
         figure.savefig(path, dpi=100)
     finally:
         pyplot.close(figure)
     return path
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from adapters.architectures.distilbert_classification import cls_classifier
 from adapters.core.checkpoints import entailment_id
 from adapters.core.classes import OUTPUT_TYPE
 from adapters.core.errors import ConfigurationError
@@ -45,6 +46,7 @@ class HuggingAdapter(BaseAdapter):
         if config.problem_type == "regression":
             raise ConfigurationError(f"{self.configuration['model_path']} is a regression model, not a classifier")
         self.use_sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
+        self.cls_classifier = cls_classifier(self.model)
 
     @classmethod
     def configured_labels(cls, configuration: dict) -> list[str]:
@@ -57,7 +59,12 @@ class HuggingAdapter(BaseAdapter):
         return self.encode(question.text, where=question.where)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        return list(self.model(**inputs).logits.float().cpu())
+        if self.cls_classifier is not None and set(inputs) == {"input_ids", "attention_mask"}:
+            # torch DistilBERT: the last layer at the classified first token only
+            logits = self.cls_classifier(inputs["input_ids"], inputs["attention_mask"])
+        else:
+            logits = self.model(**inputs).logits
+        return list(logits.float().cpu())
 
     def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
         logits = outputs[0]

@@ -35,6 +35,7 @@ class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
     family = "sequence classifiers (…ForSequenceClassification) other than NLI and regression models"
     settings = (OUTPUT_TYPE, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+    prune_last_layer = True  # DistilBERT's last layer runs at the [CLS] position only (adapters/architectures)
 
     @classmethod
     def serves(cls, config: Any) -> bool:
@@ -46,7 +47,6 @@ class HuggingAdapter(BaseAdapter):
         if config.problem_type == "regression":
             raise ConfigurationError(f"{self.configuration['model_path']} is a regression model, not a classifier")
         self.use_sigmoid = config.problem_type == "multi_label_classification" or config.num_labels == 1
-        self.cls_classifier = cls_classifier(self.model)
 
     @classmethod
     def configured_labels(cls, configuration: dict) -> list[str]:
@@ -59,9 +59,11 @@ class HuggingAdapter(BaseAdapter):
         return self.encode(question.text, where=question.where)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        if self.cls_classifier is not None and set(inputs) == {"input_ids", "attention_mask"}:
-            # torch DistilBERT: the last layer at the classified first token only
-            logits = self.cls_classifier(inputs["input_ids"], inputs["attention_mask"])
+        # torch DistilBERT: the last layer at the classified first token only (built per call, from the model as it
+        # is now: training may have replaced it)
+        pruned = cls_classifier(self.model) if self.prune_last_layer else None
+        if pruned is not None and set(inputs) == {"input_ids", "attention_mask"}:
+            logits = pruned(inputs["input_ids"], inputs["attention_mask"])
         else:
             logits = self.model(**inputs).logits
         return list(logits.float().cpu())

@@ -182,9 +182,14 @@ def test_distilbert_runs_its_last_layer_only_at_the_first_token_with_equal_logit
     assert seen[0][:2] == (8, 1) and seen[1][:2] == tuple(inputs["input_ids"].shape)
     # the same weights, one layer run on fewer positions: float32 rounding of the logits (tests/tolerances.py)
     assert torch.allclose(pruned, stock, atol=LOGIT_ATOL) and inputs["attention_mask"].min() == 0  # rows were padded
-    adapter.cls_classifier = None  # what runs for other architectures and runtimes: the model's own forward
+    adapter.prune_last_layer = False  # what runs for other architectures and runtimes: the model's own forward
     with torch.inference_mode():
         assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), stock, atol=LOGIT_ATOL)
+    adapter.prune_last_layer = True
+    adapter.model = HuggingAdapter({"model_path": str(sentiment_dirs["two"])}).model  # as training replaces it
+    with torch.inference_mode():
+        assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), adapter.model(**inputs).logits,
+                              atol=LOGIT_ATOL)
 
 
 def test_nli_labels_without_the_usual_names_fall_back_to_the_last_and_first_logits(tmp_path, caplog):

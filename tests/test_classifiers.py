@@ -186,6 +186,14 @@ def test_distilbert_runs_its_last_layer_only_at_the_first_token_with_equal_logit
     with torch.inference_mode():
         assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), stock, atol=LOGIT_ATOL)
     adapter.prune_last_layer = True
+    calls = []  # a hook on the model (tests and users inject failures so): the model's own call runs
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(module))
+    try:
+        with torch.inference_mode():
+            assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), stock, atol=LOGIT_ATOL)
+    finally:
+        hook.remove()
+    assert calls == [model]
     adapter.model = HuggingAdapter({"model_path": str(sentiment_dirs["two"])}).model  # as training replaces it
     with torch.inference_mode():
         assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), adapter.model(**inputs).logits,

@@ -19,8 +19,18 @@ from transformers import DistilBertForSequenceClassification
 
 
 def cls_classifier(model: Any) -> ClsClassifier | None:
-    """The pruned forward for a torch DistilBERT classifier, or None for any other model (use its own forward)."""
-    return ClsClassifier(model) if type(model) is DistilBertForSequenceClassification else None
+    """The pruned forward for a torch DistilBERT classifier, or None for any other model (use its own forward),
+    and for one whose own call or last layer someone instruments (a hook, a replaced `forward`): the pruned
+    forward calls neither, and what they watch must run."""
+    if type(model) is not DistilBertForSequenceClassification:
+        return None
+    if _instrumented(model) or _instrumented(model.distilbert.transformer.layer[-1]):
+        return None
+    return ClsClassifier(model)
+
+
+def _instrumented(module: nn.Module) -> bool:
+    return "forward" in vars(module) or bool(module._forward_pre_hooks or module._forward_hooks)
 
 
 class ClsClassifier:

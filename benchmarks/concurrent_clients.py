@@ -180,6 +180,12 @@ def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "statuses_over_rounds": statuses}
 
 
+def cpu_ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator, or None when the denominator is under one tick of the CPU clock (a tiny model's
+    single request can take none)."""
+    return round(numerator / denominator, 3) if denominator > 0 else None
+
+
 def run_concurrent_clients(model_folder: Path, texts: list[str], counts: tuple[int, ...], rounds: int,
                            lone_requests: int, log_dir: Path) -> dict[str, Any]:
     """Every measurement of the suite (see the module's docstring) against the model in `model_folder`."""
@@ -212,8 +218,8 @@ def run_concurrent_clients(model_folder: Path, texts: list[str], counts: tuple[i
             cpu = {name: result[name]["server_cpu_seconds"] for name in runs}
             result["concurrent_over_one_request"] = round(seconds["ours_concurrent"] / seconds["ours_one_request"], 3)
             result["throughput_over_plain"] = round(seconds["plain_concurrent"] / seconds["ours_concurrent"], 3)
-            result["cpu_concurrent_over_one_request"] = round(cpu["ours_concurrent"] / cpu["ours_one_request"], 3)
-            result["cpu_plain_over_ours_concurrent"] = round(cpu["plain_concurrent"] / cpu["ours_concurrent"], 3)
+            result["cpu_concurrent_over_one_request"] = cpu_ratio(cpu["ours_concurrent"], cpu["ours_one_request"])
+            result["cpu_plain_over_ours_concurrent"] = cpu_ratio(cpu["plain_concurrent"], cpu["ours_concurrent"])
             result["texts_per_s"] = {name: round(count / s, 2) for name, s in seconds.items()}
             by_clients[str(count)] = result
             print(f"  N={count:>3}: ours concurrent {seconds['ours_concurrent']:.2f} s, one request "

@@ -14,7 +14,8 @@ runnable threads takes a larger share of the cores, so wall time alone would fav
 threads; CPU seconds compare the work each server does. Also the latency of a lone request, one after another:
 ours, ours with `max_batch_wait_ms` 0 (a third server, up beside the others), and the plain server, in turns.
 Targets (issue 23): at N = 256 every request answered (no 503), in at most 1.3x the time of one 256-text request
-and at least 2x the plain server's throughput; a lone request at most `max_batch_wait_ms` slower than with 0.
+and at least 2x the plain server's throughput; a lone request at most `max_batch_wait_ms` slower than with 0 (the
+median over the texts of ours' latency less that of the same text to ours with 0, sent just before or after).
 """
 from __future__ import annotations
 
@@ -144,11 +145,13 @@ async def _send_all(server: Server, bodies: list[list[str]]) -> dict[str, Any]:
 
 async def _lone_latencies(servers: list[Server], texts: list[str]) -> dict[str, list[float]]:
     """One request at a time, on one connection per server, to each server in turn (so a busy moment of the
-    machine falls on all of them alike): the latency of each, by server name."""
+    machine falls on all of them alike), the order rotating with each text (so none always follows the same
+    one, whose threads may still spin): the latency of each, by server name."""
     connections = [await asyncio.open_connection("127.0.0.1", server.port) for server in servers]
     latencies: dict[str, list[float]] = {server.name: [] for server in servers}
-    for text in texts:
-        for server, (reader, writer) in zip(servers, connections):
+    for turn, text in enumerate(texts):
+        pairs = list(zip(servers, connections))
+        for server, (reader, writer) in pairs[turn % len(pairs):] + pairs[:turn % len(pairs)]:
             start = time.perf_counter()
             writer.write(request_bytes(server.route, [text]))
             await writer.drain()
@@ -230,16 +233,22 @@ def run_concurrent_clients(model_folder: Path, texts: list[str], counts: tuple[i
                   f"{cpu['ours_concurrent']:.2f}, one request {cpu['ours_one_request']:.2f}, plain "
                   f"{cpu['plain_concurrent']:.2f}", flush=True)
     lone_ms = {name: round(1000 * statistics.median(values), 1) for name, values in lone.items()}
+    # the same text to both, moments apart: the median of the differences, not the difference of the medians
+    # (texts of 4 to 120 words spread the latencies far more than the 5 ms compared)
+    added_ms = round(1000 * statistics.median(a - b for a, b in zip(lone["ours"], lone["ours_max_batch_wait_ms_0"])),
+                     1)
     print(f"  lone request latency (median of {lone_requests}): ours {lone_ms['ours']} ms, ours with "
-          f"max_batch_wait_ms 0 {lone_ms['ours_max_batch_wait_ms_0']} ms, plain {lone_ms['plain']} ms", flush=True)
+          f"max_batch_wait_ms 0 {lone_ms['ours_max_batch_wait_ms_0']} ms, plain {lone_ms['plain']} ms; ours less "
+          f"ours with 0, paired: {added_ms} ms", flush=True)
     report: dict[str, Any] = {"model_folder": model_folder.name, "counts": list(counts), "rounds": rounds,
-                              "max_batch_wait_ms": wait_ms, "by_clients": by_clients, "lone_latency_ms": lone_ms}
+                              "max_batch_wait_ms": wait_ms, "by_clients": by_clients, "lone_latency_ms": lone_ms,
+                              "lone_wait_added_ms": added_ms}
     largest = by_clients[str(max(counts))]
     report["targets"] = {
         "all_answered": set(largest["ours_concurrent"]["statuses_over_rounds"]) == {"200"},
         "concurrent_within_1.3x_one_request": largest["concurrent_over_one_request"] <= 1.3,
         "at_least_2x_plain_throughput": largest["throughput_over_plain"] >= 2.0,
-        "lone_latency_within_wait": lone_ms["ours"] - lone_ms["ours_max_batch_wait_ms_0"] <= wait_ms}
+        "lone_latency_within_wait": added_ms <= wait_ms}
     print(f"  targets at N={max(counts)}: {report['targets']}", flush=True)
     return report
 

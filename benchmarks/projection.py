@@ -26,7 +26,7 @@ def t4_questions_per_s(gflop_per_question: float, fraction_of_peak: float, param
                        new_tokens_per_question: float = 0.0, batch_size: int = 32) -> float:
     """Questions a second one T4 may answer in float32: compute bound, and for generators also bandwidth bound."""
     compute = T4_FLOAT32_FLOPS * fraction_of_peak / (gflop_per_question * 1e9)
-    if not new_tokens_per_question:
+    if not new_tokens_per_question or parameters <= 0:  # no decoding, or weights too few to count (--quick)
         return compute
     step_seconds = parameters * FLOAT32_BYTES / T4_BANDWIDTH  # one decoding step of a micro-batch
     return min(compute, batch_size / (step_seconds * new_tokens_per_question))

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from adapters.architectures.distilbert_classification import cls_classifier
 from adapters.core.checkpoints import entailment_id
 from adapters.core.classes import OUTPUT_TYPE
 from adapters.core.errors import ConfigurationError
@@ -34,6 +35,7 @@ class HuggingAdapter(BaseAdapter):
     model_class = AutoModelForSequenceClassification
     family = "sequence classifiers (…ForSequenceClassification) other than NLI and regression models"
     settings = (OUTPUT_TYPE, *runtime_settings(CLASSIFY), *TRAINING_SETTINGS, TRAINING_SEED, source_length_setting())
+    prune_last_layer = True  # DistilBERT's last layer runs at the [CLS] position only (adapters/architectures)
 
     @classmethod
     def serves(cls, config: Any) -> bool:
@@ -57,7 +59,14 @@ class HuggingAdapter(BaseAdapter):
         return self.encode(question.text, where=question.where)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        return list(self.model(**inputs).logits.float().cpu())
+        # torch DistilBERT: the last layer at the classified first token only (built per call, from the model as it
+        # is now: training may have replaced it)
+        pruned = cls_classifier(self.model) if self.prune_last_layer else None
+        if pruned is not None and set(inputs) == {"input_ids", "attention_mask"}:
+            logits = pruned(inputs["input_ids"], inputs["attention_mask"])
+        else:
+            logits = self.model(**inputs).logits
+        return list(logits.float().cpu())
 
     def postprocess(self, question: Question, outputs: list[Any]) -> list[Answer]:
         logits = outputs[0]

@@ -162,6 +162,44 @@ def test_bart_runs_its_last_decoder_layer_only_at_the_classified_token_with_equa
         assert torch.allclose(torch.stack(adapter.forward(dict(pairs))), stock, atol=LOGIT_ATOL)
 
 
+def test_distilbert_runs_its_last_layer_only_at_the_first_token_with_equal_logits(sentiment_dirs):
+    """The head reads the first position: the last layer's feed-forward runs there only, logits unchanged, with
+    padded rows (whose padding the pruned attention must not read) in the batch."""
+    from models.distilbert_sst2 import HuggingAdapter
+    adapter = HuggingAdapter({"model_path": str(sentiment_dirs["three"])})
+    model = adapter.model
+    texts = [TEXTS[i % 5] + " and more" * i for i in range(8)]
+    inputs = adapter.tokenizer(texts, padding=True, return_tensors="pt")
+    seen = []
+    hook = model.distilbert.transformer.layer[-1].ffn.lin1.register_forward_hook(
+        lambda m, args, out: seen.append(args[0].shape))
+    try:
+        with torch.inference_mode():
+            pruned = torch.stack(adapter.forward(dict(inputs)))
+            stock = model(**inputs).logits
+    finally:
+        hook.remove()
+    assert seen[0][:2] == (8, 1) and seen[1][:2] == tuple(inputs["input_ids"].shape)
+    # the same weights, one layer run on fewer positions: float32 rounding of the logits (tests/tolerances.py)
+    assert torch.allclose(pruned, stock, atol=LOGIT_ATOL) and inputs["attention_mask"].min() == 0  # rows were padded
+    adapter.prune_last_layer = False  # what runs for other architectures and runtimes: the model's own forward
+    with torch.inference_mode():
+        assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), stock, atol=LOGIT_ATOL)
+    adapter.prune_last_layer = True
+    calls = []  # a hook on the model (tests and users inject failures so): the model's own call runs
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(module))
+    try:
+        with torch.inference_mode():
+            assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), stock, atol=LOGIT_ATOL)
+    finally:
+        hook.remove()
+    assert calls == [model]
+    adapter.model = HuggingAdapter({"model_path": str(sentiment_dirs["two"])}).model  # as training replaces it
+    with torch.inference_mode():
+        assert torch.allclose(torch.stack(adapter.forward(dict(inputs))), adapter.model(**inputs).logits,
+                              atol=LOGIT_ATOL)
+
+
 def test_nli_labels_without_the_usual_names_fall_back_to_the_last_and_first_logits(tmp_path, caplog):
     """No 'entailment' label: the last logit is entailment (with a warning); no 'contradiction' label: the first,
     or the last when entailment is the first. Named labels are found wherever they are."""

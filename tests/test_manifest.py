@@ -167,6 +167,44 @@ def test_models_are_sized_cpu_for_distilbert_gpu_for_the_large_ones():
         assert pod_of[model["computeConfigs"]["train"]].startswith("gpu"), model["name"]
 
 
+def test_prediction_services_batch_concurrent_executions_and_training_runs_alone():
+    """A deploy config runs enough executions at once for one replica to fill a micro-batch of one-item executions
+    (the batching layer gathers them), no more than its queue length (past it the autoscaler starts a replica
+    for work this one already holds); a training config runs one execution, which alone uses the whole GPU."""
+    runtime_of = {config.name: config.runtime for config in DPK.components.compute_configs}
+    for model in MODELS:
+        runtime = runtime_of[model["computeConfigs"]["deploy"]]
+        assert runtime["concurrency"] >= model["configuration"]["batch_size"], model["name"]
+        assert runtime["concurrency"] <= runtime["autoscaler"]["queueLength"], model["name"]
+        assert runtime_of[model["computeConfigs"]["train"]]["concurrency"] == 1, model["name"]
+
+
+def sizing_table() -> dict[str, dict[str, str]]:
+    """docs/app.md's sizing table of the compute configs, by config name."""
+    lines = (ROOT / "docs" / "app.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| compute config | models | pod | concurrency | minReplicas | maxReplicas | queueLength |")
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (cell.strip().strip("`") for cell in line.strip("|").split("|"))))
+        rows[cells["compute config"]] = cells
+    return rows
+
+
+def test_the_sizing_table_of_the_docs_is_the_manifest():
+    """docs/app.md's "Sizing" states each compute config's concurrency and autoscaler as the manifest sets them."""
+    table = sizing_table()
+    assert set(table) == COMPUTE_CONFIGS
+    for config in DPK.components.compute_configs:
+        runtime, row = config.runtime, table[config.name]
+        assert row["pod"] == runtime["podType"], config.name
+        assert int(row["concurrency"]) == runtime["concurrency"], config.name
+        for key in ("minReplicas", "maxReplicas", "queueLength"):
+            assert int(row[key]) == runtime["autoscaler"][key], (config.name, key)
+
+
 def test_module_declares_the_model_adapter_functions_as_dtlpy_does():
     module = MODULES["hugging-adapter"]
     assert (ROOT / module.entry_point).is_file()

@@ -77,8 +77,8 @@ def confusion(predictions: Sequence[str], references: Sequence[Sequence[str]]) -
     labels = sorted(set(truths) | set(answered))
     position = {label: index for index, label in enumerate(labels)}
     counts = [[0] * len(labels) for _ in labels]
-    for predicted, truth in zip(answered, truths):
-        counts[position[truth]][position[predicted]] += 1
+    for predicted, reference in zip(answered, truths):  # not `truth`: that name is the function above
+        counts[position[reference]][position[predicted]] += 1
     return {"labels": labels, "counts": counts}
 
 

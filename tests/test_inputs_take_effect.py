@@ -131,7 +131,7 @@ def test_cli_predict_batch_size_sets_the_rows_of_each_forward_pass(tiny_models, 
     rows, handle = forward_rows()
     try:
         code = cli_main(["predict", "distilbert-sst2", *map(str, files), "--model-path", str(tiny_models["distilbert"]),
-                         "--batch-size", str(batch_size)])
+                         "--batch-size", str(batch_size), "--json"])
     finally:
         handle.remove()
     assert code == 0 and [len(e["annotations"]) for e in json.loads(capsys.readouterr().out)] == [3, 3]
@@ -144,7 +144,7 @@ def test_cli_evaluate_subset_chooses_the_subset_scored(tiny_models, tmp_path, ca
     counts = {}
     for subset in ("train", "validation"):
         assert cli_main(["evaluate", "distilbert-sst2", str(data), "--model-path", str(tiny_models["distilbert"]),
-                         "--subset", subset]) == 0
+                         "--subset", subset, "--plot", str(tmp_path / f"{subset}.png")]) == 0
         scored = json.loads(capsys.readouterr().out)
         counts[subset] = (scored["subset"], scored["questions"])
     assert counts == {"train": ("train", 8), "validation": ("validation", 4)}

@@ -75,7 +75,7 @@ def test_a_resumed_run_without_a_seed_keeps_the_seed_it_was_started_with(tiny_mo
     resumed, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **settings)
     resumed.overwrite_output = False
     history = resumed.train(str(data), str(out))
-    assert [epoch["epoch"] for epoch in history] == [0, 1]  # the first epoch came from the checkpoint
+    assert [epoch["epoch"] for epoch in history] == [1, 2]  # the first epoch came from the checkpoint
     assert resumed.training_seed == seed
     resumed.save(str(out))
     assert json.loads((out / "training_metrics.json").read_text())["seed"] == seed

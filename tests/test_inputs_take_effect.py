@@ -144,7 +144,7 @@ def test_cli_evaluate_subset_chooses_the_subset_scored(tiny_models, tmp_path, ca
     counts = {}
     for subset in ("train", "validation"):
         assert cli_main(["evaluate", "distilbert-sst2", str(data), "--model-path", str(tiny_models["distilbert"]),
-                         "--subset", subset]) == 0
+                         "--subset", subset, "--plot", str(tmp_path / f"{subset}.png")]) == 0
         scored = json.loads(capsys.readouterr().out)
         counts[subset] = (scored["subset"], scored["questions"])
     assert counts == {"train": ("train", 8), "validation": ("validation", 4)}

@@ -17,7 +17,7 @@ from uvicorn.server import ServerState
 from adapters.server import create_app
 from adapters.server.connections import GuardedH11Protocol
 from adapters.server.cost import SPECIAL_TOKENS
-from adapters.server.limits import MAX_TEXTS, ServerLimits, retry_after
+from adapters.server.limits import MAX_TEXTS, SHOWN_IDENTIFIER_CHARS, ServerLimits, retry_after, shortened
 from tests.test_server_limits import SST2, Client, Gate, Reply, body_of, call, run_async
 
 GENERATE = "/models/t5-email/generate"
@@ -89,6 +89,12 @@ def test_connections_up_to_the_cap_stay_open_and_one_past_it_is_503_and_closed(s
                                              (59.5, "60")])
 def test_retry_after_is_whole_seconds_and_never_0(seconds, header):
     assert retry_after(seconds) == {"Retry-After": header}
+
+
+def test_an_echoed_identifier_of_exactly_the_shown_length_is_whole_and_one_character_more_is_cut():
+    at_limit, past_it = "k" * SHOWN_IDENTIFIER_CHARS, "k" * (SHOWN_IDENTIFIER_CHARS + 1)
+    assert shortened(at_limit) == at_limit
+    assert shortened(past_it) == f"{at_limit}...({SHOWN_IDENTIFIER_CHARS + 1} characters)"
 
 
 def test_a_full_queue_of_a_fast_model_still_says_retry_after_1(sst2):

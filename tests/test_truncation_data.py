@@ -59,3 +59,20 @@ def test_whitespace_heavy_and_sparse_text_keeps_the_tokens_the_whole_text_gives(
                 else tokenizer([text], truncation=True, max_length=length))
     assert rows == [{key: expected[key][0] for key in rows[0]}]
     assert truncated == (len(tokenizer([text], pair)["input_ids"][0]) > length)
+
+
+@pytest.mark.parametrize("text, pair, max_length", [("héllo wörld " * 5, None, 20), ("short", None, 20),
+                                                    ("héllo wörld " * 5, "It is sports.", 40),
+                                                    ("short", "It is sports.", 40)])
+def test_a_pure_python_tokenizer_gets_the_rows_it_would_make_itself(text, pair, max_length):
+    """ByT5's tokenizer has no fast (Rust) version: its special tokens are added by its own Python methods."""
+    from transformers import ByT5Tokenizer
+
+    from adapters.core.truncation import Segments
+    tokenizer = ByT5Tokenizer()
+    assert not hasattr(tokenizer, "backend_tokenizer")  # the path under test
+    pairs = None if pair is None else [pair]
+    rows, truncated = Segments(tokenizer).rows(text, pairs, max_length)
+    expected = tokenizer([text], pairs, truncation="only_first" if pair else True, max_length=max_length)
+    assert rows == [{key: expected[key][0] for key in tokenizer.model_input_names}]
+    assert truncated == (len(tokenizer([text], pairs)["input_ids"][0]) > max_length)

@@ -112,12 +112,14 @@ def test_cog_chat_max_new_tokens_temperature_and_seed_each_reach_the_model(monke
 # ----- CLI flags -----
 
 def forward_rows() -> tuple[list[int], object]:
-    """The batch size of every forward pass of a sequence classifier (a torch global hook, torch's public API)."""
+    """The batch size of every forward pass of a DistilBERT classifier, read at its embeddings, which the stock and
+    the pruned forward (adapters/architectures/distilbert_classification.py) both run (a torch global hook,
+    torch's public API)."""
     rows: list[int] = []
 
     def hook(module, args, kwargs, output):
-        if type(module).__name__.endswith("ForSequenceClassification"):
-            rows.append(int(output.logits.shape[0]))
+        if type(module).__name__ == "Embeddings":
+            rows.append(int(output.shape[0]))
     return rows, torch.nn.modules.module.register_module_forward_hook(hook, with_kwargs=True)
 
 

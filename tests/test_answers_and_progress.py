@@ -7,7 +7,7 @@ from pathlib import Path
 import dtlpy as dl
 from dtlpy.entities.prompt_item import Prompt
 
-from adapters.dataloop.answers import StoredAnswer, prompt_item_answers
+from adapters.dataloop.answers import StoredAnswer, prompt_item_answers, stored_answers
 from adapters.dataloop.local_runner import LocalRunner
 from tests.fake_platform import answer_json
 from tests.prompt_factory import current_item, legacy_item
@@ -87,3 +87,26 @@ def test_progress_reaches_its_total_across_several_files_and_predict_calls(tiny_
     assert set(totals) == {questions}  # counted before the first call: the bar fills once over every file
     assert len(set(done)) > 4  # it moves with the calls, not only at the end
     assert progress_of(files[:2])[-1] == (4, 4)  # the next call counts afresh
+
+
+def test_every_stored_answer_is_read_whole_past_annotations_that_are_no_answers():
+    """Annotations that are no answer (a classification, a text on no prompt, a prompt key that is an object) are
+    passed over, not the end of the list; each answer keeps its id and what it answered (element, fingerprint)."""
+    answered = answer_json("1", "second", "chat-model")
+    answered["id"] = "annotation-2"
+    answered["metadata"].setdefault("user", {})["model_output"] = {"answered": {"element": "e-1", "sha256": "f" * 64}}
+    odd = answer_json("3", "third", None)
+    odd["metadata"]["user"] = {"model_output": {"answered": {"element": 5, "sha256": ["x"]}}}
+    annotations = [
+        {"type": "class", "label": "positive", "metadata": {}},
+        {"type": "text", "coordinates": "on the item", "metadata": {"system": {}}},
+        answer_json("0", "first", "chat-model"),
+        {"type": "text", "coordinates": "odd key", "metadata": {"system": {"promptId": {"a": 1}}}},
+        answered,
+        odd,
+    ]
+    assert stored_answers(annotations) == [
+        StoredAnswer("0", "first", "chat-model"),
+        StoredAnswer("1", "second", "chat-model", "annotation-2", "e-1", "f" * 64),
+        StoredAnswer("3", "third", None),  # a recorded element or fingerprint of another type reads as none
+    ]

@@ -173,9 +173,7 @@ def ctranslate2_chat(generator: Any, tokenizer: Any, workload: Workload, max_new
     questions = list(workload.questions())
     turns: dict[int, list[list[int]]] = {}  # id(item) -> its earlier turns, oldest first
     answers: list[Answer | None] = [None] * len(questions)
-    depth = [sum(1 for other, _, _, _ in questions[:i] if other is item) for i, (item, _, _, _) in enumerate(questions)]
-    for turn in range(max(depth, default=-1) + 1):
-        batch = [i for i in range(len(questions)) if depth[i] == turn]
+    for batch in batches_by_turn(questions):
         prompts = []
         for i in batch:
             prompt = utterance(questions[i][2])[-budget:]
@@ -201,9 +199,7 @@ def ctranslate2_template_chat(generator: Any, tokenizer: Any, workload: Workload
     questions = list(workload.questions())
     conversations: dict[int, list[dict[str, str]]] = {}
     answers: list[Answer | None] = [None] * len(questions)
-    depth = [sum(1 for other, _, _, _ in questions[:i] if other is item) for i, (item, _, _, _) in enumerate(questions)]
-    for turn in range(max(depth, default=-1) + 1):
-        batch = [i for i in range(len(questions)) if depth[i] == turn]
+    for batch in batches_by_turn(questions):
         prompts = []
         for i in batch:
             messages = conversations.setdefault(id(questions[i][0]), [])
@@ -217,3 +213,10 @@ def ctranslate2_template_chat(generator: Any, tokenizer: Any, workload: Workload
             conversations[id(questions[i][0])].append({"role": "assistant", "content": text})
             answers[i] = (text, None)
     return answers
+
+
+def batches_by_turn(questions: list) -> list[list[int]]:
+    """Indices of `questions` (item first in each) grouped by turn: the first question of every conversation, then
+    the second, ...: what a chat baseline may batch together, each turn after the answers it builds on."""
+    depth = [sum(1 for other, *_ in questions[:i] if other is item) for i, (item, *_) in enumerate(questions)]
+    return [[i for i in range(len(questions)) if depth[i] == turn] for turn in range(max(depth, default=-1) + 1)]

@@ -11,6 +11,7 @@ name that is not UTF-8) is written as its escape (`\\udce9`), which JSON reads b
 """
 from __future__ import annotations
 
+import abc
 import json
 import textwrap
 from typing import Any, BinaryIO, Callable
@@ -25,7 +26,7 @@ class WriteFailed(Exception):
         self.written = written
 
 
-class EntryWriter:
+class EntryWriter(abc.ABC):
     """Entries on a binary stream, each written whole and flushed before the next."""
 
     incomplete = "its last entry may be cut short"  # what a stream that cannot be cut back holds after a failure
@@ -40,8 +41,9 @@ class EntryWriter:
         self._write(self.render(entry))
         self.written += 1
 
+    @abc.abstractmethod
     def render(self, entry: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The text of one entry, as this format writes it."""
 
     def close(self) -> None:
         """End the output; WriteFailed when even that cannot be written."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import dtlpy as dl
 from dtlpy.entities.prompt_item import Prompt
 
-from adapters.dataloop.answers import StoredAnswer, prompt_item_answers, stored_answers
+from adapters.dataloop.answers import StoredAnswer, model_name_of, prompt_item_answers, replaced_by, stored_answers
 from adapters.dataloop.local_runner import LocalRunner
 from tests.fake_platform import answer_json
 from tests.prompt_factory import current_item, legacy_item
@@ -110,3 +110,51 @@ def test_every_stored_answer_is_read_whole_past_annotations_that_are_no_answers(
         StoredAnswer("1", "second", "chat-model", "annotation-2", "e-1", "f" * 64),
         StoredAnswer("3", "third", None),  # a recorded element or fingerprint of another type reads as none
     ]
+
+
+def test_annotation_json_of_unexpected_shapes_is_passed_over_not_a_crash():
+    """Annotations come from the platform and from users' own JSON files: a record that is no object, a text
+    annotation whose text is no string, metadata or its system section of another type, or an id that is no string
+    must not end the reading of the answers after it, nor reach them with the wrong type."""
+    numbered = answer_json("2", "kept", "chat-model")
+    numbered["id"] = 7
+    annotations = [
+        None,
+        "an annotation",
+        {"type": "text", "coordinates": None, "metadata": {"system": {"promptId": "0"}}},
+        {"type": "box", "coordinates": "not text", "metadata": {"system": {"promptId": "0"}}},
+        {"type": "text", "coordinates": "metadata is a string", "metadata": "odd"},
+        {"type": "text", "coordinates": "system is a string", "metadata": {"system": "odd"}},
+        numbered,
+    ]
+    assert stored_answers(annotations) == [StoredAnswer("2", "kept", "chat-model")]  # the id 7 reads as none
+    assert model_name_of("an annotation") is None and model_name_of({"metadata": "odd"}) is None
+
+
+def test_what_a_new_answer_replaces_is_found_past_other_annotations():
+    """The model's stale answers are found wherever they stand among a person's text, another model's answers and
+    annotations without an id; one of the model's answers on no prompt (no `metadata.system`) is a text item's."""
+    on_no_prompt = {"id": "ours-on-the-item", "type": "text", "coordinates": "an answer to the whole item",
+                    "metadata": {"user": {"model": {"name": "chat-model"}}}}
+    annotations = [
+        answer_json("0", "another model's", "other-model", "theirs-0"),
+        answer_json("0", "a person's", None, "person-0"),
+        answer_json("0", "no id yet", "chat-model"),
+        answer_json("0", "stale", "chat-model", "ours-0"),
+        answer_json("1", "still current", "chat-model", "ours-1"),
+        on_no_prompt,
+    ]
+    assert replaced_by(annotations, "chat-model", {"0"}) == ["ours-0"]
+    assert replaced_by(annotations, "chat-model", {"0", None}) == ["ours-0", "ours-on-the-item"]
+    assert replaced_by(annotations, "other-model", {"0", "1"}) == ["theirs-0"]
+
+
+def test_an_assistant_prompt_is_read_by_its_text_elements_only():
+    """An answer's image or other non-text elements are not its text, even when their value is a string (a URL),
+    and an assistant prompt with no text element at all is no stored answer."""
+    item = chat_prompt_item(["I'm fine, thanks."])
+    item.assistant_prompts[0].add_element("https://example.com/a-picture.png", dl.PromptType.IMAGE)
+    picture_only = Prompt(key="2", role="assistant")
+    picture_only.add_element("https://example.com/another.png", dl.PromptType.IMAGE)
+    item.assistant_prompts.append(picture_only)
+    assert prompt_item_answers(item) == [StoredAnswer("1", "I'm fine, thanks.", CHAT, "annotation-1")]

@@ -340,6 +340,7 @@ def interrupted_run(tiny_models, data: Path, out: Path, model_path: Path | None 
 def cli_resume(data: Path, out: Path, model_path: Path, capsys, *extra: str) -> tuple[int, str]:
     args = ["train", "distilbert-sst2", str(data), str(out), "--model-path", str(model_path), *extra]
     args += [f"--set={key}={json.dumps(value)}" for key, value in {"epochs": 2, **FAST}.items()]
+    capsys.readouterr()  # what ran before (the interrupted run's own library output) is not this command's
     code = cli_main(args)
     return code, capsys.readouterr().err
 

@@ -106,11 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="summarise the last run without running")
     parser.add_argument("--recheck", nargs="+", metavar="TEST_FILE",
                         help="run the mutants the last run did not catch against these test files instead")
+    parser.add_argument("--functions", nargs="+", default=[], metavar="NAME",
+                        help="under --recheck, only the mutants of functions whose names contain one of these")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per test under --recheck (default 120)")
     args = parser.parse_args(argv)
     if args.recheck:
         uncaught = [name for outcomes in read_results(args.modules).values() for name, state in outcomes.items()
-                    if state in ("survived", "no tests")]
+                    if state in ("survived", "no tests")
+                    and (not args.functions or any(part in name for part in args.functions))]
         verdicts = recheck(uncaught, args.recheck, args.timeout)
         print(f"{sum(v.startswith('caught') for v in verdicts.values())} of {len(verdicts)} caught by "
               f"{' '.join(args.recheck)}")

@@ -144,6 +144,9 @@ class FakePlatform:
             if annotation is not None or annotation_id is not None:
                 doomed = {annotation_id or annotation.id}
             else:
+                if filters is None or filters.resource != dl.FiltersResource.ANNOTATION:  # dtlpy's own checks
+                    raise dl.exceptions.PlatformException(error="400", message="Filters resource must to be "
+                                                                              "FiltersResource.ANNOTATION")
                 doomed = {a["id"] for a in stored if _matches(a, filters.prepare()["filter"])}
             platform.annotations[item.id] = [a for a in stored if a["id"] not in doomed]
             platform.calls.append(("annotations.delete", item.id, sorted(doomed)))

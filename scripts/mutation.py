@@ -88,7 +88,8 @@ def recheck(names: list[str], test_files: list[str], timeout: float) -> dict[str
         try:
             done = subprocess.run(command, cwd=ROOT / "mutants", env=env, capture_output=True, text=True,
                                   timeout=timeout * 10)
-            failed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+            failed = [line.split()[1] for line in done.stdout.splitlines()  # pytest's summary lines, not logs
+                      if line.startswith(("FAILED tests/", "ERROR tests/"))]
             verdict = (f"caught by {failed[0] if failed else 'pytest exit ' + str(done.returncode)}"
                        if done.returncode not in (0, 5) else "survived")
         except subprocess.TimeoutExpired:

@@ -201,6 +201,36 @@ def test_retry_after_is_the_time_the_model_takes_to_serve_the_excess():
     assert rate.seconds_to_serve(500) == pytest.approx(2.0)
 
 
+def test_the_served_rate_counts_the_time_requests_were_admitted_and_not_the_idle_time(monkeypatch):
+    """The rate behind Retry-After: tokens served over the seconds during which at least one request was admitted
+    (overlapping requests count their shared time once; time with nothing admitted is not the model's); a model
+    that served tokens in no measurable time still says one second, never zero."""
+    from adapters.server import runner
+    now = [0.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    rate = runner.ServedRate(busy_since=100.0)
+
+    def at(moment: float) -> runner.ServedRate:
+        now[0] = moment
+        return rate
+
+    at(0).admit()
+    at(1).admit()  # overlaps the first: its second is not counted twice
+    at(3).release(100)
+    assert at(4).seconds_to_serve(50) == pytest.approx(50 * 4 / 100)  # one request still admitted: busy 4 s so far
+    at(5).release(300)
+    assert at(10).seconds_to_serve(80) == pytest.approx(80 * 5 / 400)  # idle from 5 to 10: still 5 busy seconds
+    at(10).admit()
+    assert at(12).seconds_to_serve(400) == pytest.approx(400 * 7 / 400)
+    at(12).release(100)  # a second busy stretch, added to the first
+    assert at(20).seconds_to_serve(500) == pytest.approx(500 * 7 / 500)
+    instant = runner.ServedRate()
+    at(20)
+    instant.admit()
+    instant.release(10)  # served, in no time at all by the clock
+    assert instant.seconds_to_serve(5) == 1.0
+
+
 def test_a_client_that_left_before_its_turn_never_runs_the_model_and_frees_its_place(sst2):
     gate = Gate(sst2)
     limit = one_text_cost("one") + one_text_cost("gone")

@@ -81,9 +81,14 @@ def recheck(names: list[str], test_files: list[str], timeout: float) -> dict[str
     (stopping at the first failure): "caught by <test>" or "survived"; saved in mutants/recheck.json as it goes."""
     store = ROOT / "mutants" / "recheck.json"
     verdicts = json.loads(store.read_text()) if store.exists() else {}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "--hypothesis-seed=0",
+               f"--timeout={int(timeout)}", "--timeout-method=thread", *test_files]
+    clean = subprocess.run(command, cwd=ROOT / "mutants", env={**os.environ, "MUTANT_UNDER_TEST": "",
+                                                               "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    if clean.returncode != 0:  # a failure with no mutant on would be counted as every mutant caught
+        raise SystemExit(f"{' '.join(test_files)} fail in mutants/ with no mutant switched on:\n"
+                         + "\n".join(clean.stdout.splitlines()[-15:]))
     for number, name in enumerate(names, 1):
-        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "--hypothesis-seed=0",
-                   f"--timeout={int(timeout)}", "--timeout-method=thread", *test_files]
         env = {**os.environ, "MUTANT_UNDER_TEST": name, "HF_HUB_OFFLINE": "1"}
         try:
             done = subprocess.run(command, cwd=ROOT / "mutants", env=env, capture_output=True, text=True,

@@ -408,6 +408,10 @@ def test_overrides_are_validated_and_restored_in_process(make_adapter):
     runner = app.state.runners["t5-email"]
     with pytest.raises(ConfigurationError, match="token_count"):
         runner.resolve({"token_count": 0})
+    # The routes' schemas refuse unknown fields; a caller of the runner itself gets a refusal too, where the model
+    # configuration's own resolution would only warn and ignore the key.
+    with pytest.raises(ConfigurationError, match=r"^t5-email has no setting \['tokens'\]$"):
+        runner.resolve({"tokens": 2})
     configuration, budget = dict(adapter.configuration), adapter.generation_config.max_new_tokens
 
     async def scenario():

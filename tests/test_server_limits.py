@@ -231,6 +231,20 @@ def test_the_served_rate_counts_the_time_requests_were_admitted_and_not_the_idle
     assert instant.seconds_to_serve(5) == 1.0
 
 
+
+def test_retry_after_is_the_time_to_serve_only_what_passes_the_queue_limit(sst2, monkeypatch):
+    """A refused request is told to come back when the model will have served the excess (what is queued plus
+    the request, less the limit) at its measured rate; not the whole queue, not a second by default."""
+    from adapters.server import runner as runner_module
+    monkeypatch.setattr(runner_module.time, "monotonic", lambda: 50.0)
+    runner = runner_module.ModelRunner("distilbert-sst2", sst2, ServerLimits(max_queue_tokens=1000))
+    runner._served = runner_module.ServedRate(tokens=1000, seconds=10.0)  # served so far: 100 tokens a second
+    runner.admit(600)
+    runner.admit(300)  # both are queued: 900 tokens
+    with pytest.raises(runner_module.QueueFull) as refused:
+        runner.check_queue(400)
+    assert refused.value.headers == {"Retry-After": str((900 + 400 - 1000) // 100)}
+
 def test_a_client_that_left_before_its_turn_never_runs_the_model_and_frees_its_place(sst2):
     gate = Gate(sst2)
     limit = one_text_cost("one") + one_text_cost("gone")

@@ -199,9 +199,13 @@ class FakePlatform:
             return {"items": shown, "totalItemsCount": len(selected), "hasNextPage": (page + 1) * size < len(selected),
                     "totalPagesCount": -(-len(selected) // size) if size else 0}
 
-        def download_layout(local_path: str, filters: dl.Filters | None, annotation_filters: dl.Filters | None) -> list:
-            """The layout dtlpy writes: <local_path>/items/<filename> and <local_path>/json/<dir>/<stem>.json
-            holding the item's JSON with the annotations the annotation filter selects."""
+        def download_layout(local_path: str, filters: dl.Filters | None, annotation_filters: dl.Filters | None,
+                            annotation_options: Any) -> list:
+            """The layout dtlpy writes: <local_path>/items/<filename> and, only when `annotation_options` asks for
+            JSON (dtlpy's default is none), <local_path>/json/<dir>/<stem>.json holding the item's JSON with the
+            annotations the annotation filter selects."""
+            options = annotation_options if isinstance(annotation_options, (list, tuple)) else [annotation_options]
+            with_json = dl.ViewAnnotationOptions.JSON in options
             item_filter = (filters or dl.Filters()).prepare().get("filter", {})
             annotation_filter = annotation_filters.prepare().get("filter", {}) if annotation_filters else {}
             written = []
@@ -215,25 +219,30 @@ class FakePlatform:
                 target.write_bytes(item.download(save_locally=False).read())
                 data["annotations"] = [a for a in platform.annotations.get(item.id, [])
                                        if _matches(a, annotation_filter)]
+                written.append(str(target))
+                if not with_json:
+                    continue
                 record = Path(local_path) / "json" / Path(filename).parent / (Path(filename).stem + ".json")
                 record.parent.mkdir(parents=True, exist_ok=True)
                 record.write_text(json.dumps(data), encoding="utf-8")
-                written.append(str(target))
             platform.calls.append(("dataset.download", local_path, len(written)))
             return written
 
         def download_recursive(downloader: Any, local_path: str = None, filters: dl.Filters = None,
                                annotation_filters: dl.Filters = None, **kwargs: Any) -> list:
-            return download_layout(local_path, filters, annotation_filters)
+            # dtlpy's JSON download (BaseModelAdapter.prepare_data): the items' files and their annotations' JSON
+            return download_layout(local_path, filters, annotation_filters, dl.ViewAnnotationOptions.JSON)
 
         item_download = dl.repositories.Items.download
 
         def items_download(repository: dl.repositories.Items, filters: dl.Filters = None, items: Any = None,
-                           local_path: str = None, annotation_filters: dl.Filters = None, **kwargs: Any) -> Any:
+                           local_path: str = None, annotation_filters: dl.Filters = None,
+                           annotation_options: Any = None, **kwargs: Any) -> Any:
             if items is not None:  # one item's own download (`item.download`): its file, read through file://
                 return item_download(repository, filters=filters, items=items, local_path=local_path,
-                                     annotation_filters=annotation_filters, **kwargs)
-            return download_layout(local_path, filters, annotation_filters)
+                                     annotation_filters=annotation_filters, annotation_options=annotation_options,
+                                     **kwargs)
+            return download_layout(local_path, filters, annotation_filters, annotation_options)
 
         def artifacts_upload(repository: Any, filepath: str, **kwargs: Any) -> None:
             platform.calls.append(("artifacts.upload", filepath))

@@ -57,11 +57,11 @@ def deployed(platform, model_dir, module: str, output_type: str = "class", **con
     return ModelAdapter(model_entity=platform.model(MODEL, configuration))
 
 
-def text_items(platform, tmp_path, texts=TEXTS, folder="/reviews", references=None):
+def text_items(platform, tmp_path, texts=TEXTS, folder="/reviews", references=None, first_id=1):
     """Text items (ObjectId-like ids, as dtlpy splits a dataset by id), each with its reference annotations."""
     items = []
     for index, text in enumerate(texts):
-        item_id = f"{index + 1:024x}"
+        item_id = f"{index + first_id:024x}"
         annotations = references[index] if references else []
         items.append(platform.add_item(file_item(tmp_path / "data", f"{folder}/r{index}.txt", text, item_id,
                                                  "text/plain"), annotations))
@@ -216,6 +216,23 @@ def test_evaluate_model_with_text_output_writes_the_same_files_with_this_package
     assert adapter.evaluation_metrics["accuracy"] == pytest.approx(accuracy)
     assert "1" in interpolated and set(interpolated["1"]) == {"recall", "precision", "confidence"}
 
+
+
+@pytest.mark.parametrize("as_dict", [True, False], ids=["filter as JSON", "dl.Filters"])
+def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifier, tmp_path, platform, as_dict):
+    """A pipeline passes the evaluation's filter as JSON, the SDK as `dl.Filters`: either way only the items it
+    selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON)."""
+    adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type="text")
+    selected = text_items(platform, tmp_path, TEXTS[:3], folder="/eval",
+                          references=[[answer_json(None, "POSITIVE", None)] for _ in range(3)])
+    others = text_items(platform, tmp_path, TEXTS[3:5], folder="/other", first_id=10,
+                        references=[[answer_json(None, "NEGATIVE", None)] for _ in range(2)])
+    for item in [*selected, *others]:  # a text item's reference is a text annotation on no prompt
+        del platform.annotations[item.id][0]["metadata"]["system"]["promptId"]
+    query = dl.Filters(field="dir", values="/eval")
+    adapter.evaluate_model(adapter.model_entity, platform.dataset, filters=query.prepare() if as_dict else query)
+    assert sorted(row["item_id"] for row in platform.scores(adapter.model_entity.id)) == sorted(i.id for i in selected)
+    assert all(mine(platform, item.id) == [] for item in others)
 
 def test_a_generators_scores_are_rouge_per_question(tiny_models, tmp_path, platform):
     adapter = deployed(platform, tiny_models[MODULE_MODELS["models.dialogpt_large"]], "models.dialogpt_large",

@@ -218,16 +218,21 @@ def test_evaluate_model_with_text_output_writes_the_same_files_with_this_package
 
 
 
-@pytest.mark.parametrize("as_dict", [True, False], ids=["filter as JSON", "dl.Filters"])
-def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifier, tmp_path, platform, as_dict):
+@pytest.mark.parametrize("as_dict, output_type", [(True, "text"), (False, "text"), (True, "class")],
+                         ids=["filter as JSON", "dl.Filters", "filter as JSON, class output"])
+def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifier, tmp_path, platform, as_dict,
+                                                                 output_type):
     """A pipeline passes the evaluation's filter as JSON, the SDK as `dl.Filters`: either way only the items it
-    selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON)."""
-    adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type="text")
-    selected = text_items(platform, tmp_path, TEXTS[:3], folder="/eval",
-                          references=[[answer_json(None, "POSITIVE", None)] for _ in range(3)])
+    selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON), by this
+    package's scores (text) or dtlpy's (class)."""
+    adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type=output_type)
+    platform.labels = ["NEGATIVE", "POSITIVE"]
+    reference = (lambda name: [label(name)]) if output_type == "class" else (
+        lambda name: [answer_json(None, name, None)])
+    selected = text_items(platform, tmp_path, TEXTS[:3], folder="/eval", references=[reference("POSITIVE") for _ in range(3)])
     others = text_items(platform, tmp_path, TEXTS[3:5], folder="/other", first_id=10,
-                        references=[[answer_json(None, "NEGATIVE", None)] for _ in range(2)])
-    for item in [*selected, *others]:  # a text item's reference is a text annotation on no prompt
+                        references=[reference("NEGATIVE") for _ in range(2)])
+    for item in [*selected, *others] if output_type == "text" else []:  # a text item's answer is on no prompt
         del platform.annotations[item.id][0]["metadata"]["system"]["promptId"]
     query = dl.Filters(field="dir", values="/eval")
     adapter.evaluate_model(adapter.model_entity, platform.dataset, filters=query.prepare() if as_dict else query)

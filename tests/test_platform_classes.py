@@ -5,6 +5,7 @@ class annotations read for training and evaluation, and the scores files of the 
 from __future__ import annotations
 
 import json
+import tempfile
 
 import dtlpy as dl
 import pytest
@@ -221,11 +222,12 @@ def test_evaluate_model_with_text_output_writes_the_same_files_with_this_package
 @pytest.mark.parametrize("as_dict, output_type", [(True, "text"), (False, "text"), (True, "class")],
                          ids=["filter as JSON", "dl.Filters", "filter as JSON, class output"])
 def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifier, tmp_path, platform, as_dict,
-                                                                 output_type):
+                                                                 output_type, monkeypatch):
     """A pipeline passes the evaluation's filter as JSON, the SDK as `dl.Filters`: either way only the items it
     selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON), by this
     package's scores (text) or dtlpy's (class)."""
     adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type=output_type)
+    adapter.model_entity.dataset_id = "the-training-dataset"  # evaluated on another dataset
     platform.labels = ["NEGATIVE", "POSITIVE"]
     reference = (lambda name: [label(name)]) if output_type == "class" else (
         lambda name: [answer_json(None, name, None)])
@@ -235,9 +237,16 @@ def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifie
     for item in [*selected, *others] if output_type == "text" else []:  # a text item's answer is on no prompt
         del platform.annotations[item.id][0]["metadata"]["system"]["promptId"]
     query = dl.Filters(field="dir", values="/eval")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     adapter.evaluate_model(adapter.model_entity, platform.dataset, filters=query.prepare() if as_dict else query)
-    assert sorted(row["item_id"] for row in platform.scores(adapter.model_entity.id)) == sorted(i.id for i in selected)
+    rows = platform.scores(adapter.model_entity.id)
+    assert sorted(row["item_id"] for row in rows) == sorted(i.id for i in selected)
+    assert {(row["model_id"], row["dataset_id"]) for row in rows} == {(adapter.model_entity.id, platform.dataset.id)}
     assert all(mine(platform, item.id) == [] for item in others)
+    assert platform.metric_datasets == [platform.dataset.id]  # the evaluation's figure names its dataset
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("hf-adapter-evaluate-")]  # nothing left
 
 def test_a_generators_scores_are_rouge_per_question(tiny_models, tmp_path, platform):
     adapter = deployed(platform, tiny_models[MODULE_MODELS["models.dialogpt_large"]], "models.dialogpt_large",

@@ -371,7 +371,9 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_or_with_overwrite_started_o
     DAMAGES[damage](checkpoint)
     code, err = cli_resume(data, out, tiny_models["distilbert"], capsys)
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
-    assert "damaged" in err and "--overwrite" in err
+    assert err.startswith(f"error: output folder {str(out)!r}: the checkpoint cannot be resumed: "), err
+    assert err.endswith(" (damaged or not this model's); pass --overwrite to start a new run, or choose another "
+                        "folder\n"), err
     code, err = cli_resume(data, out, tiny_models["distilbert"], capsys, "--overwrite")
     assert code == 0 and "epoch 1/2 done" in err and "epoch 2/2 done" in err, err
     assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
@@ -424,6 +426,23 @@ def test_a_checkpoint_of_another_architecture_is_refused_like_its_weights(tiny_m
     code, err = cli_resume(data, out, weights_folder, capsys, "--overwrite")
     assert code == 0 and "epoch 1/2 done" in err, err
 
+
+
+def test_a_checkpoint_with_every_weight_and_one_more_is_of_another_architecture(tiny_models, tmp_path):
+    """Shapes that all fit and nothing missing is not enough: a weight the model does not have (a head or layer
+    of another architecture) makes the checkpoint another model's, named in the refusal."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification
+
+    from adapters.training.output import other_architecture
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models["distilbert"])
+    checkpoint = tmp_path / "checkpoint-1"
+    model.save_pretrained(checkpoint)
+    assert other_architecture(checkpoint, model) is None
+    weights = load_file(checkpoint / "model.safetensors")
+    save_file({**weights, "extra_head.weight": torch.zeros(2, 2)}, checkpoint / "model.safetensors")
+    assert other_architecture(checkpoint, model) == (
+        "1 unexpected weight(s) (extra_head.weight): weights of another architecture")
 
 # ----- dtlpy's train_model: checkpoints stored with the model, a restarted execution continues -----
 class ArtifactStore:

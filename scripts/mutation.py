@@ -9,8 +9,8 @@ mutmut copies `adapters/` and `models/` to `mutants/`, mutates the files listed 
 mutant, runs only the tests (from `pytest_add_cli_args_test_selection`) that call the mutated function. Results
 are kept in `mutants/`: a second run only tries mutants whose function changed. `--recheck FILES` runs each mutant
 the selection did not catch against other test files (ones that run in subprocesses, or that the selection leaves
-out to stay fast), one mutant at a time, and records which of them those files catch in `mutants/recheck.json`. Not part of CI: a whole run took
-1 h 28 min on 2 cores (docs/testing.md has the last score and the survivors accepted on purpose).
+out to stay fast), one mutant at a time, and records which of them those files catch in `mutants/recheck.json`.
+Not part of CI: a whole run took 1 h 28 min on 2 cores (docs/testing.md has the last score and the survivors accepted on purpose).
 """
 from __future__ import annotations
 

@@ -154,7 +154,8 @@ def test_a_feature_set_of_another_size_is_refused_before_anything_is_embedded(ti
                                   "project": platform.project.id, "modelId": adapter.model_entity.id,
                                   "entityType": "item"})
     texts, _ = dataset_items(platform, tmp_path)
-    with pytest.raises(Exception, match=r"feature set 'my-embedder' \(old-set\) of model 'my-embedder' holds vectors of size 768, and this model's are "
+    with pytest.raises(Exception, match=r"feature set 'my-embedder' \(old-set\) of model 'my-embedder' holds vectors "
+                                        r"of size 768, and this model's are "
                                         r"of size 32 \(its weights changed\); delete that feature set, and the next "
                                         r"embedding creates one of the right size$"):
         adapter.embed_items(texts)

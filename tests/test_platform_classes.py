@@ -231,7 +231,8 @@ def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifie
     platform.labels = ["NEGATIVE", "POSITIVE"]
     reference = (lambda name: [label(name)]) if output_type == "class" else (
         lambda name: [answer_json(None, name, None)])
-    selected = text_items(platform, tmp_path, TEXTS[:3], folder="/eval", references=[reference("POSITIVE") for _ in range(3)])
+    selected = text_items(platform, tmp_path, TEXTS[:3], folder="/eval",
+                          references=[reference("POSITIVE") for _ in range(3)])
     others = text_items(platform, tmp_path, TEXTS[3:5], folder="/other", first_id=10,
                         references=[reference("NEGATIVE") for _ in range(2)])
     for item in [*selected, *others] if output_type == "text" else []:  # a text item's answer is on no prompt

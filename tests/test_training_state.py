@@ -83,3 +83,26 @@ def test_a_resumed_run_without_a_seed_keeps_the_seed_it_was_started_with(tiny_mo
     fresh, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **settings)
     fresh.train(str(data), str(tmp_path / "fresh"))
     assert fresh.training_seed != seed  # a new run draws its own: the check above can fail
+
+
+def test_the_run_fingerprint_follows_what_is_learned_and_not_where_or_how_it_predicts():
+    """Two runs are the same run (one may resume the other's checkpoints) when module, configuration and rows
+    agree; a learning setting or a row changes it, the device and prediction batching do not."""
+    from pathlib import Path
+
+    from adapters.training.trainer import Prepared, fingerprint
+
+    class Adapter:  # what `fingerprint` reads of an adapter: its module and configuration
+        def __init__(self, **configuration):
+            self.configuration = {"module_name": "models.distilbert_sst2", "learning_rate": 5e-5, "epochs": 2,
+                                  "device": "cpu", "batch_size": 8, **configuration}
+
+    rows = [{"input_ids": [101, 7, 102], "labels": 1}]
+    prepared = Prepared(Path("data"), {}, 0, rows, [])
+    same = fingerprint(Adapter(), prepared)
+    assert fingerprint(Adapter(device="cuda", batch_size=32, max_batch_tokens=512, reanswer=True), prepared) == same
+    assert fingerprint(Adapter(learning_rate=1e-4), prepared) != same
+    assert fingerprint(Adapter(epochs=3), prepared) != same
+    other_module = type("Other", (Adapter,), {"__module__": "models.another"})
+    assert fingerprint(other_module(), prepared) != same
+    assert fingerprint(Adapter(), Prepared(Path("data"), {}, 0, rows, rows)) != same  # the validation rows too

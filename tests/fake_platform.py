@@ -352,6 +352,7 @@ class FakePlatform:
         monkeypatch.setattr(dl.repositories.FeatureSets, "create", feature_sets_create)
         monkeypatch.setattr(dl.repositories.Features, "create", features_create)
         return dataset
+
     def _fail(self, call: str, item_id: str) -> None:
         """Raise the error `failures` holds for `call`, as the platform's HTTP layer would (nothing is stored)."""
         if call in self.failures:

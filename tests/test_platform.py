@@ -208,7 +208,6 @@ def test_reanswer_replaces_this_models_answers_and_nothing_else(tiny_models, tmp
     assert sorted(p for p, _ in mine) == ["1", "2"] and {text for _, text in mine} <= {"billing", "bug"}
 
 
-
 def test_a_collection_that_does_not_say_what_it_answered_replaces_by_its_annotations_prompts(tiny_models, tmp_path,
                                                                                            platform):
     """dtlpy uploads whatever `predict` returned. A plain `dl.AnnotationCollection` (a subclass's predict, not this
@@ -225,6 +224,7 @@ def test_a_collection_that_does_not_say_what_it_answered_replaces_by_its_annotat
                    model_info={"name": MODEL, "confidence": 0.9})
     adapter._upload_model_annotations(item, collection)
     assert sorted(platform.texts("item-a")) == [("1", "a person's", None), ("1", "fresh", MODEL), ("2", "kept", MODEL)]
+
 
 def test_n_gen_writes_one_annotation_per_prompt_that_prompt_item_can_update(tiny_models, tmp_path, platform):
     adapter = deployed(tiny_models, "models.t5_email", n_gen=3, seed=3)

@@ -218,27 +218,21 @@ def test_evaluate_model_with_text_output_writes_the_same_files_with_this_package
     assert "1" in interpolated and set(interpolated["1"]) == {"recall", "precision", "confidence"}
 
 
-
 # Not with class output: dtlpymetrics' create_model_score (dtlpy's evaluate) scores every JSON file in dtlpy's own
 # download folder of the dataset, which keeps the files of an earlier evaluation with another filter (a known
 # issue, docs/testing.md); this package's own scoring (text output) downloads into a folder of its own.
-@pytest.mark.parametrize("as_dict, output_type", [(True, "text"), (False, "text")],
-                         ids=["filter as JSON", "dl.Filters"])
+@pytest.mark.parametrize("as_dict", [True, False], ids=["filter as JSON", "dl.Filters"])
 def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifier, tmp_path, platform, as_dict,
-                                                                 output_type, monkeypatch):
+                                                                 monkeypatch):
     """A pipeline passes the evaluation's filter as JSON, the SDK as `dl.Filters`: either way only the items it
-    selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON), by this
-    package's scores (text) or dtlpy's (class)."""
-    adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type=output_type)
+    selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON)."""
+    adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type="text")
     adapter.model_entity.dataset_id = "the-training-dataset"  # evaluated on another dataset
-    platform.labels = ["NEGATIVE", "POSITIVE"]
-    reference = (lambda name: [label(name)]) if output_type == "class" else (
-        lambda name: [answer_json(None, name, None)])
     selected = text_items(platform, tmp_path, TEXTS[:3], folder="/eval",
-                          references=[reference("POSITIVE") for _ in range(3)])
+                          references=[[answer_json(None, "POSITIVE", None)] for _ in range(3)])
     others = text_items(platform, tmp_path, TEXTS[3:5], folder="/other", first_id=10,
-                        references=[reference("NEGATIVE") for _ in range(2)])
-    for item in [*selected, *others] if output_type == "text" else []:  # a text item's answer is on no prompt
+                        references=[[answer_json(None, "NEGATIVE", None)] for _ in range(2)])
+    for item in [*selected, *others]:  # a text item's reference is a text annotation on no prompt
         del platform.annotations[item.id][0]["metadata"]["system"]["promptId"]
     query = dl.Filters(field="dir", values="/eval")
     scratch = tmp_path / "scratch"
@@ -251,6 +245,7 @@ def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifie
     assert all(mine(platform, item.id) == [] for item in others)
     assert platform.metric_datasets == [platform.dataset.id]  # the evaluation's figure names its dataset
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("hf-adapter-evaluate-")]  # nothing left
+
 
 def test_a_generators_scores_are_rouge_per_question(tiny_models, tmp_path, platform):
     adapter = deployed(platform, tiny_models[MODULE_MODELS["models.dialogpt_large"]], "models.dialogpt_large",

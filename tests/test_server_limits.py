@@ -43,6 +43,7 @@ from adapters.server.limits import (
     ServerLimits,
 )
 from adapters.server.logs import RepeatedLogFilter
+from adapters.server.runner import ModelRunner, QueueFull, ServedRate
 from tests.conftest import ROOT
 from tests.prompt_factory import current_item, legacy_item
 from tests.servers import free_loopback_port, wait_until_ready
@@ -194,24 +195,28 @@ def test_a_request_alone_is_admitted_whatever_the_queue_limit(sst2):
 
 
 def test_retry_after_is_the_time_the_model_takes_to_serve_the_excess():
-    from adapters.server.runner import ServedRate
     rate = ServedRate()
     assert rate.seconds_to_serve(10_000) == 1.0  # nothing served yet: retry in a second
     rate = ServedRate(tokens=1000, seconds=4.0)  # 250 tokens a second
     assert rate.seconds_to_serve(500) == pytest.approx(2.0)
 
 
-def test_the_served_rate_counts_the_time_requests_were_admitted_and_not_the_idle_time(monkeypatch):
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The server's monotonic clock, set by the test: `clock[0] = seconds`."""
+    now = [0.0]
+    monkeypatch.setattr("adapters.server.runner.time.monotonic", lambda: now[0])
+    return now
+
+
+def test_the_served_rate_counts_the_time_requests_were_admitted_and_not_the_idle_time(clock):
     """The rate behind Retry-After: tokens served over the seconds during which at least one request was admitted
     (overlapping requests count their shared time once; time with nothing admitted is not the model's); a model
     that served tokens in no measurable time still says one second, never zero."""
-    from adapters.server import runner
-    now = [0.0]
-    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
-    rate = runner.ServedRate(busy_since=100.0)
+    rate = ServedRate(busy_since=100.0)
 
-    def at(moment: float) -> runner.ServedRate:
-        now[0] = moment
+    def at(moment: float) -> ServedRate:
+        clock[0] = moment
         return rate
 
     at(0).admit()
@@ -224,26 +229,25 @@ def test_the_served_rate_counts_the_time_requests_were_admitted_and_not_the_idle
     assert at(12).seconds_to_serve(400) == pytest.approx(400 * 7 / 400)
     at(12).release(100)  # a second busy stretch, added to the first
     assert at(20).seconds_to_serve(500) == pytest.approx(500 * 7 / 500)
-    instant = runner.ServedRate()
+    instant = ServedRate()
     at(20)
     instant.admit()
     instant.release(10)  # served, in no time at all by the clock
     assert instant.seconds_to_serve(5) == 1.0
 
 
-
-def test_retry_after_is_the_time_to_serve_only_what_passes_the_queue_limit(sst2, monkeypatch):
+def test_retry_after_is_the_time_to_serve_only_what_passes_the_queue_limit(sst2, clock):
     """A refused request is told to come back when the model will have served the excess (what is queued plus
     the request, less the limit) at its measured rate; not the whole queue, not a second by default."""
-    from adapters.server import runner as runner_module
-    monkeypatch.setattr(runner_module.time, "monotonic", lambda: 50.0)
-    runner = runner_module.ModelRunner("distilbert-sst2", sst2, ServerLimits(max_queue_tokens=1000))
-    runner._served = runner_module.ServedRate(tokens=1000, seconds=10.0)  # served so far: 100 tokens a second
+    clock[0] = 50.0
+    runner = ModelRunner("distilbert-sst2", sst2, ServerLimits(max_queue_tokens=1000))
+    runner._served = ServedRate(tokens=1000, seconds=10.0)  # served so far: 100 tokens a second
     runner.admit(600)
     runner.admit(300)  # both are queued: 900 tokens
-    with pytest.raises(runner_module.QueueFull) as refused:
+    with pytest.raises(QueueFull) as refused:
         runner.check_queue(400)
     assert refused.value.headers == {"Retry-After": str((900 + 400 - 1000) // 100)}
+
 
 def test_a_client_that_left_before_its_turn_never_runs_the_model_and_frees_its_place(sst2):
     gate = Gate(sst2)

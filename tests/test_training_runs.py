@@ -427,7 +427,6 @@ def test_a_checkpoint_of_another_architecture_is_refused_like_its_weights(tiny_m
     assert code == 0 and "epoch 1/2 done" in err, err
 
 
-
 def test_a_checkpoint_with_every_weight_and_one_more_is_of_another_architecture(tiny_models, tmp_path):
     """Shapes that all fit and nothing missing is not enough: a weight the model does not have (a head or layer
     of another architecture) makes the checkpoint another model's, named in the refusal."""
@@ -443,6 +442,7 @@ def test_a_checkpoint_with_every_weight_and_one_more_is_of_another_architecture(
     save_file({**weights, "extra_head.weight": torch.zeros(2, 2)}, checkpoint / "model.safetensors")
     assert other_architecture(checkpoint, model) == (
         "1 unexpected weight(s) (extra_head.weight): weights of another architecture")
+
 
 # ----- dtlpy's train_model: checkpoints stored with the model, a restarted execution continues -----
 class ArtifactStore:

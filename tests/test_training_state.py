@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from adapters.training.output import OutputError, read_run
+from adapters.training.trainer import Prepared, fingerprint
 from tests.test_training import FAST, local_adapter, sentiment_layout
 
 
@@ -88,10 +90,6 @@ def test_a_resumed_run_without_a_seed_keeps_the_seed_it_was_started_with(tiny_mo
 def test_the_run_fingerprint_follows_what_is_learned_and_not_where_or_how_it_predicts():
     """Two runs are the same run (one may resume the other's checkpoints) when module, configuration and rows
     agree; a learning setting or a row changes it, the device and prediction batching do not."""
-    from pathlib import Path
-
-    from adapters.training.trainer import Prepared, fingerprint
-
     class Adapter:  # what `fingerprint` reads of an adapter: its module and configuration
         def __init__(self, **configuration):
             self.configuration = {"module_name": "models.distilbert_sst2", "learning_rate": 5e-5, "epochs": 2,

@@ -4,9 +4,9 @@
 layer but the last must still run at every position (its states are the next layer's keys and values), but the
 last layer's queries, attention output, feed-forward network and layer norms are needed at that one position
 only: of its 12 x dim^2 multiply-adds per token (4 in attention, 8 in the feed-forward network), the keys' and
-values' 2 remain, about 14% less work for a six-layer model (docs/performance.md). The same modules and weights run in the same order, so the logits equal the
-stock forward's within float rounding (tests/test_classifiers.py); training, embeddings and other architectures
-use the stock one.
+values' 2 remain, about 14% less work for a six-layer model (docs/performance.md). The same modules and weights
+run in the same order, so the logits equal the stock forward's within float rounding (tests/test_classifiers.py);
+training, embeddings and other architectures use the stock one.
 """
 from __future__ import annotations
 

@@ -432,8 +432,12 @@ def unreadable(path: Path) -> str | None:
         with open(path, "rb") as file:
             file.read(1)
     except OSError as error:
-        return f"cannot read {str(path)!r}: {error.strerror or error}"
+        return _cannot_read(path, error)
     return None
+
+
+def _cannot_read(path: Path, error: OSError) -> str:
+    return f"cannot read {str(path)!r}: {error.strerror or error}"
 
 
 def check_file(path: Path, name: str | None = None) -> FileCheck:
@@ -445,7 +449,7 @@ def check_file(path: Path, name: str | None = None) -> FileCheck:
     try:
         content = path.read_bytes()
     except OSError as error:
-        return FileCheck(f"cannot read {str(path)!r}: {error.strerror or error}")
+        return FileCheck(_cannot_read(path, error))
     try:
         data = json.loads(content)
     except Exception as error:  # noqa: BLE001 - as the adapter words it (ValueError, RecursionError)

@@ -175,6 +175,8 @@ def test_evaluate_model_with_class_output_scores_classifications_with_dtlpymetri
     platform.labels = ["NEGATIVE", "POSITIVE"]
     items = text_items(platform, tmp_path, references=[[label(t)] for t in truth])
     rows, interpolated = evaluated(platform, adapter)
+    dl.BaseModelAdapter.evaluate(adapter, adapter.model_entity, platform.dataset, None)  # dtlpy's own scoring
+    assert sorted(rows, key=str) == sorted(platform.scores(adapter.model_entity.id), key=str)  # row for row
     said = {item.id: mine(platform, item.id) for item in items}
     assert all(len(answers) == 1 and answers[0][0] == "class" for answers in said.values())
     right = [said[item.id][0][1] == t for item, t in zip(items, truth)]
@@ -218,32 +220,39 @@ def test_evaluate_model_with_text_output_writes_the_same_files_with_this_package
     assert "1" in interpolated and set(interpolated["1"]) == {"recall", "precision", "confidence"}
 
 
-# Not with class output: dtlpymetrics' create_model_score (dtlpy's evaluate) scores every JSON file in dtlpy's own
-# download folder of the dataset, which keeps the files of an earlier evaluation with another filter (a known
-# issue, docs/testing.md); this package's own scoring (text output) downloads into a folder of its own.
+@pytest.mark.parametrize("output_type", ["class", "text"])
 @pytest.mark.parametrize("as_dict", [True, False], ids=["filter as JSON", "dl.Filters"])
 def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifier, tmp_path, platform, as_dict,
-                                                                 monkeypatch):
+                                                                 output_type, monkeypatch):
     """A pipeline passes the evaluation's filter as JSON, the SDK as `dl.Filters`: either way only the items it
-    selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON)."""
-    adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type="text")
+    selects are answered, downloaded and scored, with their annotations (`annotation_options` JSON), also after
+    an evaluation with another filter (dtlpy's own `evaluate` scores every file in its shared download folder of
+    the dataset, where that evaluation's files stay)."""
+    adapter = deployed(platform, split_classifier, "models.distilbert_sst2", output_type=output_type)
     adapter.model_entity.dataset_id = "the-training-dataset"  # evaluated on another dataset
+    platform.labels = ["NEGATIVE", "POSITIVE"]
+    reference = label if output_type == "class" else (lambda name: answer_json(None, name, None))
     selected = text_items(platform, tmp_path, TEXTS[:3], folder="/eval",
-                          references=[[answer_json(None, "POSITIVE", None)] for _ in range(3)])
+                          references=[[reference("POSITIVE")] for _ in range(3)])
     others = text_items(platform, tmp_path, TEXTS[3:5], folder="/other", first_id=10,
-                        references=[[answer_json(None, "NEGATIVE", None)] for _ in range(2)])
-    for item in [*selected, *others]:  # a text item's reference is a text annotation on no prompt
-        del platform.annotations[item.id][0]["metadata"]["system"]["promptId"]
-    query = dl.Filters(field="dir", values="/eval")
+                        references=[[reference("NEGATIVE")] for _ in range(2)])
+    if output_type == "text":
+        for item in [*selected, *others]:  # a text item's reference is a text annotation on no prompt
+            del platform.annotations[item.id][0]["metadata"]["system"]["promptId"]
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    adapter.evaluate_model(adapter.model_entity, platform.dataset, filters=query.prepare() if as_dict else query)
-    rows = platform.scores(adapter.model_entity.id)
-    assert sorted(row["item_id"] for row in rows) == sorted(i.id for i in selected)
-    assert {(row["model_id"], row["dataset_id"]) for row in rows} == {(adapter.model_entity.id, platform.dataset.id)}
-    assert all(mine(platform, item.id) == [] for item in others)
-    assert platform.metric_datasets == [platform.dataset.id]  # the evaluation's figure names its dataset
+    for chosen, left_out, folder in [(others, selected, "/other"), (selected, others, "/eval")]:
+        query = dl.Filters(field="dir", values=folder)
+        adapter.evaluate_model(adapter.model_entity, platform.dataset, filters=query.prepare() if as_dict else query)
+        if chosen is others:  # the first evaluation answers only the items it selects
+            assert all(mine(platform, item.id) == [] for item in left_out)
+        rows = platform.scores(adapter.model_entity.id)
+        assert sorted(row["item_id"] for row in rows) == sorted(i.id for i in chosen)
+        assert {row["annotation_type"] for row in rows} == {output_type}
+        assert {(row["model_id"], row["dataset_id"]) for row in rows} == {(adapter.model_entity.id,
+                                                                          platform.dataset.id)}
+    assert platform.metric_datasets[-1] == platform.dataset.id  # the evaluation's figure names its dataset
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("hf-adapter-evaluate-")]  # nothing left
 
 

@@ -29,7 +29,7 @@ from adapters.dataloop.execution import (
     reporting_progress,
 )
 from adapters.dataloop.streaming import streamed_answers
-from adapters.dataloop.model_scores import score_rows, upload_scores
+from adapters.dataloop.model_scores import class_score_rows, score_rows, upload_scores
 from adapters.training.dataset import read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
 from adapters.training.metrics import PRIMARY
@@ -337,9 +337,10 @@ class ModelAdapter(dl.BaseModelAdapter):
     def evaluate(self, model: dl.Model, dataset: dl.Dataset, filters: dl.Filters | dict | None = None) -> dl.Model:
         """Score the answers `evaluate_model` just uploaded against the items' reference answers (annotations by no
         model), in the files the platform's evaluation and comparison views read, `/.modelscores/<model id>.csv`
-        and its interpolated JSON: with output_type 'class', dtlpy's own default (dtlpymetrics'
-        `create_model_score`, which matches class annotations); for text answers, this package's scores in the
-        same files (adapters/dataloop/model_scores.py).
+        and its interpolated JSON: with output_type 'class', dtlpymetrics' matching of classifications, as dtlpy's
+        default (`create_model_score`) runs it, but on this evaluation's items only (dtlpy's default also scores
+        the files an earlier evaluation left in its shared download folder); for text answers, this package's
+        scores in the same files (adapters/dataloop/model_scores.py).
 
         The dataset's metrics (accuracy and macro-F1, or ROUGE-1/2/L) go to `self.evaluation_metrics` and to the
         model's metrics, in their own figure ("evaluation"), apart from the training curves. Reference class
@@ -356,9 +357,10 @@ class ModelAdapter(dl.BaseModelAdapter):
             self.evaluation_metrics = evaluate_annotations(self.hugging.metric_family, subset,
                                                            self.hugging.label_set())
             if self.hugging.output_type == CLASS:
-                model = super().evaluate(model, dataset, filters)
+                rows = class_score_rows(Path(folder) / "json", model, dataset)
             else:
-                upload_scores(score_rows(self.hugging.metric_family, subset, model.id, dataset.id), model, dataset)
+                rows = score_rows(self.hugging.metric_family, subset, model.id, dataset.id)
+            upload_scores(rows, model, dataset)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         upload_samples(model, evaluation_samples(self.evaluation_metrics), dataset_id=dataset.id)

@@ -1,13 +1,20 @@
-"""Scores of text answers in the files the platform's evaluation and comparison views read.
+"""Scores of a model's answers in the files the platform's evaluation and comparison views read.
 
 dtlpy's default `evaluate` runs dtlpymetrics' `create_model_score`, which matches each item's ground truth
 (annotations by no model) with the model's annotations and uploads two hidden files to the dataset:
 `/.modelscores/<model id>.csv`, one row per matched pair (`first_*` the ground truth, `second_*` the model's,
 `label_score`, `geometry_score`, `attribute_score`, `annotation_score`...), and
 `/.modelscores/<model id>-interpolated.json`, the dataset's precision-recall curves at ten thresholds on
-`geometry_score`. It scores classes and shapes only: free text raises "unsupported type: text". So for text answers
-this module writes the same CSV itself, one row per question with a reference, and lets dtlpymetrics compute and
-upload the interpolated JSON from it, exactly as it does for its own CSV:
+`geometry_score`. It reads the items from dtlpy's shared download folder of the dataset, where it scores every JSON
+file it finds, also those an earlier evaluation with another filter left there. So this module scores the items of
+this evaluation's own download, then lets dtlpymetrics compute and upload the interpolated JSON from the CSV,
+exactly as it does for its own:
+
+- classifications (output type 'class'): dtlpymetrics' own matching (`measure_annotations`, with the arguments
+  `create_model_score` passes), one row per matched pair;
+
+It scores classes and shapes only (free text raises "unsupported type: text"), so for text answers the rows are
+this module's, one per question with a reference:
 
 - a classifier's answer (a label, as text): `label_score` = `geometry_score` = `annotation_score` = 1 when it is
   one of the question's references, else 0 (their mean over rows is the accuracy; dtlpymetrics' own class rows
@@ -21,7 +28,9 @@ upload the interpolated JSON from it, exactly as it does for its own CSV:
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -48,6 +57,37 @@ def score_rows(family: str, subset: Subset, model_id: str, dataset_id: str) -> l
             predicted = item.written["predictions"].get(question) or []
             rows.append(_row(family, references, predicted[0] if predicted else None, item.item_id, model_id,
                              dataset_id))
+    return rows
+
+
+def class_score_rows(json_root: Path, model: Any, dataset: Any) -> list[dict[str, Any]]:
+    """dtlpymetrics' rows for the classifications of the items whose JSON files are under `json_root` (this
+    evaluation's download, annotations included): each item's ground truth against `model`'s classifications."""
+    import dtlpy as dl
+    from dtlpymetrics.utils import measure_annotations
+
+    rows = []
+    for path in sorted(json_root.rglob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        item = dl.Item.from_json(_json=data, client_api=dl.client_api, dataset=dataset)
+        truth, answers = [], []
+        for annotation in dl.AnnotationCollection.from_json(_json=data.get("annotations") or [], item=item):
+            by = (annotation.metadata.get("user") or {}).get("model")
+            if by is None:
+                truth.append(annotation)
+            elif by.get("name", "") == model.name:
+                answers.append(annotation)
+        if not truth and not answers:
+            continue
+        matches = measure_annotations(annotations_set_one=truth, annotations_set_two=answers, match_threshold=0.01,
+                                      ignore_labels=False, compare_types=[model.output_type])
+        if model.output_type not in matches:
+            continue
+        for match in matches[model.output_type].to_df().to_dict("records"):
+            rows.append({**{name: None if isinstance(value, float) and math.isnan(value) else value
+                            for name, value in match.items()},
+                         "item_id": data["id"], "annotation_type": model.output_type, "model_id": model.id,
+                         "dataset_id": dataset.id})
     return rows
 
 

@@ -82,8 +82,10 @@ def test_early_stopping_without_a_validation_subset_is_refused(tiny_models, tmp_
     data = sentiment_layout(tmp_path / "data", validation=0)
     adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], **FAST, early_stopping_patience=1)
     from adapters.training.dataset import DatasetError
-    with pytest.raises(DatasetError, match="needs a 'validation' subset"):
+    with pytest.raises(DatasetError) as refused:
         adapter.train(str(data), str(tmp_path / "out"))
+    assert str(refused.value) == ("early_stopping_patience needs a 'validation' subset to measure improvement; add "
+                                  "one or set early_stopping_patience to 0")
     assert not (tmp_path / "out").exists()
 
 

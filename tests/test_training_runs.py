@@ -460,8 +460,13 @@ class ArtifactStore:
                 self.id = str(path.relative_to(store.root))
                 self.filename = "/artifacts/models/m/" + self.id
 
-        def upload(repo, filepath, **kwargs):
-            shutil.copytree(Path(filepath).parent, store.root, dirs_exist_ok=True)
+        def upload(repo, filepath, overwrite=False, **kwargs):  # dtlpy keeps an existing file unless `overwrite`
+            for source in Path(filepath).parent.rglob("*"):
+                target = store.root / source.relative_to(Path(filepath).parent)
+                if source.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif overwrite or not target.exists():
+                    shutil.copy2(source, target)
 
         def download(repo, local_path=None, **kwargs):
             shutil.copytree(store.root, local_path, dirs_exist_ok=True)
@@ -478,35 +483,48 @@ class ArtifactStore:
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
 
 
-class Progress:
-    """dtlpy's execution progress; `fail_at` makes the execution fail there, as a crash would."""
+class PodKilled(BaseException):
+    """The pod stopped (preempted, evicted): no `except Exception` of dtlpy's runs, nothing is saved on the way out."""
 
-    def __init__(self, fail_at: str | None = None):
-        self.fail_at = fail_at
+
+class Progress:
+    """dtlpy's execution progress; `fail_at` makes the execution fail there, as a crash would (`error`: Interrupt,
+    which dtlpy's train_model catches to save the output on failure, or PodKilled, which nothing catches)."""
+
+    def __init__(self, fail_at: str | None = None, error: type[BaseException] = Interrupt):
+        self.fail_at, self.error = fail_at, error
         self.messages: list[str] = []
 
     def update(self, message: str = "", progress: int | None = None, **kwargs):
         self.messages.append(message)
         if self.fail_at and message.startswith(self.fail_at):
-            raise Interrupt(message)
+            raise self.error(message)
 
 
-def test_dtlpy_train_model_stores_checkpoints_and_a_restarted_execution_continues(tiny_models, tmp_path,
-                                                                                monkeypatch):
-    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+def executions_on_new_pods(tmp_path: Path, monkeypatch, datasets: list[Path]) -> ArtifactStore:
+    """dtlpy's train_model as the platform runs it: the model's artifacts in an ArtifactStore, and each execution on
+    a new pod (nothing local survives) whose `prepare_data` gives the next of `datasets`."""
     store = ArtifactStore(tmp_path / "artifacts")
     for name, method in store.methods.items():
         monkeypatch.setattr(dl.repositories.Artifacts, name, method)
     monkeypatch.setattr(dl.entities.Model, "dataset", property(lambda self: None))
-    pods = iter(["pod-1", "pod-2"])  # each execution runs on a new pod: nothing local survives
+    pods = enumerate(datasets)
 
     def prepare_data(self, dataset, root_path=None, **kwargs):
-        pod = tmp_path / next(pods)
+        index, data = next(pods)
+        pod = tmp_path / f"pod-{index}"
         shutil.copytree(data, pod / "data")
         (pod / "output").mkdir()
         return str(pod), str(pod / "data"), str(pod / "output")
 
     monkeypatch.setattr(ModelAdapter, "prepare_data", prepare_data)
+    return store
+
+
+def test_dtlpy_train_model_stores_checkpoints_and_a_restarted_execution_continues(tiny_models, tmp_path,
+                                                                                monkeypatch):
+    data = sentiment_layout(tmp_path / "data", train=16, validation=6)
+    store = executions_on_new_pods(tmp_path, monkeypatch, [data, data])
     adapter, samples = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=4, **FAST)
     model = adapter.model_entity
     model.wait_for_model_ready = lambda: model
@@ -531,6 +549,31 @@ def test_dtlpy_train_model_stores_checkpoints_and_a_restarted_execution_continue
     assert next_run.hugging.model.config.id2label == {0: "neg", 1: "pos"}
     trained = restarted.hugging.model.state_dict()
     assert all(torch.equal(tensor, trained[key]) for key, tensor in next_run.hugging.model.state_dict().items())
+
+
+def test_a_run_on_other_data_replaces_the_stored_checkpoints_of_a_run_that_never_finished(tiny_models, tmp_path,
+                                                                                         monkeypatch):
+    """Stored checkpoints are named by step and the run's fingerprint file is one name for every run: a run on
+    other data, stored over the checkpoints of a run whose pod was killed, must replace them (dtlpy keeps an
+    artifact that exists unless told to overwrite), or its own restart would resume the other run's weights or
+    start over. The pods are killed, not failed: dtlpy's save on failure would store the output whole itself."""
+    first = sentiment_layout(tmp_path / "first", train=16, validation=6)
+    other = sentiment_layout(tmp_path / "other", train=12, validation=6)
+    store = executions_on_new_pods(tmp_path, monkeypatch, [first, other, other])
+    adapter, _ = local_adapter("distilbert-sst2", tiny_models["distilbert"], epochs=4, **FAST)
+    model = adapter.model_entity
+    model.wait_for_model_ready = lambda: model
+    for execution in range(2):  # the run on `first` dies after epoch 2, then the run on `other` does
+        progress = Progress(fail_at="finished epoch: 1/", error=PodKilled)
+        with pytest.raises(PodKilled):
+            ModelAdapter(model_entity=model).train_model(model, progress=progress)
+        assert [m for m in progress.messages if m.startswith("finished epoch")] == ["finished epoch: 0/4",
+                                                                                   "finished epoch: 1/4"]
+    progress = Progress()
+    ModelAdapter(model_entity=model).train_model(model, progress=progress)  # the run on `other`, restarted
+    assert [m for m in progress.messages if m.startswith("finished epoch")] == ["finished epoch: 2/4",
+                                                                               "finished epoch: 3/4"]
+    assert not [f for f in store.files() if f.startswith("checkpoints/")]
 
 
 @pytest.mark.parametrize("steps", [100, 101, 1000, 3])

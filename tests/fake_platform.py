@@ -22,6 +22,7 @@ import fnmatch
 import io
 import itertools
 import json
+import logging
 import mimetypes
 import shutil
 import time
@@ -126,6 +127,9 @@ class FakePlatform:
                 annotations = annotations.annotations
             elif isinstance(annotations, (dl.Annotation, dict)):  # one annotation, as `Annotation.upload` sends it
                 annotations = [annotations]
+            if not annotations:  # dtlpy sends no request for none, and says so
+                logging.getLogger("dtlpy").warning("Annotation upload receives 0 annotations. Not doing anything")
+                return dl.AnnotationCollection.from_json(_json=[], item=item)
             uploaded = []
             for annotation in annotations:
                 data = annotation.to_json() if isinstance(annotation, dl.Annotation) else dict(annotation)

@@ -5,6 +5,7 @@ class annotations read for training and evaluation, and the scores files of the 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 
 import dtlpy as dl
@@ -124,8 +125,23 @@ def test_text_output_answers_text_items_with_free_text(split_classifier, tmp_pat
     assert [kind for kind, _ in mine(platform, item.id)] == ["text"]
 
 
+def test_the_entity_is_told_what_it_lacks_in_one_update_and_not_again(split_classifier, platform, caplog):
+    """A load sets the entity's `embeddings_size`, output type and labels in one update; the next load of the same
+    model (another execution) finds them said and sets nothing (dtlpy's own configuration defaults aside)."""
+    with caplog.at_level(logging.INFO, logger="adapters.dataloop.model_adapter"):
+        adapter = deployed(platform, split_classifier, "models.distilbert_sst2")
+        entity = adapter.model_entity
+        assert entity.labels == ["NEGATIVE", "POSITIVE"] and entity.output_type == "class"
+        assert entity.configuration["embeddings_size"] == adapter.hugging.embedding_size
+        ModelAdapter(model_entity=entity)
+    said = [r.getMessage() for r in caplog.records if r.name == "adapters.dataloop.model_adapter"
+            and ": set " in r.getMessage()]
+    size = adapter.hugging.embedding_size
+    assert said == [f"model {MODEL!r}: set embeddings_size {size}, outputType 'class', 2 labels"]
+
+
 def test_zero_shot_multi_label_gives_one_classification_per_label_at_the_threshold(sharp_classifiers, tmp_path,
-                                                                                   platform):
+                                                                                   platform, caplog):
     labels = ["billing", "bug", "praise", "question"]
     path = sharp_classifiers["models.bart_large_mnli"]
     scoring = deployed(platform, path, "models.bart_large_mnli", candidate_labels=labels, multi_label=True)
@@ -146,7 +162,9 @@ def test_zero_shot_multi_label_gives_one_classification_per_label_at_the_thresho
     assert confidences == pytest.approx(reached)
     strict = deployed(platform, path, "models.bart_large_mnli", candidate_labels=labels, multi_label=True,
                       threshold=1.0)
-    strict.predict_items(items)  # no label reaches it: the answer is no classification, and it succeeds
+    with caplog.at_level(logging.WARNING, logger="dtlpy"):
+        strict.predict_items(items)  # no label reaches it: the answer is no classification, and it succeeds
+    assert not [r for r in caplog.records if "upload receives 0 annotations" in r.getMessage()]  # nothing to upload
     assert all(mine(platform, item.id) == [] for item in items)  # the earlier classifications went
 
 

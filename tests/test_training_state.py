@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.training.output import OutputError, read_run
+from adapters.training.output import OutputError, OutputFolder, Resume, read_run
 from adapters.training.trainer import Prepared, fingerprint
 from tests.test_training import FAST, local_adapter, sentiment_layout
 
@@ -104,3 +104,20 @@ def test_the_run_fingerprint_follows_what_is_learned_and_not_where_or_how_it_pre
     other_module = type("Other", (Adapter,), {"__module__": "models.another"})
     assert fingerprint(other_module(), prepared) != same
     assert fingerprint(Adapter(), Prepared(Path("data"), {}, 0, rows, rows)) != same  # the validation rows too
+
+
+@pytest.mark.parametrize("damage", ["run file", "checkpoint"])
+def test_a_run_started_over_from_damaged_checkpoints_is_the_one_its_restart_continues(tmp_path, damage):
+    """With overwrite, damaged checkpoints start the run over in a folder that names this run and its seed: if it is
+    interrupted in turn, its restart continues it rather than finding "checkpoints of a different run"."""
+    checkpoints = tmp_path / "out" / "checkpoints"
+    (checkpoints / "checkpoint-3").mkdir(parents=True)
+    if damage == "run file":
+        (checkpoints / "run.json").write_text('{"not": "a run"}')
+    else:  # this run's file, and a checkpoint whose trainer state is not JSON
+        (checkpoints / "run.json").write_text(json.dumps({"fingerprint": "this-run", "seed": 7}))
+        (checkpoints / "checkpoint-3" / "trainer_state.json").write_text("{not json")
+    assert OutputFolder(tmp_path / "out", overwrite=True).begin("this-run", 7) == Resume(None, 7)
+    assert read_run(checkpoints) == {"fingerprint": "this-run", "seed": 7}
+    assert not (checkpoints / "checkpoint-3").exists()
+    assert OutputFolder(tmp_path / "out").begin("this-run", 99) == Resume(None, 7)  # continued, with its seed

@@ -160,10 +160,12 @@ def test_bart_nli_learns_from_labels_with_the_hypothesis_template(tiny_models, t
     rows = hugging.training_rows(question, [], "great")
     assert [row["labels"] for row in rows] == [hugging.entailment_id, hugging.contradiction_id]
     assert rows[0]["input_ids"] == hugging.preprocess(question, [])[0]["input_ids"]
-    before = adapter.evaluate_path(str(data))["accuracy"]
+    scores = adapter.evaluate_path(str(data))  # the validation subset (8 items), no confusion matrix unless asked
+    on_train = adapter.evaluate_path(str(data), "train", with_confusion=True)
+    assert "confusion_matrix" not in scores and sum(map(sum, on_train["confusion_matrix"]["counts"])) == 16
     history = adapter.train(str(data), str(tmp_path / "out"))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert history[-1]["accuracy"] >= 0.9 > before
+    assert history[-1]["accuracy"] >= 0.9 > scores["accuracy"]
 
 
 @contextlib.contextmanager

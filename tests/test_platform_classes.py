@@ -13,6 +13,7 @@ import pytest
 
 from adapters.core.hugging_adapter import LoadedItem
 from adapters.dataloop.model_adapter import ModelAdapter
+from adapters.training.dataset import DatasetError
 from adapters.training.metrics import question_rouge
 from tests.conftest import FAST_SETTINGS, MODULE_MODELS
 from tests.fake_platform import FakePlatform, answer_json, file_item, prompt_file_item
@@ -272,6 +273,16 @@ def test_evaluate_model_scores_only_the_items_its_filter_selects(split_classifie
                                                                           platform.dataset.id)}
     assert platform.metric_datasets[-1] == platform.dataset.id  # the evaluation's figure names its dataset
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("hf-adapter-evaluate-")]  # nothing left
+
+
+def test_an_evaluation_whose_filter_selects_nothing_says_so_in_one_line(split_classifier, tmp_path, platform):
+    adapter = deployed(platform, split_classifier, "models.distilbert_sst2")
+    text_items(platform, tmp_path, TEXTS[:2], references=[[label("POSITIVE")] for _ in range(2)])
+    with pytest.raises(DatasetError) as refused:
+        adapter.evaluate_model(adapter.model_entity, platform.dataset, filters=dl.Filters(field="dir", values="/none"))
+    assert str(refused.value) == (f"the evaluation's filter selects no item of dataset {platform.dataset.name!r} "
+                                  f"({platform.dataset.id}): nothing to evaluate")
+    assert not [name for name in platform.uploads if name.startswith("/.modelscores/")]
 
 
 def test_a_generators_scores_are_rouge_per_question(tiny_models, tmp_path, platform):

@@ -30,7 +30,7 @@ from adapters.dataloop.execution import (
 )
 from adapters.dataloop.streaming import streamed_answers
 from adapters.dataloop.model_scores import class_score_rows, score_rows, upload_scores
-from adapters.training.dataset import read_subset
+from adapters.training.dataset import DatasetError, read_subset
 from adapters.training.evaluation import evaluate_annotations, evaluate_by_predicting
 from adapters.training.metrics import PRIMARY
 from adapters.training.output import CHECKPOINTS, OutputFolder
@@ -353,6 +353,9 @@ class ModelAdapter(dl.BaseModelAdapter):
         try:
             dataset.items.download(filters=filters, local_path=folder,
                                    annotation_options=dl.ViewAnnotationOptions.JSON)
+            if not any((Path(folder) / "json").rglob("*.json")):
+                raise DatasetError(f"the evaluation's filter selects no item of dataset {short(dataset.name)} "
+                                   f"({dataset.id}): nothing to evaluate")
             subset = read_subset(folder, "evaluation", predictions_of=model.name)
             self.evaluation_metrics = evaluate_annotations(self.hugging.metric_family, subset,
                                                            self.hugging.label_set())

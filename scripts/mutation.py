@@ -86,6 +86,15 @@ def report(results: dict[str, dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def to_recheck(modules: list[str], functions: list[str]) -> list[str]:
+    """The mutants mutmut did not catch (of functions whose names contain one of `functions`, if any), less those
+    an earlier recheck caught: a recheck against other files must not overwrite that verdict with "survived"."""
+    caught = {name for name, record in read_rechecks().items() if record["verdict"].startswith("caught")}
+    return [name for outcomes in read_results(modules).values() for name, state in outcomes.items()
+            if state in ("survived", "no tests") and name not in caught
+            and (not functions or any(part in name for part in functions))]
+
+
 def recheck(names: list[str], test_files: list[str], timeout: float) -> dict[str, str]:
     """Each mutant in `names`, switched on in `mutants/` as mutmut does (`MUTANT_UNDER_TEST`), against `test_files`
     (stopping at the first failure): "caught by <test>" or "survived"; saved in mutants/recheck.json as it goes."""
@@ -129,10 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120, help="seconds per test under --recheck (default 120)")
     args = parser.parse_args(argv)
     if args.recheck:
-        uncaught = [name for outcomes in read_results(args.modules).values() for name, state in outcomes.items()
-                    if state in ("survived", "no tests")
-                    and (not args.functions or any(part in name for part in args.functions))]
-        verdicts = recheck(uncaught, args.recheck, args.timeout)
+        verdicts = recheck(to_recheck(args.modules, args.functions), args.recheck, args.timeout)
         print(f"{sum(v.startswith('caught') for v in verdicts.values())} of {len(verdicts)} caught by "
               f"{' '.join(args.recheck)}")
         return 0

@@ -47,3 +47,13 @@ def test_a_recheck_refuses_test_files_that_fail_with_no_mutant_on(mutation, tmp_
     assert verdicts == {"pkg.mod.x_f__mutmut_2": "caught by tests/test_broken.py::test_sees_the_mutant"}
     assert json.loads((tmp_path / "mutants" / "recheck.json").read_text())["pkg.mod.x_f__mutmut_2"]["files"] == [
         "tests/test_broken.py"]
+
+
+def test_a_recheck_takes_the_uncaught_mutants_of_the_named_functions_not_those_caught_before(mutation, tmp_path):
+    assert mutation.to_recheck([], []) == ["pkg.mod.x_f__mutmut_2", "pkg.mod.x_g__mutmut_1"]
+    assert mutation.to_recheck([], ["x_g"]) == ["pkg.mod.x_g__mutmut_1"]
+    assert mutation.to_recheck(["other.mod"], []) == []
+    (tmp_path / "mutants" / "recheck.json").write_text(json.dumps(
+        {"pkg.mod.x_g__mutmut_1": {"verdict": "caught by tests/test_g.py::test_it", "files": ["tests/test_g.py"]},
+         "pkg.mod.x_f__mutmut_2": {"verdict": "survived", "files": ["tests/test_g.py"]}}))
+    assert mutation.to_recheck([], []) == ["pkg.mod.x_f__mutmut_2"]

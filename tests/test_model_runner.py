@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 
 import anyio
 import pytest
@@ -39,29 +40,50 @@ def until(condition, seconds: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def test_busy_is_true_only_while_a_request_is_inside_predict(sst2):
-    """The shutdown message names the models still answering (`busy`): true while a call runs, false once every
-    call ended, whether it answered or failed, with several at once."""
-    gate = Gate(sst2)
+@dataclass
+class Held:
+    """A model step (`forward`: answers, `_pooled`: embeddings) held until `release` is set; `entered` once reached."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+def hold(adapter, step: str) -> Held:
+    held, real = Held(), getattr(adapter, step)
+
+    def waiting(inputs):
+        held.entered.set()
+        held.release.wait(timeout=30)
+        return real(inputs)
+    setattr(adapter, step, waiting)
+    return held
+
+
+def test_busy_is_true_while_any_call_is_inside_the_model(sst2):
+    """The shutdown message names the models still answering (`busy`): true while any call runs (two at once, the
+    first ending while the second waits its turn), false once every call ended, whether it answered or failed."""
+    answering, embedding = hold(sst2, "forward"), hold(sst2, "_pooled")
     runner = ModelRunner("distilbert-sst2", sst2)
     assert not runner.busy
-    for texts in (["one", "two"], ["three"]):  # two calls at once, then one
-        gate.opened.clear()
-        calls = [threading.Thread(target=runner.predict, args=([prompt_item([text])],)) for text in texts]
-        for call in calls:
-            call.start()
-        until(lambda: gate.active)
-        assert runner.busy
-        gate.opened.set()
-        for call in calls:
-            call.join()
-        assert not runner.busy
+    first = threading.Thread(target=runner.predict, args=([prompt_item(["one"])],))
+    second = threading.Thread(target=runner.embed_texts, args=(["two"],))
+    first.start()
+    until(answering.entered.is_set)
+    second.start()
+    until(lambda: len(sst2.batcher._queue) == 1)  # the embedding waits behind the prediction
+    answering.release.set()
+    first.join()
+    until(embedding.entered.is_set)
+    assert runner.busy  # the embedding is still inside
+    embedding.release.set()
+    second.join()
+    assert not runner.busy
 
     def broken(inputs):
         raise RuntimeError("boom")
     sst2.forward = broken
     with pytest.raises(Exception, match="boom"):
-        runner.predict([prompt_item(["four"])])
+        runner.predict([prompt_item(["three"])])
     assert not runner.busy
 
 
@@ -184,19 +206,11 @@ def test_a_client_that_left_ends_its_request_at_once_logged_once(sst2, caplog, r
     """A client that disconnects while its model call runs gets its request ended at once (the call, abandoned,
     finishes alone), and one INFO line by model says so."""
     runner = ModelRunner("distilbert-sst2", sst2)
-    step = "forward" if route == "answer" else "_pooled"  # the model call each route holds
-    entered, release = threading.Event(), threading.Event()
-    real = getattr(sst2, step)
-
-    def held(inputs):
-        entered.set()
-        release.wait(timeout=30)
-        return real(inputs)
-    setattr(sst2, step, held)
+    held = hold(sst2, "forward" if route == "answer" else "_pooled")  # the model step each route runs
 
     async def scenario():
         async def gone():
-            while not entered.is_set():
+            while not held.entered.is_set():
                 await anyio.sleep(0.01)
         request = runner.answer(["one"], client_gone=gone) if route == "answer" else runner.embed(["one"], gone)
         with pytest.raises(ClientLeft):
@@ -205,7 +219,7 @@ def test_a_client_that_left_ends_its_request_at_once_logged_once(sst2, caplog, r
     with caplog.at_level(logging.INFO, logger="adapters.server.runner"):
         run_async(scenario())
     assert runner.busy  # the abandoned call still runs
-    release.set()
+    held.release.set()
     until(lambda: not runner.busy)
     assert [r.getMessage() for r in caplog.records if r.name == "adapters.server.runner"] == [
         "distilbert-sst2: a client left before its answer; what of its request had not run was dropped"]

@@ -223,3 +223,29 @@ def test_a_client_that_left_ends_its_request_at_once_logged_once(sst2, caplog, r
     until(lambda: not runner.busy)
     assert [r.getMessage() for r in caplog.records if r.name == "adapters.server.runner"] == [
         "distilbert-sst2: a client left before its answer; what of its request had not run was dropped"]
+
+
+def test_an_embedding_whose_client_left_before_its_turn_never_runs(sst2):
+    """A client that leaves while its texts wait behind another call's: its rows are dropped unrun when their turn
+    comes (the model's time goes to clients still waiting), as a prediction's are."""
+    answering = hold(sst2, "forward")
+    pooled = []
+    real = sst2._pooled
+    sst2._pooled = lambda inputs: pooled.append(len(inputs["input_ids"])) or real(inputs)
+    runner = ModelRunner("distilbert-sst2", sst2)
+    first = threading.Thread(target=runner.predict, args=([prompt_item(["one"])],))
+    first.start()
+    until(answering.entered.is_set)
+
+    async def scenario():
+        async def gone():
+            while len(sst2.batcher._queue) != 1:  # the embedding's rows wait their turn
+                await anyio.sleep(0.01)
+        with pytest.raises(ClientLeft):
+            await runner.embed(["two"], gone)
+
+    run_async(scenario())
+    answering.release.set()
+    first.join()
+    until(lambda: not runner.busy)
+    assert pooled == []

@@ -50,6 +50,11 @@ def read_rechecks() -> dict[str, dict]:
     return json.loads(store.read_text()) if store.exists() else {}
 
 
+def caught_on_recheck(rechecked: dict[str, dict]) -> set[str]:
+    """The mutants a recheck caught, among the recorded verdicts `rechecked`."""
+    return {name for name, record in rechecked.items() if record.get("verdict", "").startswith("caught")}
+
+
 def read_results(modules: list[str]) -> dict[str, dict[str, str]]:
     """Outcome of every mutant, by source file, from mutmut's `mutants/<file>.meta` records."""
     results: dict[str, dict[str, str]] = {}
@@ -78,7 +83,8 @@ def report(results: dict[str, dict[str, str]]) -> str:
     rechecked = read_rechecks()
     uncaught = [(name, state) for outcomes in results.values() for name, state in outcomes.items()
                 if state not in ("killed", "timeout", "not checked")]
-    caught_later = [name for name, _ in uncaught if rechecked.get(name, {}).get("verdict", "").startswith("caught")]
+    by_recheck = caught_on_recheck(rechecked)
+    caught_later = [name for name, _ in uncaught if name in by_recheck]
     lines += ["", f"Not caught (see one with `mutmut show <name>`); {len(caught_later)} of {len(uncaught)} caught "
                   f"under --recheck:"]
     lines += [f"- {name}: {state}" + (f"; {rechecked[name]['verdict']} under --recheck" if name in rechecked else "")
@@ -89,7 +95,7 @@ def report(results: dict[str, dict[str, str]]) -> str:
 def to_recheck(modules: list[str], functions: list[str]) -> list[str]:
     """The mutants mutmut did not catch (of functions whose names contain one of `functions`, if any), less those
     an earlier recheck caught: a recheck against other files must not overwrite that verdict with "survived"."""
-    caught = {name for name, record in read_rechecks().items() if record["verdict"].startswith("caught")}
+    caught = caught_on_recheck(read_rechecks())
     return [name for outcomes in read_results(modules).values() for name, state in outcomes.items()
             if state in ("survived", "no tests") and name not in caught
             and (not functions or any(part in name for part in functions))]

@@ -86,6 +86,12 @@ def make_adapter(tiny_models):
     return make
 
 
+@pytest.fixture
+def sst2(make_adapter):
+    """A fresh DistilBERT classifier on its tiny model (tests replace its steps: each gets its own)."""
+    return make_adapter("models.distilbert_sst2")
+
+
 @pytest.fixture(scope="session")
 def sharp_classifiers(tmp_path_factory) -> dict[str, Path]:
     """Sharpened tiny DistilBERT and BART by module name: their scores differ per text (the plain tiny ones give

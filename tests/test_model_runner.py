@@ -28,11 +28,6 @@ from tests.test_embeddings import TOLERANCE
 from tests.test_server_limits import Gate, run_async
 
 
-@pytest.fixture
-def sst2(make_adapter):
-    return make_adapter("models.distilbert_sst2")
-
-
 def until(condition, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():

@@ -23,11 +23,6 @@ from tests.test_server_limits import SST2, Client, Gate, Reply, body_of, call, r
 GENERATE = "/models/t5-email/generate"
 
 
-@pytest.fixture
-def sst2(make_adapter):
-    return make_adapter("models.distilbert_sst2")
-
-
 # ----- connections -----
 
 class MemoryTransport(asyncio.Transport):

@@ -146,11 +146,6 @@ async def until_queued(adapter, calls: int) -> None:
     raise AssertionError(f"{calls} calls never queued")
 
 
-@pytest.fixture
-def sst2(make_adapter):
-    return make_adapter("models.distilbert_sst2")
-
-
 def one_text_cost(text: str) -> int:
     """What a one-text /classify request costs DistilBERT: its bytes and special tokens (texts under the window)."""
     return len(text.encode()) + SPECIAL_TOKENS

@@ -353,14 +353,15 @@ class ModelAdapter(dl.BaseModelAdapter):
         try:
             dataset.items.download(filters=filters, local_path=folder,
                                    annotation_options=dl.ViewAnnotationOptions.JSON)
-            if not any((Path(folder) / "json").rglob("*.json")):
+            json_root = Path(folder) / "json"  # the items' JSON, annotations included
+            if not any(json_root.rglob("*.json")):
                 raise DatasetError(f"the evaluation's filter selects no item of dataset {short(dataset.name)} "
                                    f"({dataset.id}): nothing to evaluate")
             subset = read_subset(folder, "evaluation", predictions_of=model.name)
             self.evaluation_metrics = evaluate_annotations(self.hugging.metric_family, subset,
                                                            self.hugging.label_set())
             if self.hugging.output_type == CLASS:
-                rows = class_score_rows(Path(folder) / "json", model, dataset)
+                rows = class_score_rows(json_root, model, dataset)
             else:
                 rows = score_rows(self.hugging.metric_family, subset, model.id, dataset.id)
             upload_scores(rows, model, dataset)
